@@ -1,0 +1,24 @@
+# Two commands for a newcomer: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+$(BIN)/activate: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,dev]'
+	touch $(BIN)/activate
+
+.PHONY: install test demo lint
+install: $(BIN)/activate
+
+test: $(BIN)/activate
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: $(BIN)/activate
+	$(BIN)/ruff check .
+
+demo: $(BIN)/activate
+	cd example_app && FLASK_APP=app ../$(BIN)/flask engage db upgrade
+	cd example_app && FLASK_APP=app ../$(BIN)/flask engage seed-demo --once
+	cd example_app && FLASK_APP=app ../$(BIN)/flask run --debug --port 5000

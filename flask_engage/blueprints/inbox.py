@@ -1,0 +1,49 @@
+"""In-app inbox for the current identity."""
+
+from __future__ import annotations
+
+from flask import current_app, jsonify, request
+from sqlalchemy import select, update
+
+from ..context import operation_session
+from ..models import Customer, Message, utcnow
+from .common import ApiError, bp
+
+
+def _customer_id() -> int | None:
+    external = current_app.extensions["engage"].current_identity()
+    if external is None:
+        raise ApiError(401, "identity: no signed-in customer")
+    with operation_session() as session:
+        return session.scalar(select(Customer.id).where(Customer.external_id == external))
+
+
+@bp.get("/inbox")
+def inbox():
+    customer_id = _customer_id()
+    if customer_id is None:
+        return jsonify({"messages": [], "unread": 0})
+    limit = min(max(request.args.get("limit", 20, type=int) or 20, 1), 100)
+    with operation_session() as session:
+        rows = list(session.scalars(
+            select(Message).where(Message.customer_id == customer_id, Message.channel == "in_app",
+                                  Message.status == "sent")
+            .order_by(Message.sent_at.desc(), Message.id.desc()).limit(limit)
+        ))
+        messages = [{"id": m.id, "subject": m.subject, "body": m.body,
+                     "sent_at": m.sent_at.isoformat() if m.sent_at else None,
+                     "read": m.read_at is not None} for m in rows]
+    return jsonify({"messages": messages, "unread": sum(1 for m in messages if not m["read"])})
+
+
+@bp.post("/inbox/<int:message_id>/read")
+def inbox_read(message_id: int):
+    customer_id = _customer_id()
+    with operation_session() as session:
+        changed = session.execute(
+            update(Message).where(Message.id == message_id, Message.customer_id == customer_id,
+                                  Message.channel == "in_app").values(read_at=utcnow())
+        ).rowcount
+    if not changed:
+        raise ApiError(404, f"message: no in-app message {message_id} for you")
+    return jsonify({"ok": True})

@@ -1,0 +1,1 @@
+"""Engage.so-compatible v1 user API (``/v1/users/...``)."""

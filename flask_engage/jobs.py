@@ -1,0 +1,336 @@
+"""Background work: the outbox, RQ jobs, ``run_due`` and the worker.
+
+A commit that writes outbox rows is followed by :func:`dispatch`: with
+``ENGAGE_REDIS_URL`` a job is enqueued on ``ENGAGE_QUEUE``; without it the same
+work runs inline, right after the commit. If Redis cannot be reached the error is
+logged and the rows wait for the next worker or ``run_due``: nothing is lost and
+the host's commit never fails.
+
+Every job takes ids (or nothing), runs in the app context and is idempotent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from flask import Flask, current_app
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from .context import get_state, log, operation_session
+from .models import OutboxItem, SchedulerState, Segment, utcnow
+from .outbox import PENDING
+
+JOB_RETRY_INTERVALS = [10, 60, 300]
+
+
+# --- Redis and RQ --------------------------------------------------------------------
+
+def redis_connection(app: Flask | None = None) -> Any:
+    """The Redis client for ``ENGAGE_REDIS_URL`` (None in inline mode); fails fast."""
+    state = get_state(app)
+    url = (app or current_app).config.get("ENGAGE_REDIS_URL")
+    if not url:
+        return None
+    if state.redis is None:
+        from redis import Redis
+
+        state.redis = Redis.from_url(url, socket_connect_timeout=1, socket_timeout=5)
+    return state.redis
+
+
+def get_queue(app: Flask | None = None) -> Any:
+    """Engage's RQ queue (None in inline mode)."""
+    from rq import Queue
+
+    connection = redis_connection(app)
+    if connection is None:
+        return None
+    return Queue((app or current_app).config["ENGAGE_QUEUE"], connection=connection)
+
+
+def enqueue(func: Callable[..., Any], *args: Any, job_id: str | None = None) -> bool:
+    """Enqueue a job with retries; False (and a log line) if Redis is unreachable."""
+    from redis.exceptions import RedisError
+    from rq import Retry
+
+    queue = get_queue()
+    try:
+        queue.enqueue(func, *args, job_id=job_id, retry=Retry(max=len(JOB_RETRY_INTERVALS),
+                                                               interval=JOB_RETRY_INTERVALS))
+        return True
+    except (RedisError, OSError) as exc:
+        log.warning("flask-engage: could not reach Redis (%s); work stays in the outbox", exc)
+        return False
+
+
+def dispatch(app: Flask) -> None:
+    """After a commit that wrote outbox rows: enqueue, or run inline."""
+    with app.app_context():
+        if app.config.get("ENGAGE_REDIS_URL"):
+            enqueue(job_drain_outbox)
+        else:
+            try:
+                finish_inline()
+            except Exception:  # the host's request must not fail; the outbox keeps the work
+                log.exception("flask-engage: inline processing failed; it will be retried by run_due")
+
+
+def finish_inline(now: datetime | None = None) -> None:
+    """Inline mode: do the outbox work, then the automation steps and sends it caused."""
+    drain_outbox(now)
+    advance_automations(now)
+    deliver_all()
+
+
+# --- the outbox ----------------------------------------------------------------------
+
+def _claim(session: Session, task: str, limit: int) -> list[OutboxItem]:
+    query = select(OutboxItem).where(OutboxItem.task == task).order_by(OutboxItem.id).limit(limit)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    return list(session.scalars(query))
+
+
+def drain_outbox(now: datetime | None = None, batch: int = 500) -> int:
+    """Process every outbox row; each row is deleted in the transaction doing its work."""
+    from .messages.broadcasts import start_broadcast
+    from .segments.membership import evaluate_customers, recompute_segment, send_signals
+
+    done = 0
+    for task in ("evaluate", "recompute", "broadcast"):
+        while True:
+            with operation_session() as session:
+                items = _claim(session, task, batch if task == "evaluate" else 1)
+                if not items:
+                    break
+                computations: list[str | None] = []
+                if task == "evaluate":
+                    computations.append(evaluate_customers(session, [int(i.key) for i in items], now))
+                elif task == "recompute":
+                    segment = session.get(Segment, int(items[0].key))
+                    if segment is not None:
+                        computations.append(recompute_segment(session, segment, now).computation)
+                else:
+                    start_broadcast(session, int(items[0].key), now)
+                session.execute(delete(OutboxItem).where(OutboxItem.id.in_([i.id for i in items])))
+                done += len(items)
+            with operation_session() as session:
+                send_signals(session, computations)
+            if task == "broadcast" and get_queue() is not None:
+                schedule_delivery()
+    return done
+
+
+# --- automations and delivery ----------------------------------------------------------
+
+def advance_automations(now: datetime | None = None) -> int:
+    """Advance due automation runs until none is due; returns runs advanced."""
+    from .automations import advance_runs
+
+    now = now or utcnow()
+    total = 0
+    while True:
+        with operation_session() as session:
+            advanced, _ = advance_runs(session, now)
+        total += advanced
+        if advanced == 0:
+            return total
+
+
+def deliver_all(broadcast_id: int | None = None) -> int:
+    """Deliver queued messages, batch after batch, in this process."""
+    from .messages.delivery import deliver_batch
+
+    total = 0
+    while True:
+        sent = deliver_batch(broadcast_id=broadcast_id, limit=current_app.config["ENGAGE_BATCH_SIZE"])
+        total += sent
+        if sent == 0:
+            return total
+
+
+def schedule_delivery() -> None:
+    """Redis mode: enqueue enough batch jobs for the queued messages."""
+    from .models import Message
+
+    with operation_session() as session:
+        queued = session.scalar(select(func.count()).where(Message.status == "queued")) or 0
+    size = current_app.config["ENGAGE_BATCH_SIZE"]
+    for _ in range(min(-(-queued // size), 1000)):
+        if not enqueue(job_deliver_batch):
+            return
+
+
+# --- the schedule ------------------------------------------------------------------------
+
+def _set_state(session: Session, key: str, value: str) -> None:
+    row = session.get(SchedulerState, key)
+    if row is None:
+        session.add(SchedulerState(key=key, value=value))
+    else:
+        row.value = value
+
+
+def get_state_value(key: str) -> str | None:
+    """A value of ``engage_state`` (``last_tick``...)."""
+    with operation_session() as session:
+        row = session.get(SchedulerState, key)
+        return row.value if row else None
+
+
+def recompute_due(now: datetime) -> list[Any]:
+    """Recompute time-based segments not computed for ``ENGAGE_RECOMPUTE_INTERVAL``,
+    and segments whose last evaluation failed."""
+    from .segments.membership import recompute_segment, send_signals
+
+    interval = timedelta(seconds=current_app.config["ENGAGE_RECOMPUTE_INTERVAL"])
+    with operation_session() as session:
+        due_ids = list(
+            session.scalars(
+                select(Segment.id).where(
+                    (Segment.last_error.is_not(None))
+                    | (Segment.is_time_based.is_(True)
+                       & ((Segment.last_computed_at.is_(None)) | (Segment.last_computed_at <= now - interval)))
+                ).order_by(Segment.id)
+            )
+        )
+    return [recompute_one(segment_id, now) for segment_id in due_ids]
+
+
+def recompute_one(segment_id: int, now: datetime | None = None) -> Any:
+    """Recompute a segment in its own transaction; a failure is recorded, logged and retried."""
+    from .segments.membership import Outcome, recompute_segment, send_signals
+
+    now = now or utcnow()
+    try:
+        with operation_session() as session:
+            segment = session.get(Segment, segment_id)
+            if segment is None:
+                return None
+            outcome = recompute_segment(session, segment, now)
+    except Exception as exc:
+        log.exception("flask-engage: recomputing segment %s failed", segment_id)
+        with operation_session() as session:
+            segment = session.get(Segment, segment_id)
+            if segment is not None:
+                segment.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+                return Outcome(segment.slug, 0, 0, 0, None, segment.last_error)
+        return None
+    with operation_session() as session:
+        send_signals(session, [outcome.computation])
+    return outcome
+
+
+def run_due(now: datetime | None = None) -> dict[str, int]:
+    """Do everything due by ``now``; returns what was done, by kind."""
+    from .messages.broadcasts import due_broadcasts, queue_broadcast
+    from .segments.history import take_snapshots
+
+    now = now or utcnow()
+    report = {"outbox": drain_outbox(now)}
+    with operation_session() as session:
+        ids = due_broadcasts(session, now)
+        for broadcast_id in ids:
+            queue_broadcast(session, broadcast_id, now)
+    report["broadcasts"] = len(ids)
+    report["outbox"] += drain_outbox(now)
+    report["segments"] = len(recompute_due(now))
+    report["runs"] = advance_automations(now)
+    report["sent"] = deliver_all()
+    with operation_session() as session:
+        report["snapshots"] = take_snapshots(session, now)
+        _set_state(session, "last_tick", now.isoformat())
+    return report
+
+
+# --- job entry points (RQ imports these by name) -------------------------------------
+
+def job_drain_outbox() -> int:
+    """RQ job: process the outbox, then queue the sends it caused."""
+    done = drain_outbox()
+    advance_automations()
+    schedule_delivery()
+    return done
+
+
+def job_deliver_batch() -> int:
+    """RQ job: deliver one batch of queued messages."""
+    from .messages.delivery import deliver_batch
+
+    return deliver_batch(limit=current_app.config["ENGAGE_BATCH_SIZE"])
+
+
+def job_recompute(segment_id: int) -> None:
+    """RQ job: recompute one segment."""
+    recompute_one(segment_id)
+
+
+def job_tick() -> dict[str, int]:
+    """RQ job: ``run_due`` now, then schedule the next tick with RQ's scheduler."""
+    try:
+        return run_due()
+    finally:
+        schedule_next_tick()
+
+
+def schedule_next_tick() -> None:
+    """Enqueue the next tick; its id is derived from its slot, so workers never double it."""
+    from redis.exceptions import RedisError
+
+    interval = current_app.config["ENGAGE_SCHEDULE_INTERVAL"]
+    slot = int(time.time() // interval) + 1
+    queue = get_queue()
+    try:
+        queue.enqueue_at(datetime.fromtimestamp(slot * interval).astimezone(), job_tick,
+                         job_id=f"engage-tick-{slot}")
+    except (RedisError, OSError) as exc:
+        log.warning("flask-engage: could not schedule the next tick (%s)", exc)
+
+
+def work(burst: bool = False) -> bool:
+    """Run an RQ SimpleWorker on Engage's queue in this process and app context.
+
+    The schedule runs through RQ's scheduler (``job_tick`` re-enqueues itself).
+    With ``burst`` it runs ``run_due`` once, processes what is queued and returns.
+    """
+    from rq import SimpleWorker
+
+    app = current_app._get_current_object()
+    queue = get_queue()
+    if queue is None:
+        run_due()
+        return True
+    if burst:
+        run_due()
+    else:
+        schedule_next_tick()
+    worker = SimpleWorker([queue], connection=queue.connection)
+    with app.app_context():
+        return worker.work(burst=burst, with_scheduler=not burst, logging_level="WARNING")
+
+
+# --- session hooks ---------------------------------------------------------------------
+
+def after_transaction_end(session: Session, transaction: Any) -> None:
+    """Dispatch once the host's outermost transaction has committed."""
+    if transaction.parent is not None or transaction.nested:
+        return
+    if session.info.pop("engage_committed", False):
+        from flask import has_app_context
+
+        if has_app_context():
+            dispatch(current_app._get_current_object())
+
+
+def after_commit(session: Session) -> None:
+    if session.info.pop(PENDING, False):
+        session.info["engage_committed"] = True
+
+
+def after_rollback(session: Session) -> None:
+    session.info.pop(PENDING, None)
+    session.info.pop("engage_committed", None)

@@ -1,0 +1,1 @@
+"""Merging two customers (Engage.so's ``/v1/users/merge``)."""

@@ -1,0 +1,1 @@
+"""Messages: templates, broadcasts, delivery over email, web push and in-app."""

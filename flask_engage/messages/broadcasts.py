@@ -1,0 +1,203 @@
+"""Broadcasts: draft -> scheduled -> queued -> sending -> sent (or cancelled).
+
+When sending starts, recipients are snapshotted into one ``Message`` row per
+customer (unique per broadcast, so a resumed snapshot adds nobody twice),
+deduplicated across segments; customers who cannot or do not want to receive
+the channel get a ``skipped`` row saying why.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import String, and_, case, exists, func, literal, not_, or_, select, update
+from sqlalchemy.orm import Session
+
+from ..context import insert_ignoring_conflicts
+from ..errors import NotFound, StateError, ValidationError
+from ..models import (
+    Broadcast,
+    Customer,
+    Membership,
+    Message,
+    PushSubscription,
+    Segment,
+    Unsubscription,
+    utcnow,
+)
+from ..outbox import add_to_outbox
+from .templates import check_template
+
+CHANNELS = ("email", "push", "in_app")
+FINAL = ("sent", "cancelled", "failed")
+
+
+def create_broadcast(
+    session: Session, name: str, *, channel: str, segments: list[Any], subject: str | None,
+    body: str, send_to_unsubscribed: bool = False, scheduled_at: datetime | None = None,
+) -> Broadcast:
+    """Validate and insert a draft broadcast."""
+    from ..segments.service import find_segment
+
+    if not isinstance(name, str) or not name.strip():
+        raise ValidationError("name: a broadcast needs a name", field="name")
+    if channel not in CHANNELS:
+        raise ValidationError(f"channel: expected one of {', '.join(CHANNELS)}, got {channel!r}", field="channel")
+    if not segments:
+        raise ValidationError("segments: choose at least one segment", field="segments")
+    segment_ids = []
+    for index, ref in enumerate(segments):
+        found = find_segment(session, ref)
+        if found is None:
+            raise ValidationError(f"segments[{index}]: no segment {ref!r}", field=f"segments[{index}]")
+        segment_ids.append(found.id)
+    if channel in ("email", "push") and not (subject or "").strip():
+        raise ValidationError(f"subject: a {channel} broadcast needs a subject", field="subject")
+    if not isinstance(body, str) or not body.strip():
+        raise ValidationError("body: a broadcast needs a body", field="body")
+    if subject is not None:
+        check_template(subject, "subject")
+    check_template(body, "body")
+    if scheduled_at is not None and (not isinstance(scheduled_at, datetime) or scheduled_at.tzinfo is None):
+        raise ValidationError("scheduled_at: expected a timezone-aware datetime", field="scheduled_at")
+    broadcast = Broadcast(
+        name=name.strip(), channel=channel, segment_ids=list(dict.fromkeys(segment_ids)), subject=subject,
+        body=body, send_to_unsubscribed=bool(send_to_unsubscribed), scheduled_at=scheduled_at, status="draft",
+    )
+    session.add(broadcast)
+    session.flush()
+    return broadcast
+
+
+def _get(session: Session, broadcast_id: int) -> Broadcast:
+    broadcast = session.get(Broadcast, broadcast_id)
+    if broadcast is None:
+        raise NotFound(f"broadcast: no broadcast {broadcast_id!r}")
+    return broadcast
+
+
+def request_send(session: Session, broadcast_id: int, now: datetime) -> Broadcast:
+    """Schedule (future ``scheduled_at``) or queue a draft; anything else: no-op."""
+    broadcast = _get(session, broadcast_id)
+    if broadcast.status != "draft":
+        return broadcast
+    if broadcast.scheduled_at is not None and broadcast.scheduled_at > now:
+        broadcast.status = "scheduled"
+    else:
+        queue_broadcast(session, broadcast.id, now)
+    session.flush()
+    return broadcast
+
+
+def queue_broadcast(session: Session, broadcast_id: int, now: datetime) -> None:
+    """Draft or scheduled -> queued, with an outbox row for the worker (same transaction)."""
+    moved = session.execute(
+        update(Broadcast)
+        .where(Broadcast.id == broadcast_id, Broadcast.status.in_(("draft", "scheduled")))
+        .values(status="queued")
+        .execution_options(synchronize_session="fetch")
+    ).rowcount
+    if moved:
+        add_to_outbox(session, "broadcast", [broadcast_id])
+
+
+def due_broadcasts(session: Session, now: datetime) -> list[int]:
+    """Scheduled broadcasts whose time has come."""
+    return list(
+        session.scalars(
+            select(Broadcast.id).where(Broadcast.status == "scheduled", Broadcast.scheduled_at <= now)
+        )
+    )
+
+
+def start_broadcast(session: Session, broadcast_id: int, now: datetime | None = None) -> int:
+    """Snapshot recipients (queued -> sending); returns messages queued. Idempotent."""
+    now = now or utcnow()
+    broadcast = session.get(Broadcast, broadcast_id)
+    if broadcast is None or broadcast.status != "queued":
+        return 0
+    customers = Customer.__table__
+    channel = broadcast.channel
+    opted_out = exists().where(Unsubscription.customer_id == customers.c.id, Unsubscription.channel == channel)
+    if channel == "email":
+        reachable = and_(customers.c.email.is_not(None), customers.c.email != "")
+    elif channel == "push":
+        reachable = exists().where(PushSubscription.customer_id == customers.c.id)
+    else:
+        reachable = literal(True)
+    blocked = literal(False) if broadcast.send_to_unsubscribed else opted_out
+    status = case((not_(reachable), "skipped"), (blocked, "skipped"), else_="queued")
+    reason = case((not_(reachable), "no_address"), (blocked, "unsubscribed"), else_=None)
+    recipients = select(Membership.customer_id).where(Membership.segment_id.in_(broadcast.segment_ids))
+    columns = ["customer_id", "channel", "status", "error", "broadcast_id", "created_at"]
+    session.execute(
+        insert_ignoring_conflicts(session, Message.__table__, ["broadcast_id", "customer_id"]).from_select(
+            columns,
+            select(customers.c.id, literal(channel, String), status, reason, literal(broadcast.id),
+                   literal(now, Message.__table__.c.created_at.type))
+            .where(customers.c.id.in_(recipients)),
+        )
+    )
+    broadcast.status = "sending"
+    broadcast.started_at = now
+    session.flush()
+    queued = session.scalar(
+        select(func.count()).where(Message.broadcast_id == broadcast.id, Message.status == "queued")
+    ) or 0
+    if queued == 0:
+        finish_broadcasts(session, [broadcast.id], now)
+    return queued
+
+
+def finish_broadcasts(session: Session, broadcast_ids: list[int], now: datetime) -> None:
+    """Mark sending broadcasts with nothing left queued as sent."""
+    if not broadcast_ids:
+        return
+    pending = exists().where(Message.broadcast_id == Broadcast.id, Message.status == "queued")
+    session.execute(
+        update(Broadcast)
+        .where(Broadcast.id.in_(broadcast_ids), Broadcast.status == "sending", ~pending)
+        .values(status="sent", finished_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def cancel(session: Session, broadcast_id: int) -> Broadcast:
+    """Cancel a broadcast that has not finished; its queued messages are skipped."""
+    broadcast = _get(session, broadcast_id)
+    if broadcast.status in FINAL:
+        raise StateError(f"broadcast {broadcast.name!r} is already {broadcast.status}")
+    broadcast.status = "cancelled"
+    broadcast.finished_at = utcnow()
+    session.execute(
+        update(Message)
+        .where(Message.broadcast_id == broadcast.id, Message.status == "queued")
+        .values(status="skipped", error="cancelled")
+        .execution_options(synchronize_session=False)
+    )
+    session.flush()
+    return broadcast
+
+
+def counts(session: Session, broadcast_id: int) -> dict[str, int]:
+    """Messages by status, and skipped ones by reason (``unsubscribed``, ``no_address``...)."""
+    result = {"total": 0, "queued": 0, "sent": 0, "failed": 0, "skipped": 0}
+    for status, error, n in session.execute(
+        select(Message.status, case((Message.status == "skipped", Message.error), else_=None), func.count())
+        .where(Message.broadcast_id == broadcast_id)
+        .group_by(Message.status, case((Message.status == "skipped", Message.error), else_=None))
+    ):
+        result[status] = result.get(status, 0) + n
+        result["total"] += n
+        if status == "skipped" and error:
+            result[error] = result.get(error, 0) + n
+    return result
+
+
+def segment_names(session: Session, broadcast: Broadcast) -> list[str]:
+    """Names of a broadcast's segments (for display)."""
+    return list(session.scalars(select(Segment.name).where(Segment.id.in_(broadcast.segment_ids or []))))
+
+
+_ = or_  # used by callers composing filters on messages

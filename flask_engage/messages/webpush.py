@@ -1,0 +1,80 @@
+"""Web push through pywebpush with VAPID."""
+
+from __future__ import annotations
+
+import json
+
+from flask import current_app
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from ..errors import ConfigurationError
+from ..models import Customer, Message, PushSubscription
+from .templates import Rendered
+
+GONE = (404, 410)
+
+
+def vapid_keys() -> tuple[str, str, str]:
+    """(private key, public key, subject) from config."""
+    private = current_app.config.get("ENGAGE_VAPID_PRIVATE_KEY")
+    public = current_app.config.get("ENGAGE_VAPID_PUBLIC_KEY")
+    subject = current_app.config.get("ENGAGE_VAPID_SUBJECT")
+    if not (private and public and subject):
+        raise ConfigurationError(
+            "web push needs ENGAGE_VAPID_PRIVATE_KEY, ENGAGE_VAPID_PUBLIC_KEY and ENGAGE_VAPID_SUBJECT"
+        )
+    return private, public, subject
+
+
+def generate_vapid_keys() -> tuple[str, str]:
+    """A new (private, public) VAPID key pair, base64url encoded."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = key.private_numbers().private_value.to_bytes(32, "big")
+    public = key.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
+    encode = lambda raw: base64.urlsafe_b64encode(raw).rstrip(b"=").decode()  # noqa: E731
+    return encode(private), encode(public)
+
+
+def send(session: Session, customer: Customer, rendered: Rendered, message: Message) -> None:
+    """Push to every subscription of the customer; expired ones are deleted.
+
+    Raises when no subscription accepted the message.
+    """
+    from pywebpush import WebPushException, webpush
+
+    from .delivery import SkipMessage
+
+    private, _, subject = vapid_keys()
+    subscriptions = list(session.scalars(select(PushSubscription).where(PushSubscription.customer_id == customer.id)))
+    if not subscriptions:
+        raise SkipMessage("no_address")
+    payload = json.dumps({"title": rendered.subject or "", "body": rendered.text, "message_id": message.id})
+    delivered, errors = 0, []
+    for subscription in subscriptions:
+        try:
+            webpush(
+                subscription_info={"endpoint": subscription.endpoint,
+                                   "keys": {"p256dh": subscription.p256dh, "auth": subscription.auth}},
+                data=payload,
+                vapid_private_key=private,
+                vapid_claims={"sub": subject},  # a fresh dict: pywebpush writes aud/exp into it
+                timeout=10,
+            )
+            delivered += 1
+        except WebPushException as exc:
+            status = exc.response.status_code if exc.response is not None else None
+            if status in GONE:
+                session.execute(delete(PushSubscription).where(PushSubscription.id == subscription.id))
+                errors.append(f"subscription expired ({status})")
+            else:
+                errors.append(f"push service answered {status}: {exc}")
+    if not delivered:
+        raise RuntimeError("; ".join(errors) or "no subscription accepted the message")

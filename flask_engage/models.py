@@ -1,0 +1,398 @@
+"""Engage's tables, on Engage's own ``MetaData``, all named ``engage_*``.
+
+The models are plain SQLAlchemy declarative classes: they are read and written
+through the host's ``db.session`` (tracked data) or through short sessions of
+Engage's own on the host's engine (operations such as ``recompute``).
+This module imports no other Engage module.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+#: JSON on SQLite, JSONB on PostgreSQL (indexable, compact).
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+#: 64-bit ids on PostgreSQL; SQLite needs plain INTEGER for rowid aliasing.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores UTC, always returns aware UTC datetimes (SQLite returns naive ones)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass a timezone-aware datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base holding Engage's own metadata."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Customer(Base):
+    """A person known to the host app. ``external_id`` is the host's id as a string."""
+
+    __tablename__ = "engage_customers"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    external_id: Mapped[str] = mapped_column(String(255), unique=True)
+    email: Mapped[str | None] = mapped_column(String(320), index=True)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<Customer {self.external_id!r}>"
+
+    def template_context(self) -> dict[str, Any]:
+        """What templates see as ``customer``: attributes plus ``id`` and ``email``."""
+        return {**(self.attributes or {}), "id": self.external_id, "email": self.email}
+
+
+class AttributeDefinition(Base):
+    """A customer attribute or event property seen in tracked data, with its type.
+
+    ``kind`` is ``attribute`` (customer attributes), ``event`` (event names, type
+    ``event``) or ``property`` (event properties, ``scope`` is the event name).
+    The type is recorded when the name is first written.
+    """
+
+    __tablename__ = "engage_definitions"
+
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(255), primary_key=True, default="")
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(16))
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Event(Base):
+    """Something a customer did, at ``occurred_at``."""
+
+    __tablename__ = "engage_events"
+    __table_args__ = (
+        Index("ix_engage_events_customer_name_time", "customer_id", "name", "occurred_at"),
+        Index("ix_engage_events_name_time", "name", "occurred_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    customer_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("engage_customers.id", ondelete="CASCADE")
+    )
+    name: Mapped[str] = mapped_column(String(255))
+    properties: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    customer: Mapped[Customer] = relationship(lazy="joined")
+
+    def __repr__(self) -> str:
+        return f"<Event {self.name!r} customer={self.customer_id}>"
+
+
+class Unsubscription(Base):
+    """A customer's opt-out of one channel (``email``, ``push``, ``in_app``)."""
+
+    __tablename__ = "engage_unsubscriptions"
+
+    customer_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("engage_customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Segment(Base):
+    """A named filter; membership is maintained automatically."""
+
+    __tablename__ = "engage_segments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    slug: Mapped[str] = mapped_column(String(200), unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    filters: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: True when the filter uses relative time: re-evaluated on a schedule.
+    is_time_based: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    last_computed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_duration_ms: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    member_count: Mapped[int] = mapped_column(Integer, default=0)
+
+    def __repr__(self) -> str:
+        return f"<Segment {self.slug!r}>"
+
+
+class Membership(Base):
+    """A customer currently in a segment."""
+
+    __tablename__ = "engage_memberships"
+    __table_args__ = (Index("ix_engage_memberships_customer", "customer_id"),)
+
+    segment_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("engage_segments.id", ondelete="CASCADE"), primary_key=True
+    )
+    customer_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("engage_customers.id", ondelete="CASCADE"), primary_key=True
+    )
+    joined_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MembershipChange(Base):
+    """History of joins and leaves; ``computation`` groups one evaluation's changes."""
+
+    __tablename__ = "engage_membership_changes"
+    __table_args__ = (
+        Index("ix_engage_membership_changes_segment_at", "segment_id", "at"),
+        Index("ix_engage_membership_changes_computation", "computation"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    segment_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("engage_segments.id", ondelete="CASCADE")
+    )
+    customer_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("engage_customers.id", ondelete="CASCADE")
+    )
+    #: ``joined`` or ``left``.
+    kind: Mapped[str] = mapped_column(String(8))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    computation: Mapped[str] = mapped_column(String(32))
+
+
+class SegmentSnapshot(Base):
+    """A segment's size and the number of all customers at the end of one day."""
+
+    __tablename__ = "engage_segment_snapshots"
+
+    segment_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("engage_segments.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    members: Mapped[int] = mapped_column(Integer)
+    total: Mapped[int] = mapped_column(Integer)
+
+
+class OutboxItem(Base):
+    """Work a commit created, written in the same transaction, done by a job.
+
+    ``task`` is ``evaluate`` (``key`` = customer id), ``broadcast`` (broadcast id)
+    or ``deliver`` (messages queued by automations). Rows are deleted in the
+    transaction that does their work, so each is processed exactly once.
+    """
+
+    __tablename__ = "engage_outbox"
+    __table_args__ = (Index("ix_engage_outbox_task_id", "task", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    task: Mapped[str] = mapped_column(String(32))
+    key: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SchedulerState(Base):
+    """Small key/value facts about the schedule (last tick, last snapshot day)."""
+
+    __tablename__ = "engage_state"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Broadcast(Base):
+    """A one-off message to the members of one or more segments.
+
+    ``status`` goes draft -> scheduled -> queued -> sending -> sent, or cancelled / failed.
+    """
+
+    __tablename__ = "engage_broadcasts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    channel: Mapped[str] = mapped_column(String(16))
+    segment_ids: Mapped[list[int]] = mapped_column(JSONType, default=list)
+    subject: Mapped[str | None] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    send_to_unsubscribed: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(16), default="draft")
+    scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    def __repr__(self) -> str:
+        return f"<Broadcast {self.name!r} {self.status}>"
+
+
+class Automation(Base):
+    """Steps walked by each customer who joins (or leaves) the trigger segment."""
+
+    __tablename__ = "engage_automations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    #: ``joins`` or ``leaves``.
+    trigger_kind: Mapped[str] = mapped_column(String(8))
+    trigger_segment_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("engage_segments.id", ondelete="CASCADE"), index=True
+    )
+    steps: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    reentry: Mapped[bool] = mapped_column(Boolean, default=False)
+    exit_on_leave: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    @property
+    def trigger(self) -> dict[str, int]:
+        """The trigger as given to ``create_automation``: ``{"joins": segment_id}``."""
+        return {self.trigger_kind: self.trigger_segment_id}
+
+    def __repr__(self) -> str:
+        return f"<Automation {self.name!r}>"
+
+
+class AutomationRun(Base):
+    """One customer's walk through an automation (one per entry).
+
+    ``status``: ``active`` (a step is due at ``due_at``), ``waiting`` (in a wait
+    step until ``due_at``), ``completed``, ``exited`` or ``cancelled``.
+    """
+
+    __tablename__ = "engage_automation_runs"
+    __table_args__ = (
+        UniqueConstraint("automation_id", "customer_id", "entry", name="uq_engage_runs_entry"),
+        Index("ix_engage_runs_status_due", "status", "due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    automation_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("engage_automations.id", ondelete="CASCADE")
+    )
+    customer_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("engage_customers.id", ondelete="CASCADE")
+    )
+    entry: Mapped[int] = mapped_column(Integer, default=1)
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Message(Base):
+    """One message to one customer from one send (broadcast or automation step).
+
+    ``status`` is ``queued``, ``sent``, ``failed`` or ``skipped`` (``error`` says
+    why: ``unsubscribed``, ``no_address``, ``frequency_cap``...). A queued message
+    is claimed by a worker (``claimed_at``/``claim``) before delivery, so two
+    workers never deliver it twice.
+    """
+
+    __tablename__ = "engage_messages"
+    __table_args__ = (
+        UniqueConstraint("broadcast_id", "customer_id", name="uq_engage_messages_broadcast"),
+        UniqueConstraint("run_id", "step", name="uq_engage_messages_run_step"),
+        Index("ix_engage_messages_status", "status", "id"),
+        Index("ix_engage_messages_customer", "customer_id", "channel", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    customer_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("engage_customers.id", ondelete="CASCADE")
+    )
+    channel: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    broadcast_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("engage_broadcasts.id", ondelete="CASCADE")
+    )
+    automation_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("engage_automations.id", ondelete="SET NULL"), index=True
+    )
+    run_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("engage_automation_runs.id", ondelete="SET NULL")
+    )
+    step: Mapped[int | None] = mapped_column(Integer)
+    subject: Mapped[str | None] = mapped_column(Text)
+    body: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claim: Mapped[str | None] = mapped_column(String(32))
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    customer: Mapped[Customer] = relationship(lazy="joined")
+
+    def __repr__(self) -> str:
+        return f"<Message {self.channel} {self.status} customer={self.customer_id}>"
+
+
+class PushSubscription(Base):
+    """A browser's Web Push subscription for a customer."""
+
+    __tablename__ = "engage_push_subscriptions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    customer_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("engage_customers.id", ondelete="CASCADE"), index=True
+    )
+    endpoint: Mapped[str] = mapped_column(String(2048), unique=True)
+    p256dh: Mapped[str] = mapped_column(String(255))
+    auth: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+metadata = Base.metadata

@@ -1,0 +1,1 @@
+"""Segments: filter schema, SQL compiler, membership and history."""

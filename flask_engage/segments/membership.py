@@ -1,0 +1,219 @@
+"""Membership that maintains itself: full recomputes and incremental evaluation.
+
+Both end the same way: the changes of one *computation* are written to
+``engage_membership_changes`` and :func:`apply_computation` turns them into
+memberships (one INSERT ... SELECT and one DELETE) and automation runs, in the
+same transaction. Signals fire only after that transaction commits
+(:func:`send_signals`).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import delete, exists, func, insert, literal, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from .. import signals
+from ..context import log
+from ..models import (
+    AttributeDefinition,
+    Customer,
+    Membership,
+    MembershipChange,
+    Segment,
+    utcnow,
+)
+from .compiler import Compiler, customers
+
+changes = MembershipChange.__table__
+memberships = Membership.__table__
+
+
+@dataclass
+class Outcome:
+    """What one evaluation changed."""
+
+    segment: str
+    joined: int
+    left: int
+    took_ms: int
+    computation: str | None = None
+    error: str | None = None
+
+
+def make_compiler(
+    session: Session, now: datetime, customer_ids: Sequence[int] | None = None, as_of: bool = False
+) -> Compiler:
+    """A compiler wired to this database: dialect, recorded types, segment lookup."""
+    types = dict(
+        session.execute(
+            select(AttributeDefinition.name, AttributeDefinition.type).where(
+                AttributeDefinition.kind == "attribute"
+            )
+        ).all()
+    )
+    by_id: dict[Any, dict[str, Any]] = {}
+    for seg_id, slug, filters in session.execute(select(Segment.id, Segment.slug, Segment.filters)):
+        by_id[seg_id] = by_id[slug] = by_id[str(seg_id)] = filters
+    return Compiler(
+        session.get_bind().dialect.name,
+        now,
+        current_app.config["ENGAGE_TIMEZONE"],
+        types,
+        by_id.get,
+        customer_ids,
+        as_of,
+    )
+
+
+def recompute_segment(session: Session, segment: Segment, now: datetime | None = None) -> Outcome:
+    """Re-evaluate every customer against one segment, as one set-based diff."""
+    now = now or utcnow()
+    started = time.perf_counter()
+    if session.get_bind().dialect.name == "postgresql":
+        # Serialize recomputes of one segment across workers.
+        session.execute(select(Segment.id).where(Segment.id == segment.id).with_for_update())
+    computation = uuid.uuid4().hex
+    compiler = make_compiler(session, now)
+    condition = compiler.condition(segment.filters)
+    is_member = exists().where(
+        memberships.c.segment_id == segment.id, memberships.c.customer_id == customers.c.id
+    )
+    session.execute(
+        insert(changes).from_select(
+            ["segment_id", "customer_id", "kind", "at", "computation"],
+            select(literal(segment.id), customers.c.id, literal("joined"), literal(now, changes.c.at.type),
+                   literal(computation)).where(condition, ~is_member),
+        )
+    )
+    still_matches = select(customers.c.id).where(customers.c.id == memberships.c.customer_id, condition)
+    session.execute(
+        insert(changes).from_select(
+            ["segment_id", "customer_id", "kind", "at", "computation"],
+            select(literal(segment.id), memberships.c.customer_id, literal("left"),
+                   literal(now, changes.c.at.type), literal(computation)).where(
+                memberships.c.segment_id == segment.id, ~still_matches.exists()
+            ),
+        )
+    )
+    joined, left = apply_computation(session, computation, now)
+    took = int((time.perf_counter() - started) * 1000)
+    count = session.scalar(select(func.count()).where(memberships.c.segment_id == segment.id))
+    session.execute(
+        update(Segment).where(Segment.id == segment.id).values(
+            last_computed_at=now, last_duration_ms=took, last_error=None, member_count=count
+        )
+    )
+    return Outcome(segment.slug, joined, left, took, computation)
+
+
+def evaluate_customers(session: Session, customer_ids: Sequence[int], now: datetime | None = None) -> str | None:
+    """Re-evaluate a few customers against every segment in one query.
+
+    Returns the computation id when memberships changed, else None.
+    """
+    now = now or utcnow()
+    ids = list(dict.fromkeys(customer_ids))
+    segment_rows = session.execute(select(Segment.id, Segment.filters).order_by(Segment.id)).all()
+    if not ids or not segment_rows:
+        return None
+    compiler = make_compiler(session, now, customer_ids=ids)
+    columns = [compiler.condition(filters).label(f"s{seg_id}") for seg_id, filters in segment_rows]
+    desired = set()
+    for row in session.execute(select(customers.c.id, *columns).where(customers.c.id.in_(ids))):
+        for (seg_id, _), inside in zip(segment_rows, row[1:], strict=True):
+            if inside:
+                desired.add((seg_id, row[0]))
+    current = {
+        (seg_id, customer_id)
+        for seg_id, customer_id in session.execute(
+            select(memberships.c.segment_id, memberships.c.customer_id).where(
+                memberships.c.customer_id.in_(ids)
+            )
+        )
+    }
+    joined, left = desired - current, current - desired
+    if not joined and not left:
+        return None
+    computation = uuid.uuid4().hex
+    session.execute(
+        insert(changes),
+        [{"segment_id": s, "customer_id": c, "kind": "joined", "at": now, "computation": computation}
+         for s, c in joined]
+        + [{"segment_id": s, "customer_id": c, "kind": "left", "at": now, "computation": computation}
+           for s, c in left],
+    )
+    apply_computation(session, computation, now)
+    deltas: dict[int, int] = {}
+    for seg_id, _ in joined:
+        deltas[seg_id] = deltas.get(seg_id, 0) + 1
+    for seg_id, _ in left:
+        deltas[seg_id] = deltas.get(seg_id, 0) - 1
+    for seg_id, delta in deltas.items():
+        session.execute(
+            update(Segment).where(Segment.id == seg_id).values(member_count=Segment.member_count + delta)
+        )
+    return computation
+
+
+def apply_computation(session: Session, computation: str, now: datetime) -> tuple[int, int]:
+    """Turn one computation's change rows into memberships and automation runs."""
+    from ..automations import start_runs
+
+    of_computation = (changes.c.computation == computation)
+    joined = session.execute(
+        insert(memberships).from_select(
+            ["segment_id", "customer_id", "joined_at"],
+            select(changes.c.segment_id, changes.c.customer_id, changes.c.at).where(
+                of_computation, changes.c.kind == "joined"
+            ),
+        )
+    ).rowcount
+    left = session.execute(
+        delete(memberships).where(
+            tuple_(memberships.c.segment_id, memberships.c.customer_id).in_(
+                select(changes.c.segment_id, changes.c.customer_id).where(of_computation, changes.c.kind == "left")
+            )
+        )
+    ).rowcount
+    start_runs(session, computation, now)
+    return joined, left
+
+
+def send_signals(session: Session, computations: Iterable[str | None], chunk: int = 500) -> None:
+    """Send ``segment_joined``/``segment_left`` for committed computations.
+
+    Loads customers in chunks and only when someone listens, so memory stays flat.
+    """
+    wanted = [c for c in computations if c]
+    if not wanted or not (signals.segment_joined.receivers or signals.segment_left.receivers):
+        return
+    app = current_app._get_current_object()
+    segments = {s.id: s for s in session.scalars(select(Segment))}
+    last_id = 0
+    while True:
+        rows = session.execute(
+            select(changes.c.id, changes.c.segment_id, changes.c.customer_id, changes.c.kind)
+            .where(changes.c.computation.in_(wanted), changes.c.id > last_id)
+            .order_by(changes.c.id)
+            .limit(chunk)
+        ).all()
+        if not rows:
+            return
+        loaded = {c.id: c for c in session.scalars(select(Customer).where(Customer.id.in_({r.customer_id for r in rows})))}
+        for row in rows:
+            signal = signals.segment_joined if row.kind == "joined" else signals.segment_left
+            segment, customer = segments.get(row.segment_id), loaded.get(row.customer_id)
+            if segment is not None and customer is not None:
+                try:
+                    signal.send(app, segment=segment, customer=customer)
+                except Exception:  # a receiver's bug must not stop the others
+                    log.exception("a %s receiver failed", signal.name)
+        last_id = rows[-1].id

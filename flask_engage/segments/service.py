@@ -1,0 +1,165 @@
+"""Segments as users see them: create, update, delete, look up, count, members."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Query, Session
+
+from ..errors import InvalidFilter, StateError, ValidationError
+from ..models import Automation, Broadcast, Customer, Membership, Segment, utcnow
+from .compiler import customers
+from .membership import make_compiler
+from .schema import referenced_segments, uses_relative_time, validate_filter
+
+DEFAULT_NAME = "All"
+DEFAULT_SLUG = "all"
+
+
+def slugify(name: str) -> str:
+    """``"Pro in Lagos"`` -> ``pro-in-lagos``."""
+    text = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def find_segment(session: Session, ref: int | str | Segment) -> Segment | None:
+    """A segment by instance, id or slug."""
+    if isinstance(ref, Segment):
+        return session.get(Segment, ref.id)
+    if isinstance(ref, int) and not isinstance(ref, bool):
+        return session.get(Segment, ref)
+    if isinstance(ref, str):
+        if ref.isdigit():
+            found = session.get(Segment, int(ref))
+            if found is not None:
+                return found
+        return session.scalar(select(Segment).where(Segment.slug == ref))
+    return None
+
+
+def _lookup(session: Session):
+    def lookup(ref: int | str) -> tuple[int, str, dict[str, Any]] | None:
+        found = find_segment(session, ref)
+        return None if found is None else (found.id, found.slug, found.filters)
+
+    return lookup
+
+
+def _time_based(session: Session, filters: dict[str, Any]) -> bool:
+    def filters_of(ref: Any) -> dict[str, Any] | None:
+        found = find_segment(session, ref)
+        return None if found is None else found.filters
+
+    return uses_relative_time(filters, filters_of)
+
+
+def check_filters(session: Session, filters: Any, self_slug: str | None = None) -> dict[str, Any]:
+    """Validate a filter against this database's segments (refs exist, no cycles)."""
+    return validate_filter(filters, lookup=_lookup(session), self_slug=self_slug)
+
+
+def _check_name(session: Session, name: Any, current: Segment | None = None) -> tuple[str, str]:
+    if not isinstance(name, str) or not name.strip():
+        raise ValidationError("name: a segment needs a name", field="name")
+    name = name.strip()
+    if len(name) > 200:
+        raise ValidationError("name: longer than 200 characters", field="name")
+    slug = slugify(name)
+    if not slug:
+        raise ValidationError(f"name: {name!r} has no letters or digits for a slug", field="name")
+    clash = session.scalar(
+        select(Segment).where((Segment.slug == slug) | (Segment.name == name))
+    )
+    if clash is not None and (current is None or clash.id != current.id):
+        raise ValidationError(f"name: a segment named {clash.name!r} already exists", field="name")
+    return name, slug
+
+
+def ensure_default(session: Session) -> Segment:
+    """The default segment ``All``, created on first use."""
+    found = session.scalar(select(Segment).where(Segment.is_default.is_(True)))
+    if found is None:
+        found = Segment(name=DEFAULT_NAME, slug=DEFAULT_SLUG, filters={"all": []}, is_default=True)
+        session.add(found)
+        session.flush()
+    return found
+
+
+def create_segment(session: Session, name: str, filters: Any, description: str | None = None) -> Segment:
+    """Insert a validated segment (membership is computed by the caller)."""
+    ensure_default(session)
+    name, slug = _check_name(session, name)
+    normalized = check_filters(session, filters, self_slug=slug)
+    segment = Segment(
+        name=name, slug=slug, description=description, filters=normalized,
+        is_time_based=_time_based(session, normalized),
+    )
+    session.add(segment)
+    session.flush()
+    return segment
+
+
+def update_segment(
+    session: Session, segment: Segment, *, name: str | None = None, filters: Any = None,
+    description: str | None = None,
+) -> bool:
+    """Apply changes; True when the filters changed (membership must be recomputed)."""
+    if segment.is_default and (name is not None or filters is not None):
+        raise StateError("the default segment 'All' cannot be renamed or filtered")
+    if name is not None:
+        segment.name, segment.slug = _check_name(session, name, segment)
+    if description is not None:
+        segment.description = description
+    changed = False
+    if filters is not None:
+        normalized = check_filters(session, filters, self_slug=segment.slug)
+        changed = normalized != segment.filters
+        segment.filters = normalized
+        segment.is_time_based = _time_based(session, normalized)
+        if changed:
+            from ..models import SegmentSnapshot
+
+            session.query(SegmentSnapshot).filter_by(segment_id=segment.id).delete()
+    session.flush()
+    return changed
+
+
+def delete_segment(session: Session, segment: Segment) -> None:
+    """Delete a segment unless it is the default or still used elsewhere."""
+    if segment.is_default:
+        raise StateError("the default segment 'All' cannot be deleted")
+    users = [
+        other.name for other in session.scalars(select(Segment).where(Segment.id != segment.id))
+        if segment.id in referenced_segments(other.filters) or segment.slug in referenced_segments(other.filters)
+    ]
+    users += [a.name for a in session.scalars(select(Automation).where(Automation.trigger_segment_id == segment.id))]
+    users += [
+        b.name for b in session.scalars(select(Broadcast).where(Broadcast.status.in_(("draft", "scheduled", "queued", "sending"))))
+        if segment.id in (b.segment_ids or [])
+    ]
+    if users:
+        raise StateError(f"segment {segment.name!r} is still used by: {', '.join(sorted(users))}")
+    session.delete(segment)
+    session.flush()
+
+
+def count(session: Session, filters: Any, now: datetime | None = None) -> int:
+    """How many customers match a filter right now (or as of ``now``)."""
+    normalized = check_filters(session, filters)
+    compiler = make_compiler(session, now or utcnow())
+    return session.scalar(select(func.count()).select_from(customers).where(compiler.condition(normalized))) or 0
+
+
+def members(session: Session, segment: Segment) -> Query[Customer]:
+    """A query of the segment's current customers, ordered by id."""
+    inside = select(Membership.customer_id).where(Membership.segment_id == segment.id)
+    return session.query(Customer).filter(Customer.id.in_(inside)).order_by(Customer.id)
+
+
+def invalid_path(exc: InvalidFilter) -> str | None:
+    """The path of the bad node in an ``InvalidFilter`` (for the admin)."""
+    return exc.field

@@ -1,0 +1,147 @@
+"""Typed values: how attributes and properties are validated, typed and stored.
+
+Values are kept in JSON. Strings, numbers, booleans and lists of them are stored
+as they are; datetimes (Python ``datetime``/``date`` or ISO 8601 strings) are
+stored as fixed-width UTC strings (``2026-01-31T09:30:00.000000Z``) so that they
+compare correctly as text on every database.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from .errors import ValidationError
+
+MAX_NAME_LENGTH = 128
+MAX_STRING_LENGTH = 10_000
+MAX_LIST_LENGTH = 1_000
+_NAME = re.compile(r"^[^\x00-\x1f\x7f\"\\]+$")
+_ISO_DATETIME = re.compile(
+    r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?)?$"
+)
+DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+TYPES = ("string", "number", "boolean", "datetime", "list")
+
+
+def check_name(name: Any, field: str) -> str:
+    """Return ``name`` if it is a usable attribute, property or event name."""
+    if not isinstance(name, str):
+        raise ValidationError(f"{field}: name must be a string", field=field)
+    if not name.strip():
+        raise ValidationError(f"{field}: name must not be empty", field=field)
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValidationError(
+            f"{field}: name is longer than {MAX_NAME_LENGTH} characters", field=field
+        )
+    if not _NAME.match(name):
+        raise ValidationError(
+            f"{field}: name must not contain quotes, backslashes or control characters",
+            field=field,
+        )
+    return name
+
+
+def format_datetime(value: datetime) -> str:
+    """The stored form of a datetime: fixed-width UTC text."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime(DATETIME_FORMAT)
+
+
+def parse_datetime(value: Any, field: str) -> datetime:
+    """Parse an ISO 8601 string (or accept a datetime) into an aware UTC datetime.
+
+    A value without a timezone is taken as UTC.
+    """
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, date):
+        parsed = datetime(value.year, value.month, value.day)
+    elif isinstance(value, str) and _ISO_DATETIME.match(value.strip()):
+        text = value.strip().replace("Z", "+00:00")
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise ValidationError(
+                f"{field}: {value!r} is not a valid ISO 8601 datetime", field=field
+            ) from None
+    else:
+        raise ValidationError(f"{field}: expected an ISO 8601 datetime, got {value!r}", field=field)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def looks_like_datetime(value: str) -> bool:
+    """True for strings that are ISO 8601 dates or datetimes."""
+    return bool(_ISO_DATETIME.match(value))
+
+
+def normalize_value(value: Any, field: str) -> Any:
+    """Validate one attribute/property value and return its stored JSON form."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if abs(value) > 2**53:
+            raise ValidationError(f"{field}: integer {value} is too large", field=field)
+        return value
+    if isinstance(value, float | Decimal):
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValidationError(f"{field}: number must be finite", field=field)
+        return int(number) if isinstance(value, Decimal) and number.is_integer() else number
+    if isinstance(value, datetime | date):
+        return format_datetime(parse_datetime(value, field))
+    if isinstance(value, str):
+        if len(value) > MAX_STRING_LENGTH:
+            raise ValidationError(
+                f"{field}: text is longer than {MAX_STRING_LENGTH} characters", field=field
+            )
+        if looks_like_datetime(value):
+            try:
+                return format_datetime(parse_datetime(value, field))
+            except ValidationError:
+                return value
+        return value
+    if isinstance(value, list | tuple):
+        if len(value) > MAX_LIST_LENGTH:
+            raise ValidationError(f"{field}: list has more than {MAX_LIST_LENGTH} items", field=field)
+        items = [normalize_value(item, f"{field}[{i}]") for i, item in enumerate(value)]
+        if any(isinstance(item, list | dict) for item in items):
+            raise ValidationError(f"{field}: lists may hold only plain values", field=field)
+        return items
+    raise ValidationError(
+        f"{field}: unsupported value of type {type(value).__name__}", field=field
+    )
+
+
+def normalize_mapping(values: Any, field: str) -> dict[str, Any]:
+    """Validate a mapping of names to values (attributes or properties)."""
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ValidationError(f"{field}: expected an object", field=field)
+    return {
+        check_name(name, f"{field}.{name}"): normalize_value(value, f"{field}.{name}")
+        for name, value in values.items()
+    }
+
+
+def value_type(value: Any) -> str | None:
+    """The recorded type of a stored value; None for null."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, str) and looks_like_datetime(value):
+        return "datetime"
+    return "string"

@@ -1,0 +1,191 @@
+"""Segments: the DESIGN.md examples, membership kept up to date, time, history."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from flask_engage import signals
+from flask_engage.errors import InvalidFilter, StateError
+from tests.hostapp import db, engage
+
+NOW = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
+
+
+def ids(segment):
+    return sorted(c.external_id for c in engage.members(segment))
+
+
+def test_default_segment_all_contains_everyone_and_cannot_be_deleted(app):
+    engage.identify(1)
+    engage.identify(2)
+    db.session.commit()
+    everyone = engage.get_segment("all")
+    assert everyone.name == "All" and everyone.is_default
+    assert ids(everyone) == ["1", "2"]
+    with pytest.raises(StateError):
+        engage.delete_segment(everyone)
+
+
+def test_pro_customers_in_lagos(app):
+    engage.identify(1, plan="pro", city="Lagos")
+    engage.identify(2, plan="pro", city="Accra")
+    engage.identify(3, plan="free", city="Lagos")
+    db.session.commit()
+    segment = engage.create_segment("Pro in Lagos", {"all": [
+        {"attribute": "plan", "op": "eq", "value": "pro"},
+        {"attribute": "city", "op": "eq", "value": "Lagos"}]})
+    assert segment.slug == "pro-in-lagos"
+    assert ids(segment) == ["1"]
+    # membership follows changes: 2 moves to Lagos, 1 downgrades
+    engage.identify(2, city="Lagos")
+    engage.identify(1, plan="free")
+    db.session.commit()
+    assert ids(segment) == ["2"]
+
+
+def test_not_logged_in_for_30_days_includes_customers_without_events(app):
+    engage.identify("never")
+    engage.track("recent", "Logged in", timestamp=NOW - timedelta(days=2))
+    engage.track("lapsed", "Logged in", timestamp=NOW - timedelta(days=40))
+    db.session.commit()
+    filters = {"event": "Logged in", "window": {"last_days": 30}, "count": {"op": "eq", "value": 0}}
+    assert engage.count(filters, now=NOW) == 2
+    segment = engage.create_segment("Not logged in for 30 days", filters)
+    engage.recompute(segment, now=NOW)
+    assert ids(segment) == ["lapsed", "never"]
+
+
+def test_spent_over_1000_this_month(app):
+    engage.track(1, "Purchase", {"amount": 700}, timestamp=NOW - timedelta(days=1))
+    engage.track(1, "Purchase", {"amount": 400}, timestamp=NOW - timedelta(days=2))
+    engage.track(2, "Purchase", {"amount": 900}, timestamp=NOW - timedelta(days=1))
+    engage.track(2, "Purchase", {"amount": 900}, timestamp=NOW - timedelta(days=40))  # last month
+    engage.track(3, "Purchase", {"amount": "5000"}, timestamp=NOW)  # a string is not a number
+    db.session.commit()
+    filters = {"event": "Purchase", "window": {"calendar": "this_month"},
+               "sum": {"property": "amount", "op": "gt", "value": 1000}}
+    assert engage.count(filters, now=NOW) == 1
+
+
+def test_kyc_pending_after_3_days_joins_when_time_passes(app):
+    engage.track("slow", "Signed up", timestamp=NOW)
+    engage.track("done", "Signed up", timestamp=NOW)
+    engage.track("done", "Completed KYC", timestamp=NOW + timedelta(hours=1))
+    db.session.commit()
+    filters = {"all": [{"event": "Signed up", "window": {"older_than_days": 3}},
+                       {"event": "Completed KYC", "count": {"op": "eq", "value": 0}}]}
+    segment = engage.create_segment("KYC pending", filters)
+    assert segment.is_time_based
+    engage.recompute(segment, now=NOW + timedelta(days=1))
+    assert ids(segment) == []
+    engage.recompute(segment, now=NOW + timedelta(days=4))
+    assert ids(segment) == ["slow"]
+
+
+def test_card_used_more_than_5_times_this_month(app):
+    for i in range(6):
+        engage.track("heavy", "Card used", timestamp=NOW - timedelta(hours=i))
+    for i in range(5):
+        engage.track("light", "Card used", timestamp=NOW - timedelta(hours=i))
+    db.session.commit()
+    filters = {"event": "Card used", "window": {"calendar": "this_month"}, "count": {"op": "gt", "value": 5}}
+    assert engage.count(filters, now=NOW) == 1
+
+
+def test_active_in_last_7_days_leaves_when_time_passes_via_run_due(app):
+    engage.track("a", "Logged in", timestamp=NOW)
+    db.session.commit()
+    segment = engage.create_segment("Active", {"event": "Logged in", "window": {"last_days": 7}})
+    engage.recompute(segment, now=NOW)
+    assert ids(segment) == ["a"]
+    engage.run_due(NOW + timedelta(days=8))
+    assert ids(segment) == []
+
+
+def test_signals_fire_once_per_real_change(app):
+    joined, left = [], []
+    on_join = lambda sender, segment, customer: joined.append((segment.slug, customer.external_id))  # noqa: E731
+    on_leave = lambda sender, segment, customer: left.append((segment.slug, customer.external_id))  # noqa: E731
+    signals.segment_joined.connect(on_join)
+    signals.segment_left.connect(on_leave)
+    try:
+        segment = engage.create_segment("Pro", {"attribute": "plan", "op": "eq", "value": "pro"})
+        engage.identify(1, plan="pro")
+        db.session.commit()
+        engage.identify(1, plan="pro", city="X")  # no membership change
+        db.session.commit()
+        engage.recompute(segment)
+        engage.identify(1, plan="free")
+        db.session.commit()
+    finally:
+        signals.segment_joined.disconnect(on_join)
+        signals.segment_left.disconnect(on_leave)
+    assert ("pro", "1") in joined and joined.count(("pro", "1")) == 1
+    assert left == [("pro", "1")]
+
+
+def test_segment_refs_and_cycles(app):
+    pro = engage.create_segment("Pro", {"attribute": "plan", "op": "eq", "value": "pro"})
+    lagos = engage.create_segment("Lagos pro", {"all": [{"segment": "pro", "op": "in"},
+                                                        {"attribute": "city", "op": "eq", "value": "Lagos"}]})
+    engage.identify(1, plan="pro", city="Lagos")
+    engage.identify(2, plan="free", city="Lagos")
+    db.session.commit()
+    assert ids(lagos) == ["1"]
+    with pytest.raises(InvalidFilter, match="cycle"):
+        engage.update_segment(pro, filters={"segment": "lagos-pro"})
+    with pytest.raises(InvalidFilter, match=r"filters.segment: no segment 'missing'"):
+        engage.create_segment("Bad", {"segment": "missing"})
+    with pytest.raises(StateError):
+        engage.delete_segment(pro)
+
+
+@pytest.mark.parametrize(
+    ("filters", "path"),
+    [
+        ({"all": [{"attribute": "a", "op": "eq", "value": 1}, {"attribute": "b", "op": "equals", "value": 1}]},
+         "filters.all[1].op: unknown operator 'equals'"),
+        ({"event": "E", "window": {"last_weeks": 2}}, "filters.window.last_weeks"),
+        ({"any": [{"not": {"channel": "fax"}}]}, "filters.any[0].not.channel"),
+        ({"attribute": "a", "op": "in", "value": []}, "filters.value"),
+        ({"event": "E", "sum": {"op": "gt", "value": 1}}, "filters.sum.property"),
+        ([], "filters: expected an object"),
+    ],
+)
+def test_invalid_filters_name_the_path(app, filters, path):
+    with pytest.raises(InvalidFilter) as info:
+        engage.count(filters)
+    assert str(info.value).startswith(path)
+
+
+def test_typed_comparisons_and_missing_values(app):
+    engage.identify(1, age=31, vip=True, signed="2026-01-05T10:00:00Z", plan="pro")
+    engage.identify(2, age="31", vip="yes", plan="free")
+    engage.identify(3)
+    db.session.commit()
+    assert engage.count({"attribute": "age", "op": "eq", "value": 31}) == 1
+    assert engage.count({"attribute": "age", "op": "gt", "value": 30}) == 1
+    assert engage.count({"attribute": "vip", "op": "is_true"}) == 1
+    assert engage.count({"attribute": "plan", "op": "ne", "value": "pro"}) == 2  # includes missing
+    assert engage.count({"attribute": "plan", "op": "not_exists"}) == 1
+    assert engage.count({"attribute": "signed", "op": "gt", "value": "2026-01-01"}) == 1
+    assert engage.count({"attribute": "signed", "op": "within_last", "value": 30}, now=NOW - timedelta(days=60)) == 1
+    assert engage.count({"attribute": "plan", "op": "starts_with", "value": "pr"}) == 1
+    assert engage.count({"attribute": "plan", "op": "in", "value": ["pro", "free"]}) == 2
+
+
+def test_segment_history_percent_per_day(app):
+    for i in range(4):
+        engage.track(i, "Signed up", timestamp=datetime.now(UTC) - timedelta(days=10))
+    engage.track(0, "Completed KYC", timestamp=datetime.now(UTC) - timedelta(days=9))
+    db.session.commit()
+    segment = engage.create_segment("KYC pending", {"all": [
+        {"event": "Signed up", "window": {"older_than_days": 3}},
+        {"event": "Completed KYC", "count": {"op": "eq", "value": 0}}]})
+    history = engage.segment_history(segment, days=30)
+    assert len(history) == 30
+    assert history[-1]["members"] == 3 and history[-1]["total"] == 4 and history[-1]["percent"] == 75.0
+    assert history[0]["members"] == 0 and history[0]["total"] == 0
+    assert [p["date"] for p in history] == sorted(p["date"] for p in history)

@@ -1,0 +1,118 @@
+"""Data in: track_model hooks, identify/track, in the host's transaction."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select
+
+from flask_engage.errors import ValidationError
+from flask_engage.models import AttributeDefinition, Customer, Event
+from tests.hostapp import Order, User, db, engage
+
+
+def events_of(external_id):
+    return db.session.scalars(
+        select(Event).join(Customer).where(Customer.external_id == external_id).order_by(Event.id)
+    ).all()
+
+
+def test_tracked_user_insert_creates_customer_and_signed_up_event(app):
+    db.session.add(User(id=7, email="ada@example.com", plan="free", city="Lagos"))
+    db.session.commit()
+    customer = db.session.scalar(select(Customer).where(Customer.external_id == "7"))
+    assert customer.email == "ada@example.com"
+    assert customer.attributes == {"plan": "free", "city": "Lagos"}
+    assert [e.name for e in events_of("7")] == ["Signed up"]
+    assert customer.created_at.tzinfo is not None
+
+
+def test_plan_change_updates_attribute_and_records_changed_plan(app):
+    db.session.add(User(id=1, email="a@example.com", plan="free"))
+    db.session.commit()
+    user = db.session.get(User, 1)  # expired after commit: the old value must still be seen
+    user.plan = "pro"
+    db.session.commit()
+    customer = db.session.scalar(select(Customer).where(Customer.external_id == "1"))
+    db.session.refresh(customer)
+    assert customer.attributes["plan"] == "pro"
+    changed = [e for e in events_of("1") if e.name == "Changed plan"]
+    assert len(changed) == 1
+    assert changed[0].properties == {"from": "free", "to": "pro"}
+
+
+def test_update_of_untracked_column_writes_nothing(app):
+    db.session.add(User(id=1, email="a@example.com", plan="free"))
+    db.session.commit()
+    before = db.session.scalar(select(Customer.updated_at).where(Customer.external_id == "1"))
+    user = db.session.get(User, 1)
+    user.plan = "free"  # same value
+    db.session.commit()
+    assert len(events_of("1")) == 1
+    assert db.session.scalar(select(Customer.updated_at).where(Customer.external_id == "1")) == before
+
+
+def test_order_insert_records_purchase_with_amount(app):
+    db.session.add(User(id=3, email="b@example.com"))
+    db.session.flush()
+    db.session.add(Order(id=1, user_id=3, amount=Decimal("12.50")))
+    db.session.commit()
+    purchase = [e for e in events_of("3") if e.name == "Purchase"]
+    assert purchase and purchase[0].properties == {"amount": 12.5}
+
+
+def test_rollback_leaves_no_trace(app):
+    db.session.add(User(id=9, email="c@example.com"))
+    db.session.flush()
+    assert db.session.scalar(select(func.count()).select_from(Customer)) == 1
+    db.session.rollback()
+    assert db.session.scalar(select(func.count()).select_from(Customer)) == 0
+    assert db.session.scalar(select(func.count()).select_from(Event)) == 0
+
+
+def test_deleted_event(app):
+    db.session.add(User(id=4, email="d@example.com"))
+    db.session.commit()
+    db.session.delete(db.session.get(User, 4))
+    db.session.commit()
+    assert [e.name for e in events_of("4")] == ["Signed up", "Deleted account"]
+
+
+def test_identify_merges_attributes_and_none_removes(app):
+    engage.identify(5, email="e@example.com", plan="pro", city="Accra")
+    engage.identify("5", attributes={"city": None, "age": 31})
+    db.session.commit()
+    customer = db.session.scalar(select(Customer).where(Customer.external_id == "5"))
+    assert customer.attributes == {"plan": "pro", "age": 31}
+    types = dict(db.session.execute(select(AttributeDefinition.name, AttributeDefinition.type)
+                                    .where(AttributeDefinition.kind == "attribute")).all())
+    assert types == {"plan": "string", "city": "string", "age": "number"}
+
+
+def test_track_creates_unknown_customer_and_keeps_timestamp(app):
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    event = engage.track("new", "Logged in", {"device": "ios"}, timestamp=when)
+    db.session.commit()
+    assert event.occurred_at == when
+    assert event.customer.external_id == "new"
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: engage.identify("", plan="x"), "id: customer id must not be empty"),
+        (lambda: engage.identify(1, email="nope"), "email:"),
+        (lambda: engage.identify(1, attributes={"": 1}), "name must not be empty"),
+        (lambda: engage.identify(1, attributes={"x" * 200: 1}), "longer than"),
+        (lambda: engage.track(1, "E", {"a": object()}), "properties.a: unsupported value"),
+        (lambda: engage.track(1, "E", timestamp="yesterday"), "timestamp"),
+        (lambda: engage.track(1, "E", timestamp=datetime(2026, 1, 1)), "timezone-aware"),
+    ],
+)
+def test_bad_python_input_raises_and_writes_nothing(app, call, message):
+    with pytest.raises(ValidationError, match=message):
+        call()
+    db.session.commit()
+    assert db.session.scalar(select(func.count()).select_from(Customer)) == 0
