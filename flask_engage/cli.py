@@ -109,3 +109,7 @@ def status() -> None:
 
     for key, value in collect().items():
         click.echo(f"{key:>18}: {value}")
+
+
+# Data commands (seed-demo, import) live in their own module and attach to this group.
+from . import cli_data  # noqa: E402,F401

@@ -53,7 +53,7 @@ def get_state(app: Flask | None = None) -> EngageState:
     try:
         extension = app.extensions["engage"]
     except KeyError:
-        raise RuntimeError("Engage is not initialised on this app: call engage.init_app(app)")
+        raise RuntimeError("Engage is not initialised on this app: call engage.init_app(app)") from None
     return extension._states[app]
 
 

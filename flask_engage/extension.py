@@ -46,7 +46,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "ENGAGE_FREQUENCY_CAP": None,
 }
 
-_LISTENED: "weakref.WeakSet[type]" = weakref.WeakSet()
+_LISTENED: weakref.WeakSet[type] = weakref.WeakSet()
 
 
 class Engage:
@@ -120,8 +120,12 @@ class Engage:
 
     # -- data in -----------------------------------------------------------------------
     def identify(
-        self, customer_id: int | str, *, email: str | None = None,
-        attributes: Mapping[str, Any] | None = None, **attrs: Any,
+        self,
+        customer_id: int | str,
+        *,
+        email: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        **attrs: Any,
     ) -> Customer:
         """Create or update a customer; attributes merge, ``None`` removes one.
 
@@ -130,17 +134,25 @@ class Engage:
         return tracking.identify(customer_id, email=email, attributes=attributes, **attrs)
 
     def track(
-        self, customer_id: int | str, event: str, properties: Mapping[str, Any] | None = None,
-        *, timestamp: datetime | str | None = None,
+        self,
+        customer_id: int | str,
+        event: str,
+        properties: Mapping[str, Any] | None = None,
+        *,
+        timestamp: datetime | str | None = None,
     ) -> Event:
         """Record an event (an unknown customer is created), in the host's transaction."""
         return tracking.track(customer_id, event, properties, timestamp=timestamp)
 
     def track_model(
-        self, model: type | None = None, *, customer_id: str | Callable[[Any], Any] = "id",
+        self,
+        model: type | None = None,
+        *,
+        customer_id: str | Callable[[Any], Any] = "id",
         email: str | Callable[[Any], Any] | None = None,
         attributes: Iterable[str] | Mapping[str, str | Callable[[Any], Any]] = (),
-        events: Mapping[str, str] | None = None, changes: Mapping[str, str] | None = None,
+        events: Mapping[str, str] | None = None,
+        changes: Mapping[str, str] | None = None,
         properties: Iterable[str] = (),
     ) -> Any:
         """Follow a host model: attributes copied, created/deleted/changed events recorded.
@@ -148,8 +160,14 @@ class Engage:
         Usable as ``engage.track_model(User, ...)`` or as a class decorator
         ``@engage.track_model(attributes=["plan"])``.
         """
-        options = dict(customer_id=customer_id, email=email, attributes=attributes, events=events,
-                       changes=changes, properties=properties)
+        options = dict(
+            customer_id=customer_id,
+            email=email,
+            attributes=attributes,
+            events=events,
+            changes=changes,
+            properties=properties,
+        )
 
         def register(cls: type) -> type:
             spec = tracking.TrackedModel.build(cls, **options)
@@ -160,7 +178,9 @@ class Engage:
 
         return register if model is None else register(model)
 
-    def track_view(self, event: str, properties: Mapping[str, Any] | Callable[[], Any] | None = None):
+    def track_view(
+        self, event: str, properties: Mapping[str, Any] | Callable[[], Any] | None = None
+    ):
         """View decorator: record ``event`` for the current identity when the view
         answers below 400, and commit it."""
 
@@ -213,7 +233,11 @@ class Engage:
         return segment
 
     def update_segment(
-        self, segment: Segment | int | str, *, name: str | None = None, filters: Any = None,
+        self,
+        segment: Segment | int | str,
+        *,
+        name: str | None = None,
+        filters: Any = None,
         description: str | None = None,
     ) -> Segment:
         """Rename, re-describe or re-filter a segment (members are recomputed)."""
@@ -241,7 +265,11 @@ class Engage:
         from sqlalchemy import select
 
         self._ensure_default()
-        return list(host_session().scalars(select(Segment).order_by(Segment.is_default.desc(), Segment.name)))
+        return list(
+            host_session().scalars(
+                select(Segment).order_by(Segment.is_default.desc(), Segment.name)
+            )
+        )
 
     def count(self, filters: Any, *, now: datetime | None = None) -> int:
         """How many customers match ``filters`` (as of ``now``)."""
@@ -251,7 +279,9 @@ class Engage:
         """A query of the segment's current customers."""
         return segment_service.members(host_session(), self._segment(host_session(), segment))
 
-    def recompute(self, segment: Segment | int | str | None = None, *, now: datetime | None = None) -> list[Outcome]:
+    def recompute(
+        self, segment: Segment | int | str | None = None, *, now: datetime | None = None
+    ) -> list[Outcome]:
         """Re-evaluate one segment or all, now; commits, and in inline mode finishes
         what the changes trigger (automation steps, sends)."""
         now = now or utcnow()
@@ -278,7 +308,9 @@ class Engage:
 
             raise ValidationError("days: expected a whole number from 1 to 3660", field="days")
         with operation_session() as session:
-            return segment_history_module.segment_history(session, self._segment(session, segment), days, utcnow())
+            return segment_history_module.segment_history(
+                session, self._segment(session, segment), days, utcnow()
+            )
 
     # -- messages ----------------------------------------------------------------------
     def unsubscribe(self, customer_id: int | str, channel: str = "email") -> None:
@@ -294,19 +326,34 @@ class Engage:
         set_subscription(customer_id, channel, subscribed=True)
 
     def create_broadcast(
-        self, name: str, *, channel: str, segments: Iterable[Segment | int | str], subject: str | None = None,
-        body: str, send_to_unsubscribed: bool = False, scheduled_at: datetime | None = None,
+        self,
+        name: str,
+        *,
+        channel: str,
+        segments: Iterable[Segment | int | str],
+        subject: str | None = None,
+        body: str,
+        send_to_unsubscribed: bool = False,
+        scheduled_at: datetime | None = None,
     ) -> Broadcast:
         """Create a broadcast draft (validated, templates checked)."""
         from .messages.broadcasts import create_broadcast
 
         with operation_session() as session:
             return create_broadcast(
-                session, name, channel=channel, segments=list(segments), subject=subject, body=body,
-                send_to_unsubscribed=send_to_unsubscribed, scheduled_at=scheduled_at,
+                session,
+                name,
+                channel=channel,
+                segments=list(segments),
+                subject=subject,
+                body=body,
+                send_to_unsubscribed=send_to_unsubscribed,
+                scheduled_at=scheduled_at,
             )
 
-    def send_broadcast(self, broadcast: Broadcast | int, *, now: datetime | None = None) -> Broadcast:
+    def send_broadcast(
+        self, broadcast: Broadcast | int, *, now: datetime | None = None
+    ) -> Broadcast:
         """Queue a broadcast (or schedule it if ``scheduled_at`` is in the future).
 
         Sending one that is already queued, sending or sent does nothing.
@@ -315,7 +362,9 @@ class Engage:
 
         now = now or utcnow()
         with operation_session() as session:
-            result = request_send(session, broadcast.id if isinstance(broadcast, Broadcast) else broadcast, now)
+            result = request_send(
+                session, broadcast.id if isinstance(broadcast, Broadcast) else broadcast, now
+            )
         self._finish(now)
         return result
 
@@ -335,8 +384,14 @@ class Engage:
 
     # -- automations -------------------------------------------------------------------
     def create_automation(
-        self, name: str, *, trigger: Mapping[str, Any], steps: list[dict[str, Any]], active: bool = True,
-        reentry: bool = False, exit_on_leave: bool = False,
+        self,
+        name: str,
+        *,
+        trigger: Mapping[str, Any],
+        steps: list[dict[str, Any]],
+        active: bool = True,
+        reentry: bool = False,
+        exit_on_leave: bool = False,
     ) -> Automation:
         """Create an automation started when a customer joins or leaves a segment."""
         from . import automations
@@ -344,7 +399,12 @@ class Engage:
         with operation_session() as session:
             trigger = {k: (v.id if isinstance(v, Segment) else v) for k, v in dict(trigger).items()}
             return automations.create_automation(
-                session, name, trigger=trigger, steps=steps, active=active, reentry=reentry,
+                session,
+                name,
+                trigger=trigger,
+                steps=steps,
+                active=active,
+                reentry=reentry,
                 exit_on_leave=exit_on_leave,
             )
 
@@ -355,7 +415,10 @@ class Engage:
         with operation_session() as session:
             found = self._automation(session, automation)
             if isinstance(changes.get("trigger"), Mapping):
-                changes["trigger"] = {k: (v.id if isinstance(v, Segment) else v) for k, v in changes["trigger"].items()}
+                changes["trigger"] = {
+                    k: (v.id if isinstance(v, Segment) else v)
+                    for k, v in changes["trigger"].items()
+                }
             return automations.update_automation(session, found, **changes)
 
     def delete_automation(self, automation: Automation | int) -> None:

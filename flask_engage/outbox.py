@@ -18,7 +18,9 @@ from .models import OutboxItem, utcnow
 PENDING = "engage_outbox_pending"
 
 
-def add_to_outbox(session: Session, task: str, keys: Iterable[object], conn: Connection | None = None) -> None:
+def add_to_outbox(
+    session: Session, task: str, keys: Iterable[object], conn: Connection | None = None
+) -> None:
     """Write one outbox row per key (deduplicated) and flag the session for dispatch."""
     rows = [{"task": task, "key": str(key), "created_at": utcnow()} for key in dict.fromkeys(keys)]
     if not rows:

@@ -96,11 +96,20 @@ def write_customers(
     """
     now = now or utcnow()
     table = Customer.__table__
-    columns = (table.c.id, table.c.external_id, table.c.email, table.c.attributes, table.c.created_at)
+    columns = (
+        table.c.id,
+        table.c.external_id,
+        table.c.email,
+        table.c.attributes,
+        table.c.created_at,
+    )
     ids: dict[str, int] = {}
     updates: list[dict[str, Any]] = []
     for keys in _chunks(list(patches)):
-        found = {row.external_id: row for row in conn.execute(select(*columns).where(table.c.external_id.in_(keys)))}
+        found = {
+            row.external_id: row
+            for row in conn.execute(select(*columns).where(table.c.external_id.in_(keys)))
+        }
         missing = [key for key in keys if key not in found]
         if missing:
             conn.execute(
@@ -124,10 +133,19 @@ def write_customers(
             attributes = patch.apply(row.attributes or {})
             email = patch.email if patch.email is not None else row.email
             created_at = patch.created_at or row.created_at
-            if attributes != (row.attributes or {}) or email != row.email or created_at != row.created_at:
+            if (
+                attributes != (row.attributes or {})
+                or email != row.email
+                or created_at != row.created_at
+            ):
                 updates.append(
-                    {"b_id": row.id, "attributes": attributes, "email": email,
-                     "created_at": created_at, "updated_at": now}
+                    {
+                        "b_id": row.id,
+                        "attributes": attributes,
+                        "email": email,
+                        "created_at": created_at,
+                        "updated_at": now,
+                    }
                 )
     if updates:
         conn.execute(
@@ -141,22 +159,35 @@ def write_customers(
             ),
             updates,
         )
-    types = {name: value_type(value) for patch in patches.values() for name, value in patch.attributes.items()}
+    types = {
+        name: value_type(value)
+        for patch in patches.values()
+        for name, value in patch.attributes.items()
+    }
     record_definitions(conn, "attribute", "", types, now)
     return ids
 
 
-def write_events(conn: Connection, rows: Sequence[dict[str, Any]], now: datetime | None = None) -> list[int]:
+def write_events(
+    conn: Connection, rows: Sequence[dict[str, Any]], now: datetime | None = None
+) -> list[int]:
     """Insert events (``customer_id``, ``name``, ``properties``, ``occurred_at``); return ids."""
     now = now or utcnow()
     ids: list[int] = []
     table = Event.__table__
     for chunk in _chunks(rows):
-        result = conn.execute(table.insert().returning(table.c.id, sort_by_parameter_order=True), list(chunk))
+        result = conn.execute(
+            table.insert().returning(table.c.id, sort_by_parameter_order=True), list(chunk)
+        )
         ids.extend(result.scalars())
     record_definitions(conn, "event", "", {row["name"]: "event" for row in rows}, now)
     for name in {row["name"] for row in rows}:
-        types = {k: value_type(v) for row in rows if row["name"] == name for k, v in row["properties"].items()}
+        types = {
+            k: value_type(v)
+            for row in rows
+            if row["name"] == name
+            for k, v in row["properties"].items()
+        }
         record_definitions(conn, "property", name, types, now)
     return ids
 
@@ -173,7 +204,8 @@ def record_definitions(
     fresh = {
         name: kind_type
         for name, kind_type in types.items()
-        if kind_type is not None and now - seen.get((kind, scope, name), now - 2 * DEFINITION_REFRESH) > DEFINITION_REFRESH
+        if kind_type is not None
+        and now - seen.get((kind, scope, name), now - 2 * DEFINITION_REFRESH) > DEFINITION_REFRESH
     }
     if not fresh:
         return
@@ -181,8 +213,14 @@ def record_definitions(
     conn.execute(
         insert_ignoring_conflicts(conn, table, ["kind", "scope", "name"]),
         [
-            {"kind": kind, "scope": scope, "name": name, "type": kind_type,
-             "first_seen": now, "last_seen": now}
+            {
+                "kind": kind,
+                "scope": scope,
+                "name": name,
+                "type": kind_type,
+                "first_seen": now,
+                "last_seen": now,
+            }
             for name, kind_type in fresh.items()
         ],
     )
@@ -213,14 +251,23 @@ def store(
     for external_id, *_ in events:
         all_patches.setdefault(external_id, CustomerPatch())
     ids = write_customers(conn, all_patches, now)
-    event_ids = write_events(
-        conn,
-        [
-            {"customer_id": ids[external_id], "name": name, "properties": properties, "occurred_at": occurred_at}
-            for external_id, name, properties, occurred_at in events
-        ],
-        now,
-    ) if events else []
+    event_ids = (
+        write_events(
+            conn,
+            [
+                {
+                    "customer_id": ids[external_id],
+                    "name": name,
+                    "properties": properties,
+                    "occurred_at": occurred_at,
+                }
+                for external_id, name, properties, occurred_at in events
+            ],
+            now,
+        )
+        if events
+        else []
+    )
     add_to_outbox(session, "evaluate", ids.values(), conn=conn)
     return ids, event_ids
 
@@ -257,7 +304,9 @@ def check_event(
     if len(name) > 255:
         raise ValidationError(f"{field}event: name is too long", field=f"{field}event")
     props = normalize_mapping(properties, f"{field}properties")
-    occurred_at = check_timestamp(timestamp, f"{field}timestamp") if timestamp is not None else utcnow()
+    occurred_at = (
+        check_timestamp(timestamp, f"{field}timestamp") if timestamp is not None else utcnow()
+    )
     return external_id, name, props, occurred_at
 
 
@@ -340,7 +389,15 @@ class TrackedModel:
                 f"not {sorted(unknown)}",
                 field="events",
             )
-        return cls(model, customer_id, email, attrs, dict(events or {}), dict(changes or {}), tuple(properties))
+        return cls(
+            model,
+            customer_id,
+            email,
+            attrs,
+            dict(events or {}),
+            dict(changes or {}),
+            tuple(properties),
+        )
 
     def value(self, instance: Any, source: AttributeSource) -> Any:
         return source(instance) if callable(source) else getattr(instance, source)
@@ -357,7 +414,9 @@ class TrackedModel:
             if changed is None or callable(source) or source in changed
         }
         email = None
-        if self.email is not None and (changed is None or callable(self.email) or self.email in changed):
+        if self.email is not None and (
+            changed is None or callable(self.email) or self.email in changed
+        ):
             email = check_email(self.value(instance, self.email))
         if not wanted and email is None:
             return None
@@ -365,7 +424,9 @@ class TrackedModel:
         return CustomerPatch(email=email, attributes=normalize_mapping(values, "attributes"))
 
     def event_properties(self, instance: Any) -> dict[str, Any]:
-        return normalize_mapping({name: getattr(instance, name) for name in self.properties}, "properties")
+        return normalize_mapping(
+            {name: getattr(instance, name) for name in self.properties}, "properties"
+        )
 
 
 def changed_columns(instance: Any) -> dict[str, tuple[Any, Any]]:
@@ -410,7 +471,9 @@ def collect_flush(
             continue
         add_patch(external_id, spec.patch(instance, None) or CustomerPatch())
         if "created" in spec.events:
-            events.append((external_id, spec.events["created"], spec.event_properties(instance), now))
+            events.append(
+                (external_id, spec.events["created"], spec.event_properties(instance), now)
+            )
     for instance in session.dirty:
         spec = spec_of(instance)
         if spec is None or not session.is_modified(instance):
@@ -422,13 +485,17 @@ def collect_flush(
         for column, event_name in spec.changes.items():
             if column in changed:
                 old, new = changed[column]
-                properties = {**spec.event_properties(instance),
-                              **normalize_mapping({"from": old, "to": new}, "properties")}
+                properties = {
+                    **spec.event_properties(instance),
+                    **normalize_mapping({"from": old, "to": new}, "properties"),
+                }
                 events.append((external_id, event_name, properties, now))
     for instance in session.deleted:
         spec = spec_of(instance)
         if spec is None or "deleted" not in spec.events:
             continue
         if (external_id := spec.customer_of(instance)) is not None:
-            events.append((external_id, spec.events["deleted"], spec.event_properties(instance), now))
+            events.append(
+                (external_id, spec.events["deleted"], spec.event_properties(instance), now)
+            )
     return patches, events

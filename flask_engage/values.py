@@ -110,14 +110,14 @@ def normalize_value(value: Any, field: str) -> Any:
         return value
     if isinstance(value, list | tuple):
         if len(value) > MAX_LIST_LENGTH:
-            raise ValidationError(f"{field}: list has more than {MAX_LIST_LENGTH} items", field=field)
+            raise ValidationError(
+                f"{field}: list has more than {MAX_LIST_LENGTH} items", field=field
+            )
         items = [normalize_value(item, f"{field}[{i}]") for i, item in enumerate(value)]
         if any(isinstance(item, list | dict) for item in items):
             raise ValidationError(f"{field}: lists may hold only plain values", field=field)
         return items
-    raise ValidationError(
-        f"{field}: unsupported value of type {type(value).__name__}", field=field
-    )
+    raise ValidationError(f"{field}: unsupported value of type {type(value).__name__}", field=field)
 
 
 def normalize_mapping(values: Any, field: str) -> dict[str, Any]:

@@ -73,7 +73,11 @@ def coerce(value: Any, recorded: str | None) -> Any:
         return number if isinstance(number, float) else value
     if recorded == "boolean" and isinstance(value, str) and value.lower() in ("true", "false"):
         return value.lower() == "true"
-    if recorded in ("string", "datetime") and isinstance(value, int | float) and not isinstance(value, bool):
+    if (
+        recorded in ("string", "datetime")
+        and isinstance(value, int | float)
+        and not isinstance(value, bool)
+    ):
         return str(value)
     return value
 
@@ -105,7 +109,11 @@ class Field:
         return and_(kind.is_not(None), kind != "null")
 
     def is_number(self) -> ColumnElement[bool]:
-        return self._type == "number" if self.dialect == "postgresql" else self._type.in_(["integer", "real"])
+        return (
+            self._type == "number"
+            if self.dialect == "postgresql"
+            else self._type.in_(["integer", "real"])
+        )
 
     def is_string(self) -> ColumnElement[bool]:
         return self._type == ("string" if self.dialect == "postgresql" else "text")
@@ -128,8 +136,12 @@ class Field:
                 self._type == "array",
                 self._json.op("@>")(cast(literal(json.dumps([value])), JSONB)),
             )
-        each = func.json_each(self.column, bindparam(None, f'$."{self.key}"', type_=String)).table_valued("value")
-        return and_(self._type == "array", exists(select(1).select_from(each).where(each.c.value == value)))
+        each = func.json_each(
+            self.column, bindparam(None, f'$."{self.key}"', type_=String)
+        ).table_valued("value")
+        return and_(
+            self._type == "array", exists(select(1).select_from(each).where(each.c.value == value))
+        )
 
 
 class ColumnField(Field):
@@ -161,7 +173,9 @@ class ColumnField(Field):
 
 
 def _duration(value: Mapping[str, float]) -> timedelta:
-    return timedelta(days=value.get("days", 0), hours=value.get("hours", 0), minutes=value.get("minutes", 0))
+    return timedelta(
+        days=value.get("days", 0), hours=value.get("hours", 0), minutes=value.get("minutes", 0)
+    )
 
 
 def _two_valued(expr: ColumnElement[Any]) -> ColumnElement[bool]:
@@ -266,7 +280,9 @@ class Compiler:
             return or_(false(), *(self.compare(field, "eq", item) for item in value))
         if op == "contains":
             text = field.text()
-            substring = (func.strpos if self.dialect == "postgresql" else func.instr)(text, value) > 0
+            substring = (func.strpos if self.dialect == "postgresql" else func.instr)(
+                text, value
+            ) > 0
             return or_(_two_valued(substring), field.list_contains(value))
         if op in ("starts_with", "ends_with"):
             text = field.text()
@@ -293,15 +309,18 @@ class Compiler:
                 text = format_datetime(parse_datetime(text, "value"))
             operand = literal(text, String)
         comparisons = {
-            "eq": subject == operand, "gt": subject > operand, "gte": subject >= operand,
-            "lt": subject < operand, "lte": subject <= operand,
+            "eq": subject == operand,
+            "gt": subject > operand,
+            "gte": subject >= operand,
+            "lt": subject < operand,
+            "lte": subject <= operand,
         }
         return _two_valued(comparisons[op])
 
     # -- events ------------------------------------------------------------------------
     def window(self, window: Mapping[str, Any]) -> list[ColumnElement[bool]]:
         at = events.c.occurred_at
-        (kind, value), = window.items()
+        ((kind, value),) = window.items()
         if kind == "last_days":
             return [at >= self.now - timedelta(days=value)]
         if kind == "last_hours":
@@ -340,15 +359,23 @@ class Compiler:
                 aggregate = func.coalesce(aggregate, 0.0)
         predicate = _numeric(aggregate, spec["op"], spec["value"])
         grouped = select(events.c.customer_id).where(*conditions)
-        at_least_once = _holds(1, spec["op"], spec["value"]) and not _holds(0, spec["op"], spec["value"])
+        at_least_once = _holds(1, spec["op"], spec["value"]) and not _holds(
+            0, spec["op"], spec["value"]
+        )
         if measure == "count" and spec["op"] in ("gte", "gt") and at_least_once:
             # "at least once": no grouping needed.
             return customers.c.id.in_(grouped)
         if measure in ("count", "sum") and _holds(0, spec["op"], spec["value"]):
             # Holds for customers with no events: exclude those whose total fails.
             failing = grouped.group_by(events.c.customer_id).having(not_(predicate)).subquery()
-            return not_(exists(select(1).select_from(failing).where(failing.c.customer_id == customers.c.id)))
-        return customers.c.id.in_(grouped.group_by(events.c.customer_id).having(_two_valued(predicate)))
+            return not_(
+                exists(
+                    select(1).select_from(failing).where(failing.c.customer_id == customers.c.id)
+                )
+            )
+        return customers.c.id.in_(
+            grouped.group_by(events.c.customer_id).having(_two_valued(predicate))
+        )
 
     # -- segments and channels -----------------------------------------------------
     def segment(self, node: Mapping[str, Any]) -> ColumnElement[bool]:
@@ -362,7 +389,9 @@ class Compiler:
     def channel(self, node: Mapping[str, Any]) -> ColumnElement[bool]:
         channel = node["channel"]
         opted_out = exists(
-            select(1).where(Unsubscription.customer_id == customers.c.id, Unsubscription.channel == channel)
+            select(1).where(
+                Unsubscription.customer_id == customers.c.id, Unsubscription.channel == channel
+            )
         )
         if node.get("op", "subscribed") == "unsubscribed":
             return opted_out
@@ -379,8 +408,12 @@ def _numeric(expr: ColumnElement[Any], op: str, value: Any) -> ColumnElement[boo
     if op == "between":
         return and_(expr >= value[0], expr <= value[1])
     return {
-        "eq": expr == value, "ne": expr != value, "gt": expr > value,
-        "gte": expr >= value, "lt": expr < value, "lte": expr <= value,
+        "eq": expr == value,
+        "ne": expr != value,
+        "gt": expr > value,
+        "gte": expr >= value,
+        "lt": expr < value,
+        "lte": expr <= value,
     }[op]
 
 
@@ -389,8 +422,12 @@ def _holds(amount: float, op: str, value: Any) -> bool:
     if op == "between":
         return value[0] <= amount <= value[1]
     return {
-        "eq": amount == value, "ne": amount != value, "gt": amount > value,
-        "gte": amount >= value, "lt": amount < value, "lte": amount <= value,
+        "eq": amount == value,
+        "ne": amount != value,
+        "gt": amount > value,
+        "gte": amount >= value,
+        "lt": amount < value,
+        "lte": amount <= value,
     }[op]
 
 

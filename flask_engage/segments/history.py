@@ -28,8 +28,12 @@ class HistoryPoint:
         return getattr(self, key)
 
     def as_dict(self) -> dict[str, object]:
-        return {"date": self.date.isoformat(), "members": self.members, "total": self.total,
-                "percent": self.percent}
+        return {
+            "date": self.date.isoformat(),
+            "members": self.members,
+            "total": self.total,
+            "percent": self.percent,
+        }
 
 
 def _zone() -> ZoneInfo:
@@ -43,7 +47,9 @@ def local_day(now: datetime) -> date:
 
 def end_of_day(day: date) -> datetime:
     """The last moment of a local day (just before the next midnight)."""
-    return datetime.combine(day + timedelta(days=1), time(0), tzinfo=_zone()) - timedelta(microseconds=1)
+    return datetime.combine(day + timedelta(days=1), time(0), tzinfo=_zone()) - timedelta(
+        microseconds=1
+    )
 
 
 def _percent(members: int, total: int) -> float:
@@ -62,12 +68,17 @@ def take_snapshots(session: Session, now: datetime) -> int:
     if rows:
         session.execute(
             insert_ignoring_conflicts(session, SegmentSnapshot.__table__, ["segment_id", "day"]),
-            [{"segment_id": seg_id, "day": day, "members": members, "total": total} for seg_id, members in rows],
+            [
+                {"segment_id": seg_id, "day": day, "members": members, "total": total}
+                for seg_id, members in rows
+            ],
         )
     return len(rows)
 
 
-def segment_history(session: Session, segment: Segment, days: int, now: datetime) -> list[HistoryPoint]:
+def segment_history(
+    session: Session, segment: Segment, days: int, now: datetime
+) -> list[HistoryPoint]:
     """One point per day, oldest first; the last point is today's live value.
 
     Days with no snapshot are rebuilt from the data as it stood at the end of that
@@ -80,7 +91,9 @@ def segment_history(session: Session, segment: Segment, days: int, now: datetime
         snap.day: snap
         for snap in session.scalars(
             select(SegmentSnapshot).where(
-                SegmentSnapshot.segment_id == segment.id, SegmentSnapshot.day >= first, SegmentSnapshot.day < today
+                SegmentSnapshot.segment_id == segment.id,
+                SegmentSnapshot.day >= first,
+                SegmentSnapshot.day < today,
             )
         )
     }
@@ -92,17 +105,23 @@ def segment_history(session: Session, segment: Segment, days: int, now: datetime
         if snap is None:
             as_of = end_of_day(day)
             compiler = make_compiler(session, as_of, as_of=True)
-            members = session.scalar(
-                select(func.count()).select_from(compiler.query(segment.filters).subquery())
-            ) or 0
+            members = (
+                session.scalar(
+                    select(func.count()).select_from(compiler.query(segment.filters).subquery())
+                )
+                or 0
+            )
             total = session.scalar(select(func.count()).where(Customer.created_at <= as_of)) or 0
-            rebuilt.append({"segment_id": segment.id, "day": day, "members": members, "total": total})
+            rebuilt.append(
+                {"segment_id": segment.id, "day": day, "members": members, "total": total}
+            )
         else:
             members, total = snap.members, snap.total
         points.append(HistoryPoint(day, members, total, _percent(members, total)))
     if rebuilt:
         session.execute(
-            insert_ignoring_conflicts(session, SegmentSnapshot.__table__, ["segment_id", "day"]), rebuilt
+            insert_ignoring_conflicts(session, SegmentSnapshot.__table__, ["segment_id", "day"]),
+            rebuilt,
         )
     members = session.scalar(select(func.count()).where(Membership.segment_id == segment.id)) or 0
     total = session.scalar(select(func.count()).select_from(Customer)) or 0

@@ -89,32 +89,44 @@ def recompute_segment(session: Session, segment: Segment, now: datetime | None =
     session.execute(
         insert(changes).from_select(
             ["segment_id", "customer_id", "kind", "at", "computation"],
-            select(literal(segment.id), customers.c.id, literal("joined"), literal(now, changes.c.at.type),
-                   literal(computation)).where(condition, ~is_member),
+            select(
+                literal(segment.id),
+                customers.c.id,
+                literal("joined"),
+                literal(now, changes.c.at.type),
+                literal(computation),
+            ).where(condition, ~is_member),
         )
     )
-    still_matches = select(customers.c.id).where(customers.c.id == memberships.c.customer_id, condition)
+    still_matches = select(customers.c.id).where(
+        customers.c.id == memberships.c.customer_id, condition
+    )
     session.execute(
         insert(changes).from_select(
             ["segment_id", "customer_id", "kind", "at", "computation"],
-            select(literal(segment.id), memberships.c.customer_id, literal("left"),
-                   literal(now, changes.c.at.type), literal(computation)).where(
-                memberships.c.segment_id == segment.id, ~still_matches.exists()
-            ),
+            select(
+                literal(segment.id),
+                memberships.c.customer_id,
+                literal("left"),
+                literal(now, changes.c.at.type),
+                literal(computation),
+            ).where(memberships.c.segment_id == segment.id, ~still_matches.exists()),
         )
     )
     joined, left = apply_computation(session, computation, now)
     took = int((time.perf_counter() - started) * 1000)
     count = session.scalar(select(func.count()).where(memberships.c.segment_id == segment.id))
     session.execute(
-        update(Segment).where(Segment.id == segment.id).values(
-            last_computed_at=now, last_duration_ms=took, last_error=None, member_count=count
-        )
+        update(Segment)
+        .where(Segment.id == segment.id)
+        .values(last_computed_at=now, last_duration_ms=took, last_error=None, member_count=count)
     )
     return Outcome(segment.slug, joined, left, took, computation)
 
 
-def evaluate_customers(session: Session, customer_ids: Sequence[int], now: datetime | None = None) -> str | None:
+def evaluate_customers(
+    session: Session, customer_ids: Sequence[int], now: datetime | None = None
+) -> str | None:
     """Re-evaluate a few customers against every segment in one query.
 
     Returns the computation id when memberships changed, else None.
@@ -145,10 +157,26 @@ def evaluate_customers(session: Session, customer_ids: Sequence[int], now: datet
     computation = uuid.uuid4().hex
     session.execute(
         insert(changes),
-        [{"segment_id": s, "customer_id": c, "kind": "joined", "at": now, "computation": computation}
-         for s, c in joined]
-        + [{"segment_id": s, "customer_id": c, "kind": "left", "at": now, "computation": computation}
-           for s, c in left],
+        [
+            {
+                "segment_id": s,
+                "customer_id": c,
+                "kind": "joined",
+                "at": now,
+                "computation": computation,
+            }
+            for s, c in joined
+        ]
+        + [
+            {
+                "segment_id": s,
+                "customer_id": c,
+                "kind": "left",
+                "at": now,
+                "computation": computation,
+            }
+            for s, c in left
+        ],
     )
     apply_computation(session, computation, now)
     deltas: dict[int, int] = {}
@@ -158,7 +186,9 @@ def evaluate_customers(session: Session, customer_ids: Sequence[int], now: datet
         deltas[seg_id] = deltas.get(seg_id, 0) - 1
     for seg_id, delta in deltas.items():
         session.execute(
-            update(Segment).where(Segment.id == seg_id).values(member_count=Segment.member_count + delta)
+            update(Segment)
+            .where(Segment.id == seg_id)
+            .values(member_count=Segment.member_count + delta)
         )
     return computation
 
@@ -167,7 +197,7 @@ def apply_computation(session: Session, computation: str, now: datetime) -> tupl
     """Turn one computation's change rows into memberships and automation runs."""
     from ..automations import start_runs
 
-    of_computation = (changes.c.computation == computation)
+    of_computation = changes.c.computation == computation
     joined = session.execute(
         insert(memberships).from_select(
             ["segment_id", "customer_id", "joined_at"],
@@ -179,7 +209,9 @@ def apply_computation(session: Session, computation: str, now: datetime) -> tupl
     left = session.execute(
         delete(memberships).where(
             tuple_(memberships.c.segment_id, memberships.c.customer_id).in_(
-                select(changes.c.segment_id, changes.c.customer_id).where(of_computation, changes.c.kind == "left")
+                select(changes.c.segment_id, changes.c.customer_id).where(
+                    of_computation, changes.c.kind == "left"
+                )
             )
         )
     ).rowcount
@@ -207,7 +239,12 @@ def send_signals(session: Session, computations: Iterable[str | None], chunk: in
         ).all()
         if not rows:
             return
-        loaded = {c.id: c for c in session.scalars(select(Customer).where(Customer.id.in_({r.customer_id for r in rows})))}
+        loaded = {
+            c.id: c
+            for c in session.scalars(
+                select(Customer).where(Customer.id.in_({r.customer_id for r in rows}))
+            )
+        }
         for row in rows:
             signal = signals.segment_joined if row.kind == "joined" else signals.segment_left
             segment, customer = segments.get(row.segment_id), loaded.get(row.customer_id)

@@ -20,9 +20,25 @@ from ..errors import InvalidFilter, ValidationError
 from ..values import check_name, format_datetime, looks_like_datetime, parse_datetime
 
 OPERATORS = (
-    "eq", "ne", "gt", "gte", "lt", "lte", "between", "in", "not_in", "contains",
-    "not_contains", "starts_with", "ends_with", "exists", "not_exists", "is_true",
-    "is_false", "within_last", "more_than_ago",
+    "eq",
+    "ne",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "between",
+    "in",
+    "not_in",
+    "contains",
+    "not_contains",
+    "starts_with",
+    "ends_with",
+    "exists",
+    "not_exists",
+    "is_true",
+    "is_false",
+    "within_last",
+    "more_than_ago",
 )
 NO_VALUE = {"exists", "not_exists", "is_true", "is_false"}
 LIST_VALUE = {"in", "not_in"}
@@ -33,7 +49,15 @@ NUMERIC_OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "between")
 AGGREGATES = ("sum", "avg", "min", "max")
 CHANNELS = ("email", "push", "in_app")
 CALENDAR = ("today", "this_week", "this_month", "last_month")
-WINDOW_KINDS = ("last_days", "last_hours", "older_than_days", "since", "until", "between", "calendar")
+WINDOW_KINDS = (
+    "last_days",
+    "last_hours",
+    "older_than_days",
+    "since",
+    "until",
+    "between",
+    "calendar",
+)
 RELATIVE_WINDOWS = {"last_days", "last_hours", "older_than_days", "calendar"}
 MAX_DEPTH = 20
 MAX_NODES = 500
@@ -65,7 +89,12 @@ class _Validator:
             children = node[key]
             if not isinstance(children, list):
                 raise self.fail(f"{path}.{key}", "expected a list of filters")
-            return {key: [self.node(c, f"{path}.{key}[{i}]", depth + 1, chain) for i, c in enumerate(children)]}
+            return {
+                key: [
+                    self.node(c, f"{path}.{key}[{i}]", depth + 1, chain)
+                    for i, c in enumerate(children)
+                ]
+            }
         if "not" in node:
             self.only(node, path, {"not"})
             return {"not": self.node(node["not"], f"{path}.not", depth + 1, chain)}
@@ -97,7 +126,9 @@ class _Validator:
         result = {subject: self.name(node.get(subject), f"{path}.{subject}")}
         op = node.get("op")
         if op not in OPERATORS:
-            raise self.fail(f"{path}.op", f"unknown operator {op!r}; expected one of {', '.join(OPERATORS)}")
+            raise self.fail(
+                f"{path}.op", f"unknown operator {op!r}; expected one of {', '.join(OPERATORS)}"
+            )
         result["op"] = op
         if op in NO_VALUE:
             if node.get("value") is not None:
@@ -117,11 +148,16 @@ class _Validator:
             if not isinstance(value, list) or len(value) != 2:
                 raise self.fail(path, "operator 'between' needs a list of two values [low, high]")
             low, high = (self.scalar(v, f"{path}[{i}]") for i, v in enumerate(value))
-            if isinstance(low, bool) or isinstance(high, bool) or type(low) is not type(high) and not (
-                isinstance(low, int | float) and isinstance(high, int | float)
+            if (
+                isinstance(low, bool)
+                or isinstance(high, bool)
+                or type(low) is not type(high)
+                and not (isinstance(low, int | float) and isinstance(high, int | float))
             ):
                 raise self.fail(path, "'between' needs two numbers or two datetimes")
-            if isinstance(low, str) and not (looks_like_datetime(low) and looks_like_datetime(high)):
+            if isinstance(low, str) and not (
+                looks_like_datetime(low) and looks_like_datetime(high)
+            ):
                 raise self.fail(path, "'between' needs two numbers or two datetimes")
             return [low, high]
         if op in TEXT_VALUE:
@@ -176,14 +212,17 @@ class _Validator:
         if where:
             result["where"] = [
                 self.comparison(p if isinstance(p, dict) else {}, f"{path}.where[{i}]", "property")
-                if isinstance(p, dict) else self._not_object(f"{path}.where[{i}]", p)
+                if isinstance(p, dict)
+                else self._not_object(f"{path}.where[{i}]", p)
                 for i, p in enumerate(where)
             ]
         if node.get("window") is not None:
             result["window"] = self.window(node["window"], f"{path}.window")
         measures = [key for key in ("count", *AGGREGATES) if key in node]
         if len(measures) > 1:
-            raise self.fail(f"{path}.{measures[1]}", f"use only one of count, {', '.join(AGGREGATES)}")
+            raise self.fail(
+                f"{path}.{measures[1]}", f"use only one of count, {', '.join(AGGREGATES)}"
+            )
         measure = measures[0] if measures else "count"
         spec = node.get(measure, {"op": "gte", "value": 1})
         mpath = f"{path}.{measure}"
@@ -193,7 +232,9 @@ class _Validator:
         self.only(spec, mpath, allowed)
         op = spec.get("op")
         if op not in NUMERIC_OPS:
-            raise self.fail(f"{mpath}.op", f"unknown operator {op!r}; expected one of {', '.join(NUMERIC_OPS)}")
+            raise self.fail(
+                f"{mpath}.op", f"unknown operator {op!r}; expected one of {', '.join(NUMERIC_OPS)}"
+            )
         measured: dict[str, Any] = {"op": op}
         if op == "between":
             value = spec.get("value")
@@ -213,9 +254,11 @@ class _Validator:
     def window(self, window: Any, path: str) -> dict[str, Any]:
         if not isinstance(window, dict) or len(window) != 1:
             raise self.fail(path, f"expected exactly one of {', '.join(WINDOW_KINDS)}")
-        (kind, value), = window.items()
+        ((kind, value),) = window.items()
         if kind not in WINDOW_KINDS:
-            raise self.fail(f"{path}.{kind}", f"unknown window; expected one of {', '.join(WINDOW_KINDS)}")
+            raise self.fail(
+                f"{path}.{kind}", f"unknown window; expected one of {', '.join(WINDOW_KINDS)}"
+            )
         sub = f"{path}.{kind}"
         if kind in ("last_days", "last_hours", "older_than_days"):
             number = self.number(value, sub)
@@ -268,7 +311,11 @@ class _Validator:
 
 
 def validate_filter(
-    filters: Any, *, lookup: SegmentLookup | None = None, self_slug: str | None = None, path: str = "filters"
+    filters: Any,
+    *,
+    lookup: SegmentLookup | None = None,
+    self_slug: str | None = None,
+    path: str = "filters",
 ) -> dict[str, Any]:
     """Check a filter and return its normalized form (segment refs become ids).
 
@@ -296,7 +343,9 @@ def referenced_segments(filters: dict[str, Any]) -> set[int | str]:
     return found
 
 
-def uses_relative_time(filters: dict[str, Any], segment_filters: Callable[[Any], dict[str, Any] | None]) -> bool:
+def uses_relative_time(
+    filters: dict[str, Any], segment_filters: Callable[[Any], dict[str, Any] | None]
+) -> bool:
     """True when membership can change with the clock alone (relative windows)."""
 
     def walk(node: Any) -> bool:
@@ -332,10 +381,20 @@ def json_schema() -> dict[str, Any]:
         "properties": {
             subject: {"type": "string", "minLength": 1, "maxLength": 128},
             "op": {"enum": list(OPERATORS)},
-            "value": {"anyOf": [scalar, {"type": "array", "items": scalar},
-                                {"type": "object", "properties": {
-                                    "days": {"type": "number"}, "hours": {"type": "number"},
-                                    "minutes": {"type": "number"}}}]},
+            "value": {
+                "anyOf": [
+                    scalar,
+                    {"type": "array", "items": scalar},
+                    {
+                        "type": "object",
+                        "properties": {
+                            "days": {"type": "number"},
+                            "hours": {"type": "number"},
+                            "minutes": {"type": "number"},
+                        },
+                    },
+                ]
+            },
         },
     }
     measure = {
@@ -344,13 +403,19 @@ def json_schema() -> dict[str, Any]:
         "additionalProperties": False,
         "properties": {
             "op": {"enum": list(NUMERIC_OPS)},
-            "value": {"anyOf": [{"type": "number"}, {"type": "array", "items": {"type": "number"},
-                                                      "minItems": 2, "maxItems": 2}]},
+            "value": {
+                "anyOf": [
+                    {"type": "number"},
+                    {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+                ]
+            },
             "property": {"type": "string"},
         },
     }
     window = {
-        "type": "object", "minProperties": 1, "maxProperties": 1,
+        "type": "object",
+        "minProperties": 1,
+        "maxProperties": 1,
         "properties": {
             "last_days": {"type": "number", "minimum": 0},
             "last_hours": {"type": "number", "minimum": 0},
@@ -367,32 +432,70 @@ def json_schema() -> dict[str, Any]:
         "$id": "flask-engage/segment-filter",
         "$ref": "#/$defs/filter",
         "$defs": {
-            "filter": {"oneOf": [
-                {"type": "object", "required": ["all"], "additionalProperties": False,
-                 "properties": {"all": {"type": "array", "items": {"$ref": "#/$defs/filter"}}}},
-                {"type": "object", "required": ["any"], "additionalProperties": False,
-                 "properties": {"any": {"type": "array", "items": {"$ref": "#/$defs/filter"}}}},
-                {"type": "object", "required": ["not"], "additionalProperties": False,
-                 "properties": {"not": {"$ref": "#/$defs/filter"}}},
-                {"$ref": "#/$defs/attribute"}, {"$ref": "#/$defs/event"},
-                {"$ref": "#/$defs/segment"}, {"$ref": "#/$defs/channel"},
-            ]},
+            "filter": {
+                "oneOf": [
+                    {
+                        "type": "object",
+                        "required": ["all"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "all": {"type": "array", "items": {"$ref": "#/$defs/filter"}}
+                        },
+                    },
+                    {
+                        "type": "object",
+                        "required": ["any"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "any": {"type": "array", "items": {"$ref": "#/$defs/filter"}}
+                        },
+                    },
+                    {
+                        "type": "object",
+                        "required": ["not"],
+                        "additionalProperties": False,
+                        "properties": {"not": {"$ref": "#/$defs/filter"}},
+                    },
+                    {"$ref": "#/$defs/attribute"},
+                    {"$ref": "#/$defs/event"},
+                    {"$ref": "#/$defs/segment"},
+                    {"$ref": "#/$defs/channel"},
+                ]
+            },
             "attribute": comparison("attribute"),
             "property": comparison("property"),
             "event": {
-                "type": "object", "required": ["event"], "additionalProperties": False,
+                "type": "object",
+                "required": ["event"],
+                "additionalProperties": False,
                 "properties": {
                     "event": {"type": "string", "minLength": 1},
                     "where": {"type": "array", "items": {"$ref": "#/$defs/property"}},
                     "window": window,
-                    "count": measure, "sum": measure, "avg": measure, "min": measure, "max": measure,
+                    "count": measure,
+                    "sum": measure,
+                    "avg": measure,
+                    "min": measure,
+                    "max": measure,
                 },
             },
-            "segment": {"type": "object", "required": ["segment"], "additionalProperties": False,
-                        "properties": {"segment": {"type": ["string", "integer"]},
-                                       "op": {"enum": ["in", "not_in"]}}},
-            "channel": {"type": "object", "required": ["channel"], "additionalProperties": False,
-                        "properties": {"channel": {"enum": list(CHANNELS)},
-                                       "op": {"enum": ["subscribed", "unsubscribed"]}}},
+            "segment": {
+                "type": "object",
+                "required": ["segment"],
+                "additionalProperties": False,
+                "properties": {
+                    "segment": {"type": ["string", "integer"]},
+                    "op": {"enum": ["in", "not_in"]},
+                },
+            },
+            "channel": {
+                "type": "object",
+                "required": ["channel"],
+                "additionalProperties": False,
+                "properties": {
+                    "channel": {"enum": list(CHANNELS)},
+                    "op": {"enum": ["subscribed", "unsubscribed"]},
+                },
+            },
         },
     }

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Query, Session
 
-from ..errors import InvalidFilter, StateError, ValidationError
+from ..errors import StateError, ValidationError
 from ..models import Automation, Broadcast, Customer, Membership, Segment, utcnow
 from .compiler import customers
 from .membership import make_compiler
@@ -71,9 +71,7 @@ def _check_name(session: Session, name: Any, current: Segment | None = None) -> 
     slug = slugify(name)
     if not slug:
         raise ValidationError(f"name: {name!r} has no letters or digits for a slug", field="name")
-    clash = session.scalar(
-        select(Segment).where((Segment.slug == slug) | (Segment.name == name))
-    )
+    clash = session.scalar(select(Segment).where((Segment.slug == slug) | (Segment.name == name)))
     if clash is not None and (current is None or clash.id != current.id):
         raise ValidationError(f"name: a segment named {clash.name!r} already exists", field="name")
     return name, slug
@@ -89,13 +87,18 @@ def ensure_default(session: Session) -> Segment:
     return found
 
 
-def create_segment(session: Session, name: str, filters: Any, description: str | None = None) -> Segment:
+def create_segment(
+    session: Session, name: str, filters: Any, description: str | None = None
+) -> Segment:
     """Insert a validated segment (membership is computed by the caller)."""
     ensure_default(session)
     name, slug = _check_name(session, name)
     normalized = check_filters(session, filters, self_slug=slug)
     segment = Segment(
-        name=name, slug=slug, description=description, filters=normalized,
+        name=name,
+        slug=slug,
+        description=description,
+        filters=normalized,
         is_time_based=_time_based(session, normalized),
     )
     session.add(segment)
@@ -104,7 +107,11 @@ def create_segment(session: Session, name: str, filters: Any, description: str |
 
 
 def update_segment(
-    session: Session, segment: Segment, *, name: str | None = None, filters: Any = None,
+    session: Session,
+    segment: Segment,
+    *,
+    name: str | None = None,
+    filters: Any = None,
     description: str | None = None,
 ) -> bool:
     """Apply changes; True when the filters changed (membership must be recomputed)."""
@@ -133,12 +140,24 @@ def delete_segment(session: Session, segment: Segment) -> None:
     if segment.is_default:
         raise StateError("the default segment 'All' cannot be deleted")
     users = [
-        other.name for other in session.scalars(select(Segment).where(Segment.id != segment.id))
-        if segment.id in referenced_segments(other.filters) or segment.slug in referenced_segments(other.filters)
+        other.name
+        for other in session.scalars(select(Segment).where(Segment.id != segment.id))
+        if segment.id in referenced_segments(other.filters)
+        or segment.slug in referenced_segments(other.filters)
     ]
-    users += [a.name for a in session.scalars(select(Automation).where(Automation.trigger_segment_id == segment.id))]
     users += [
-        b.name for b in session.scalars(select(Broadcast).where(Broadcast.status.in_(("draft", "scheduled", "queued", "sending"))))
+        a.name
+        for a in session.scalars(
+            select(Automation).where(Automation.trigger_segment_id == segment.id)
+        )
+    ]
+    users += [
+        b.name
+        for b in session.scalars(
+            select(Broadcast).where(
+                Broadcast.status.in_(("draft", "scheduled", "queued", "sending"))
+            )
+        )
         if segment.id in (b.segment_ids or [])
     ]
     if users:
@@ -151,15 +170,15 @@ def count(session: Session, filters: Any, now: datetime | None = None) -> int:
     """How many customers match a filter right now (or as of ``now``)."""
     normalized = check_filters(session, filters)
     compiler = make_compiler(session, now or utcnow())
-    return session.scalar(select(func.count()).select_from(customers).where(compiler.condition(normalized))) or 0
+    return (
+        session.scalar(
+            select(func.count()).select_from(customers).where(compiler.condition(normalized))
+        )
+        or 0
+    )
 
 
 def members(session: Session, segment: Segment) -> Query[Customer]:
     """A query of the segment's current customers, ordered by id."""
     inside = select(Membership.customer_id).where(Membership.segment_id == segment.id)
     return session.query(Customer).filter(Customer.id.in_(inside)).order_by(Customer.id)
-
-
-def invalid_path(exc: InvalidFilter) -> str | None:
-    """The path of the bad node in an ``InvalidFilter`` (for the admin)."""
-    return exc.field
