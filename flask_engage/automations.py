@@ -21,13 +21,14 @@ from sqlalchemy.orm import Session
 
 from .context import insert_ignoring_conflicts
 from .errors import InvalidAutomation, InvalidFilter, ValidationError
-from .models import Automation, AutomationRun, Customer, Message, MembershipChange, Segment, utcnow
+from .models import Automation, AutomationRun, Customer, MembershipChange, Message, Segment, utcnow
 
 CHANNELS = ("email", "push", "in_app")
 LIVE = ("active", "waiting")
 
 
 # --- definition ------------------------------------------------------------------------
+
 
 def _fail(path: str, message: str) -> InvalidAutomation:
     return InvalidAutomation(f"{path}: {message}", field=path)
@@ -45,7 +46,7 @@ def validate_steps(session: Session, steps: Any) -> list[dict[str, Any]]:
         path = f"steps[{index}]"
         if not isinstance(step, dict) or len(step) != 1:
             raise _fail(path, "expected an object with one of 'wait', 'if', 'send', 'exit'")
-        (kind, spec), = step.items()
+        ((kind, spec),) = step.items()
         if kind == "wait":
             result.append({"wait": _check_wait(spec, f"{path}.wait")})
         elif kind == "if":
@@ -71,8 +72,12 @@ def validate_steps(session: Session, steps: Any) -> list[dict[str, Any]]:
                 check_template(spec["body"], f"{path}.send.body")
             except ValidationError as exc:
                 raise _fail(exc.field or f"{path}.send", str(exc).split(": ", 1)[-1]) from None
-            result.append({"send": {k: spec[k] for k in ("channel", "subject", "body") if k in spec}})
+            result.append(
+                {"send": {k: spec[k] for k in ("channel", "subject", "body") if k in spec}}
+            )
         elif kind == "exit":
+            if spec is not True:
+                raise _fail(f"{path}.exit", "expected true")
             result.append({"exit": True})
         else:
             raise _fail(path, f"unknown step {kind!r}; expected 'wait', 'if', 'send' or 'exit'")
@@ -88,7 +93,9 @@ def _check_wait(spec: Any, path: str) -> dict[str, Any]:
         try:
             time.fromisoformat(spec["until"])
         except (TypeError, ValueError):
-            raise _fail(f"{path}.until", f"expected a time of day like '09:00', got {spec['until']!r}") from None
+            raise _fail(
+                f"{path}.until", f"expected a time of day like '09:00', got {spec['until']!r}"
+            ) from None
         return {"until": spec["until"]}
     extra = set(spec) - {"days", "hours", "minutes"}
     if extra:
@@ -105,26 +112,36 @@ def check_trigger(session: Session, trigger: Any) -> tuple[str, int]:
 
     if not isinstance(trigger, Mapping) or len(trigger) != 1:
         raise _fail("trigger", "expected {'joins': segment} or {'leaves': segment}")
-    (kind, ref), = trigger.items()
+    ((kind, ref),) = trigger.items()
     if kind not in ("joins", "leaves"):
         raise _fail(f"trigger.{kind}", "expected 'joins' or 'leaves'")
-    segment = find_segment(session, ref)
+    segment = find_segment(session, ref.id if isinstance(ref, Segment) else ref)
     if segment is None:
         raise _fail(f"trigger.{kind}", f"no segment {ref!r}")
     return kind, segment.id
 
 
 def create_automation(
-    session: Session, name: str, *, trigger: Any, steps: Any, active: bool = True,
-    reentry: bool = False, exit_on_leave: bool = False,
+    session: Session,
+    name: str,
+    *,
+    trigger: Any,
+    steps: Any,
+    active: bool = True,
+    reentry: bool = False,
+    exit_on_leave: bool = False,
 ) -> Automation:
     """Insert a validated automation."""
     if not isinstance(name, str) or not name.strip():
         raise _fail("name", "an automation needs a name")
     kind, segment_id = check_trigger(session, trigger)
     automation = Automation(
-        name=name.strip(), trigger_kind=kind, trigger_segment_id=segment_id,
-        steps=validate_steps(session, steps), active=bool(active), reentry=bool(reentry),
+        name=name.strip(),
+        trigger_kind=kind,
+        trigger_segment_id=segment_id,
+        steps=validate_steps(session, steps),
+        active=bool(active),
+        reentry=bool(reentry),
         exit_on_leave=bool(exit_on_leave),
     )
     session.add(automation)
@@ -133,7 +150,12 @@ def create_automation(
 
 
 def update_automation(session: Session, automation: Automation, **changes: Any) -> Automation:
-    """Change name, trigger, steps or flags (validated like creation)."""
+    """Change name, trigger, steps or flags (validated like creation).
+
+    ``active=False`` pauses: live runs are held where they are (and resume, with
+    whatever became due, once re-activated); customers who join or leave while it
+    is paused do not start a run.
+    """
     unknown = set(changes) - {"name", "trigger", "steps", "active", "reentry", "exit_on_leave"}
     if unknown:
         raise _fail(sorted(unknown)[0], "unknown field")
@@ -142,7 +164,9 @@ def update_automation(session: Session, automation: Automation, **changes: Any) 
             raise _fail("name", "an automation needs a name")
         automation.name = str(changes["name"]).strip()
     if changes.get("trigger") is not None:
-        automation.trigger_kind, automation.trigger_segment_id = check_trigger(session, changes["trigger"])
+        automation.trigger_kind, automation.trigger_segment_id = check_trigger(
+            session, changes["trigger"]
+        )
     if changes.get("steps") is not None:
         automation.steps = validate_steps(session, changes["steps"])
     for flag in ("active", "reentry", "exit_on_leave"):
@@ -165,15 +189,18 @@ def delete_automation(session: Session, automation: Automation) -> None:
 
 # --- runs --------------------------------------------------------------------------------
 
+
 def start_runs(session: Session, computation: str, now: datetime) -> None:
     """Start runs for a computation's joins/leaves, and exit runs on leave. Set-based."""
     changes = MembershipChange.__table__
     runs = AutomationRun.__table__
     autos = Automation.__table__
     trigger = case((changes.c.kind == "joined", "joins"), else_="leaves")
-    previous = select(func.max(runs.c.entry)).where(
-        runs.c.automation_id == autos.c.id, runs.c.customer_id == changes.c.customer_id
-    ).scalar_subquery()
+    previous = (
+        select(func.max(runs.c.entry))
+        .where(runs.c.automation_id == autos.c.id, runs.c.customer_id == changes.c.customer_id)
+        .scalar_subquery()
+    )
     blocked = exists().where(
         runs.c.automation_id == autos.c.id,
         runs.c.customer_id == changes.c.customer_id,
@@ -182,25 +209,55 @@ def start_runs(session: Session, computation: str, now: datetime) -> None:
     at = literal(now, runs.c.due_at.type)
     session.execute(
         insert(runs).from_select(
-            ["automation_id", "customer_id", "entry", "step", "status", "due_at", "started_at", "updated_at"],
-            select(autos.c.id, changes.c.customer_id, func.coalesce(previous, 0) + 1, literal(0),
-                   literal("active"), at, at, at)
-            .select_from(changes.join(autos, and_(autos.c.trigger_segment_id == changes.c.segment_id,
-                                                   autos.c.trigger_kind == trigger)))
+            [
+                "automation_id",
+                "customer_id",
+                "entry",
+                "step",
+                "status",
+                "due_at",
+                "started_at",
+                "updated_at",
+            ],
+            select(
+                autos.c.id,
+                changes.c.customer_id,
+                func.coalesce(previous, 0) + 1,
+                literal(0),
+                literal("active"),
+                at,
+                at,
+                at,
+            )
+            .select_from(
+                changes.join(
+                    autos,
+                    and_(
+                        autos.c.trigger_segment_id == changes.c.segment_id,
+                        autos.c.trigger_kind == trigger,
+                    ),
+                )
+            )
             .where(changes.c.computation == computation, autos.c.active.is_(True), ~blocked),
         )
     )
-    leavers = select(autos.c.id, changes.c.customer_id).select_from(
-        changes.join(autos, autos.c.trigger_segment_id == changes.c.segment_id)
-    ).where(
-        changes.c.computation == computation, changes.c.kind == "left",
-        autos.c.trigger_kind == "joins", autos.c.exit_on_leave.is_(True),
+    leavers = (
+        select(autos.c.id, changes.c.customer_id)
+        .select_from(changes.join(autos, autos.c.trigger_segment_id == changes.c.segment_id))
+        .where(
+            changes.c.computation == computation,
+            changes.c.kind == "left",
+            autos.c.trigger_kind == "joins",
+            autos.c.exit_on_leave.is_(True),
+        )
     )
     from sqlalchemy import tuple_
 
     session.execute(
         update(runs)
-        .where(runs.c.status.in_(LIVE), tuple_(runs.c.automation_id, runs.c.customer_id).in_(leavers))
+        .where(
+            runs.c.status.in_(LIVE), tuple_(runs.c.automation_id, runs.c.customer_id).in_(leavers)
+        )
         .values(status="exited", updated_at=now)
     )
 
@@ -220,9 +277,13 @@ def wait_until(spec: Mapping[str, Any], start: datetime, customer: Customer) -> 
         local = start.astimezone(zone)
         target = datetime.combine(local.date(), time.fromisoformat(spec["until"]), tzinfo=zone)
         if target <= local:
-            target = datetime.combine(local.date() + timedelta(days=1), time.fromisoformat(spec["until"]), tzinfo=zone)
+            target = datetime.combine(
+                local.date() + timedelta(days=1), time.fromisoformat(spec["until"]), tzinfo=zone
+            )
         return target.astimezone(start.tzinfo)
-    return start + timedelta(days=spec.get("days", 0), hours=spec.get("hours", 0), minutes=spec.get("minutes", 0))
+    return start + timedelta(
+        days=spec.get("days", 0), hours=spec.get("hours", 0), minutes=spec.get("minutes", 0)
+    )
 
 
 def _matches(session: Session, filters: dict[str, Any], customer_id: int, now: datetime) -> bool:
@@ -246,7 +307,7 @@ def advance_run(session: Session, run: AutomationRun, automation: Automation, no
         if customer is None or step >= len(steps):
             status = "completed" if customer is not None else "cancelled"
             break
-        (kind, spec), = steps[step].items()
+        ((kind, spec),) = steps[step].items()
         if kind == "wait" and status != "waiting":
             clock = wait_until(spec, clock, customer)
             status = "waiting"
@@ -263,8 +324,17 @@ def advance_run(session: Session, run: AutomationRun, automation: Automation, no
         elif kind == "send":
             result = session.execute(
                 insert_ignoring_conflicts(session, Message.__table__, ["run_id", "step"]),
-                [{"customer_id": run.customer_id, "channel": spec["channel"], "status": "queued",
-                  "automation_id": automation.id, "run_id": run.id, "step": step, "created_at": now}],
+                [
+                    {
+                        "customer_id": run.customer_id,
+                        "channel": spec["channel"],
+                        "status": "queued",
+                        "automation_id": automation.id,
+                        "run_id": run.id,
+                        "step": step,
+                        "created_at": now,
+                    }
+                ],
             )
             queued += max(result.rowcount or 0, 0)
         elif kind == "exit":
@@ -273,7 +343,11 @@ def advance_run(session: Session, run: AutomationRun, automation: Automation, no
         step += 1
     moved = session.execute(
         update(AutomationRun)
-        .where(AutomationRun.id == run.id, AutomationRun.step == run.step, AutomationRun.status == run.status)
+        .where(
+            AutomationRun.id == run.id,
+            AutomationRun.step == run.step,
+            AutomationRun.status == run.status,
+        )
         .values(step=step, status=status, due_at=clock, updated_at=now)
         .execution_options(synchronize_session=False)
     ).rowcount
@@ -296,7 +370,9 @@ def advance_runs(session: Session, now: datetime, limit: int = 200) -> tuple[int
     query = (
         select(AutomationRun)
         .join(Automation, Automation.id == AutomationRun.automation_id)
-        .where(AutomationRun.status.in_(LIVE), AutomationRun.due_at <= now, Automation.active.is_(True))
+        .where(
+            AutomationRun.status.in_(LIVE), AutomationRun.due_at <= now, Automation.active.is_(True)
+        )
         .order_by(AutomationRun.due_at, AutomationRun.id)
         .limit(limit)
     )
@@ -305,7 +381,9 @@ def advance_runs(session: Session, now: datetime, limit: int = 200) -> tuple[int
     advanced = queued = 0
     automations: dict[int, Automation] = {}
     for run in session.scalars(query).all():
-        automation = automations.get(run.automation_id) or session.get(Automation, run.automation_id)
+        automation = automations.get(run.automation_id) or session.get(
+            Automation, run.automation_id
+        )
         automations[run.automation_id] = automation
         try:
             with session.begin_nested():
@@ -332,8 +410,12 @@ def automation_stats(session: Session, automation: Automation) -> dict[str, Any]
         .group_by(Message.step, Message.status)
     ):
         per_step.setdefault(step, {})[status] = n
-    return {"runs": {s: runs.get(s, 0) for s in ("active", "waiting", "completed", "exited", "cancelled")},
-            "messages_by_step": per_step}
+    return {
+        "runs": {
+            s: runs.get(s, 0) for s in ("active", "waiting", "completed", "exited", "cancelled")
+        },
+        "messages_by_step": per_step,
+    }
 
 
 def resolve(session: Session, ref: int | Automation) -> Automation | None:
@@ -342,7 +424,11 @@ def resolve(session: Session, ref: int | Automation) -> Automation | None:
 
 
 __all__: Sequence[str] = (
-    "advance_runs", "automation_stats", "create_automation", "delete_automation", "start_runs",
-    "update_automation", "validate_steps",
+    "advance_runs",
+    "automation_stats",
+    "create_automation",
+    "delete_automation",
+    "start_runs",
+    "update_automation",
+    "validate_steps",
 )
-_ = Segment  # trigger segments are FKs to Segment

@@ -36,7 +36,6 @@ class EngageState:
     db: SQLAlchemy
     #: (kind, scope, name) -> last time ``last_seen`` was written by this process.
     seen_definitions: dict[tuple[str, str, str], datetime] = field(default_factory=dict)
-    redis: Any = None
     #: Called with the app after a commit that wrote outbox rows.
     on_outbox: Any = None
     #: The default segment is known to exist.
@@ -53,7 +52,8 @@ def get_state(app: Flask | None = None) -> EngageState:
     try:
         extension = app.extensions["engage"]
     except KeyError:
-        raise RuntimeError("Engage is not initialised on this app: call engage.init_app(app)") from None
+        message = "Engage is not initialised on this app: call engage.init_app(app)"
+        raise RuntimeError(message) from None
     return extension._states[app]
 
 

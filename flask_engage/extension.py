@@ -397,7 +397,6 @@ class Engage:
         from . import automations
 
         with operation_session() as session:
-            trigger = {k: (v.id if isinstance(v, Segment) else v) for k, v in dict(trigger).items()}
             return automations.create_automation(
                 session,
                 name,

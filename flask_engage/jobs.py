@@ -11,35 +11,42 @@ Every job takes ids (or nothing), runs in the app context and is idempotent.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Flask, current_app
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from .context import get_state, log, operation_session
-from .models import OutboxItem, SchedulerState, Segment, utcnow
+from .context import log, operation_session
+from .models import Customer, OutboxItem, SchedulerState, Segment, utcnow
 from .outbox import PENDING
 
+#: Seconds before each retry of a failed job (RQ ``Retry``).
 JOB_RETRY_INTERVALS = [10, 60, 300]
+#: After Redis failed, skip it for this many seconds: the work is safe in the outbox,
+#: and a loop of commits must not pay the connect timeout each time.
+REDIS_RETRY_AFTER = 5.0
+
+_clients: dict[str, Any] = {}
+_down_until: dict[str, float] = {}
 
 
 # --- Redis and RQ --------------------------------------------------------------------
 
 def redis_connection(app: Flask | None = None) -> Any:
     """The Redis client for ``ENGAGE_REDIS_URL`` (None in inline mode); fails fast."""
-    state = get_state(app)
     url = (app or current_app).config.get("ENGAGE_REDIS_URL")
     if not url:
         return None
-    if state.redis is None:
+    if url not in _clients:
         from redis import Redis
 
-        state.redis = Redis.from_url(url, socket_connect_timeout=1, socket_timeout=5)
-    return state.redis
+        _clients[url] = Redis.from_url(url, socket_connect_timeout=1, socket_timeout=5)
+    return _clients[url]
 
 
 def get_queue(app: Flask | None = None) -> Any:
@@ -53,18 +60,26 @@ def get_queue(app: Flask | None = None) -> Any:
 
 
 def enqueue(func: Callable[..., Any], *args: Any, job_id: str | None = None) -> bool:
-    """Enqueue a job with retries; False (and a log line) if Redis is unreachable."""
+    """Enqueue a job with retries; False (and a log line) if Redis is unreachable.
+
+    After a failure Redis is not tried again for ``REDIS_RETRY_AFTER`` seconds.
+    """
     from redis.exceptions import RedisError
     from rq import Retry
 
-    queue = get_queue()
+    url = current_app.config["ENGAGE_REDIS_URL"]
+    if _down_until.get(url, 0.0) > time.monotonic():
+        log.debug("flask-engage: Redis recently unreachable; work stays in the outbox")
+        return False
     try:
-        queue.enqueue(func, *args, job_id=job_id, retry=Retry(max=len(JOB_RETRY_INTERVALS),
-                                                               interval=JOB_RETRY_INTERVALS))
-        return True
+        get_queue().enqueue(func, *args, job_id=job_id, retry=Retry(
+            max=len(JOB_RETRY_INTERVALS), interval=JOB_RETRY_INTERVALS))
     except (RedisError, OSError) as exc:
+        _down_until[url] = time.monotonic() + REDIS_RETRY_AFTER
         log.warning("flask-engage: could not reach Redis (%s); work stays in the outbox", exc)
         return False
+    _down_until.pop(url, None)
+    return True
 
 
 def dispatch(app: Flask) -> None:
@@ -76,7 +91,7 @@ def dispatch(app: Flask) -> None:
             try:
                 finish_inline()
             except Exception:  # the host's request must not fail; the outbox keeps the work
-                log.exception("flask-engage: inline processing failed; it will be retried by run_due")
+                log.exception("flask-engage: inline processing failed; run_due will retry it")
 
 
 def finish_inline(now: datetime | None = None) -> None:
@@ -88,40 +103,64 @@ def finish_inline(now: datetime | None = None) -> None:
 
 # --- the outbox ----------------------------------------------------------------------
 
-def _claim(session: Session, task: str, limit: int) -> list[OutboxItem]:
-    query = select(OutboxItem).where(OutboxItem.task == task).order_by(OutboxItem.id).limit(limit)
+def _claim(session: Session, task: str, limit: int) -> list[int]:
+    """Delete up to ``limit`` rows of ``task`` and return their keys.
+
+    The rows are this transaction's: PostgreSQL workers skip rows another one
+    holds; on SQLite this DELETE is the transaction's first write, so writers
+    queue up behind it. If the work fails, the rollback brings the rows back.
+    """
+    outbox = OutboxItem.__table__
+    pick = select(outbox.c.id).where(outbox.c.task == task).order_by(outbox.c.id).limit(limit)
+    if session.scalar(pick.limit(1)) is None:  # nothing to do: take no write lock
+        return []
     if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    return list(session.scalars(query))
+        pick = pick.with_for_update(skip_locked=True)
+    deleted = session.execute(delete(outbox).where(outbox.c.id.in_(pick)).returning(outbox.c.key))
+    return [int(key) for (key,) in deleted]
+
+
+def _lock_customers(session: Session, customer_ids: list[int]) -> None:
+    """PostgreSQL: one worker at a time evaluates a customer, and none while a
+    segment is being recomputed (which holds its row ``FOR UPDATE``)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    session.execute(
+        select(Segment.id).order_by(Segment.id).with_for_update(read=True, key_share=True)
+    )
+    session.execute(
+        select(Customer.id).where(Customer.id.in_(customer_ids)).order_by(Customer.id)
+        .with_for_update(key_share=True)
+    )
 
 
 def drain_outbox(now: datetime | None = None, batch: int = 500) -> int:
-    """Process every outbox row; each row is deleted in the transaction doing its work."""
+    """Process every outbox row; each row is deleted in the transaction doing its work,
+    so concurrent workers process each row exactly once."""
     from .messages.broadcasts import start_broadcast
     from .segments.membership import evaluate_customers, recompute_segment, send_signals
 
     done = 0
     for task in ("evaluate", "recompute", "broadcast"):
         while True:
+            computations: list[str | None] = []
             with operation_session() as session:
-                items = _claim(session, task, batch if task == "evaluate" else 1)
-                if not items:
+                keys = _claim(session, task, batch if task == "evaluate" else 1)
+                if not keys:
                     break
-                computations: list[str | None] = []
                 if task == "evaluate":
-                    computations.append(evaluate_customers(session, [int(i.key) for i in items], now))
+                    ids = sorted(set(keys))
+                    _lock_customers(session, ids)
+                    computations.append(evaluate_customers(session, ids, now))
                 elif task == "recompute":
-                    segment = session.get(Segment, int(items[0].key))
+                    segment = session.get(Segment, keys[0])
                     if segment is not None:
                         computations.append(recompute_segment(session, segment, now).computation)
                 else:
-                    start_broadcast(session, int(items[0].key), now)
-                session.execute(delete(OutboxItem).where(OutboxItem.id.in_([i.id for i in items])))
-                done += len(items)
+                    start_broadcast(session, keys[0], now)
+                done += len(keys)
             with operation_session() as session:
                 send_signals(session, computations)
-            if task == "broadcast" and get_queue() is not None:
-                schedule_delivery()
     return done
 
 
@@ -147,15 +186,20 @@ def deliver_all(broadcast_id: int | None = None) -> int:
 
     total = 0
     while True:
-        sent = deliver_batch(broadcast_id=broadcast_id, limit=current_app.config["ENGAGE_BATCH_SIZE"])
+        sent = deliver_batch(broadcast_id=broadcast_id,
+                             limit=current_app.config["ENGAGE_BATCH_SIZE"])
         total += sent
         if sent == 0:
             return total
 
 
 def schedule_delivery() -> None:
-    """Redis mode: enqueue enough batch jobs for the queued messages."""
+    """Redis mode: enqueue enough batch jobs for the queued messages (inline: send them)."""
     from .models import Message
+
+    if get_queue() is None:
+        deliver_all()
+        return
 
     with operation_session() as session:
         queued = session.scalar(select(func.count()).where(Message.status == "queued")) or 0
@@ -185,16 +229,15 @@ def get_state_value(key: str) -> str | None:
 def recompute_due(now: datetime) -> list[Any]:
     """Recompute time-based segments not computed for ``ENGAGE_RECOMPUTE_INTERVAL``,
     and segments whose last evaluation failed."""
-    from .segments.membership import recompute_segment, send_signals
-
     interval = timedelta(seconds=current_app.config["ENGAGE_RECOMPUTE_INTERVAL"])
     with operation_session() as session:
         due_ids = list(
             session.scalars(
                 select(Segment.id).where(
-                    (Segment.last_error.is_not(None))
+                    Segment.last_error.is_not(None)
                     | (Segment.is_time_based.is_(True)
-                       & ((Segment.last_computed_at.is_(None)) | (Segment.last_computed_at <= now - interval)))
+                       & (Segment.last_computed_at.is_(None)
+                          | (Segment.last_computed_at <= now - interval)))
                 ).order_by(Segment.id)
             )
         )
@@ -269,6 +312,11 @@ def job_recompute(segment_id: int) -> None:
     recompute_one(segment_id)
 
 
+def job_run_due() -> dict[str, int]:
+    """RQ job: ``run_due`` now (what a burst worker does after the queued jobs)."""
+    return run_due()
+
+
 def job_tick() -> dict[str, int]:
     """RQ job: ``run_due`` now, then schedule the next tick with RQ's scheduler."""
     try:
@@ -277,25 +325,30 @@ def job_tick() -> dict[str, int]:
         schedule_next_tick()
 
 
-def schedule_next_tick() -> None:
-    """Enqueue the next tick; its id is derived from its slot, so workers never double it."""
+def schedule_next_tick() -> bool:
+    """Schedule the next tick; its id is derived from its time slot, so workers
+    calling this together leave one scheduled tick, not several."""
     from redis.exceptions import RedisError
 
     interval = current_app.config["ENGAGE_SCHEDULE_INTERVAL"]
     slot = int(time.time() // interval) + 1
     queue = get_queue()
     try:
-        queue.enqueue_at(datetime.fromtimestamp(slot * interval).astimezone(), job_tick,
-                         job_id=f"engage-tick-{slot}")
+        queue.enqueue_at(datetime.fromtimestamp(slot * interval, UTC), job_tick,
+                         job_id=f"engage-tick-{re.sub(r'[^A-Za-z0-9_-]', '-', queue.name)}-{slot}")
     except (RedisError, OSError) as exc:
         log.warning("flask-engage: could not schedule the next tick (%s)", exc)
+        return False
+    return True
 
 
 def work(burst: bool = False) -> bool:
-    """Run an RQ SimpleWorker on Engage's queue in this process and app context.
+    """Run an RQ SimpleWorker (no fork) on Engage's queue, in this process and app context.
 
-    The schedule runs through RQ's scheduler (``job_tick`` re-enqueues itself).
-    With ``burst`` it runs ``run_due`` once, processes what is queued and returns.
+    The worker runs RQ's scheduler: retries of failed jobs and the tick
+    (``job_tick`` runs ``run_due`` and re-schedules itself). With ``burst`` it
+    processes the queued jobs, the due scheduled ones and ``run_due``, then returns.
+    Inline mode (no ``ENGAGE_REDIS_URL``) just runs ``run_due``.
     """
     from rq import SimpleWorker
 
@@ -305,12 +358,15 @@ def work(burst: bool = False) -> bool:
         run_due()
         return True
     if burst:
-        run_due()
+        if not enqueue(job_run_due):
+            run_due()
+            return False
     else:
+        enqueue(job_drain_outbox)
         schedule_next_tick()
     worker = SimpleWorker([queue], connection=queue.connection)
     with app.app_context():
-        return worker.work(burst=burst, with_scheduler=not burst, logging_level="WARNING")
+        return worker.work(burst=burst, with_scheduler=True, logging_level="WARNING")
 
 
 # --- session hooks ---------------------------------------------------------------------

@@ -29,12 +29,15 @@ def collect() -> dict[str, Any]:
     stale_after = utcnow() - timedelta(seconds=2 * current_app.config["ENGAGE_RECOMPUTE_INTERVAL"])
     with operation_session() as session:
         facts["outbox backlog"] = session.scalar(select(func.count()).select_from(OutboxItem))
-        facts["queued messages"] = session.scalar(select(func.count()).where(Message.status == "queued"))
+        facts["queued messages"] = session.scalar(
+            select(func.count()).where(Message.status == "queued")
+        )
         stale = session.scalars(
             select(Segment.slug).where(
-                (Segment.last_error.is_not(None))
+                Segment.last_error.is_not(None)
                 | (Segment.is_time_based.is_(True)
-                   & ((Segment.last_computed_at.is_(None)) | (Segment.last_computed_at < stale_after)))
+                   & (Segment.last_computed_at.is_(None)
+                      | (Segment.last_computed_at < stale_after)))
             )
         ).all()
     facts["last tick"] = get_state_value("last_tick") or "never"

@@ -112,8 +112,8 @@ def write_customers(
         }
         missing = [key for key in keys if key not in found]
         if missing:
-            conn.execute(
-                insert_ignoring_conflicts(conn, table, ["external_id"]),
+            inserted = conn.execute(
+                insert_ignoring_conflicts(conn, table, ["external_id"]).returning(*columns),
                 [
                     {
                         "external_id": key,
@@ -125,8 +125,12 @@ def write_customers(
                     for key in missing
                 ],
             )
-            for row in conn.execute(select(*columns).where(table.c.external_id.in_(missing))):
+            for row in inserted:
                 found[row.external_id] = row
+            raced = [key for key in missing if key not in found]  # inserted concurrently
+            if raced:
+                for row in conn.execute(select(*columns).where(table.c.external_id.in_(raced))):
+                    found[row.external_id] = row
         for key, row in found.items():
             patch = patches[key]
             ids[key] = row.id

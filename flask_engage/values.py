@@ -74,7 +74,10 @@ def parse_datetime(value: Any, field: str) -> datetime:
         raise ValidationError(f"{field}: expected an ISO 8601 datetime, got {value!r}", field=field)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValidationError(f"{field}: {value!r} is out of range", field=field) from None
 
 
 def looks_like_datetime(value: str) -> bool:

@@ -2,15 +2,47 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, make_url, text
 
 from tests.hostapp import create_app, db, engage
 
-POSTGRES_URL = os.environ.get("ENGAGE_TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("ENGAGE_TEST_REDIS_URL")
+
+
+def _private_postgres(url: str | None) -> str | None:
+    """A database of this test process's own on the configured server.
+
+    Concurrent test runs (several terminals, CI) never share tables; subprocesses
+    started by tests inherit it through ENGAGE_TEST_DATABASE_URL.
+    """
+    if not url or os.environ.get("ENGAGE_TEST_PRIVATE_DB") == url:
+        return url
+    base = make_url(url)
+    name = f"{base.database}_{os.getpid()}"
+    engine = create_engine(base, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    private = base.set(database=name).render_as_string(hide_password=False)
+
+    def drop() -> None:
+        engine = create_engine(base, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()
+
+    atexit.register(drop)
+    os.environ["ENGAGE_TEST_DATABASE_URL"] = private
+    os.environ["ENGAGE_TEST_PRIVATE_DB"] = private
+    return private
+
+
+POSTGRES_URL = _private_postgres(os.environ.get("ENGAGE_TEST_DATABASE_URL"))
 
 DATABASES = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 

@@ -1,9 +1,69 @@
-"""The admin panel (Flask-Admin)."""
+"""The admin panel (Flask-Admin): customers, segment builder, broadcasts, automations.
+
+When the host already has a Flask-Admin ``Admin`` on the app (``app.extensions["admin"]``)
+when ``engage.init_app`` runs, Engage adds its views to it; otherwise Engage creates
+its own ``Admin`` at ``ENGAGE_ADMIN_URL``. A host that wants Engage inside its own
+admin must therefore create its ``Admin(app)`` before calling ``engage.init_app``.
+"""
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Blueprint, Flask
+from flask_admin import Admin
+from flask_admin.theme import Bootstrap4Theme
+
+from .security import csrf_token
+from .views import (
+    AutomationsView,
+    BroadcastsView,
+    CustomersView,
+    DashboardIndexView,
+    DashboardView,
+    SegmentsView,
+)
+
+#: Serves the admin's templates and its static builder/chart files.
+assets = Blueprint(
+    "engage_admin_assets",
+    __name__,
+    template_folder="templates",
+    static_folder="static",
+    static_url_path="/static",
+)
 
 
 def init_admin(app: Flask) -> None:
-    """Mount Engage's admin views."""
+    """Mount Engage's admin views on the host's Admin, or on an Admin of Engage's own."""
+    admins = app.extensions.get("admin") or []
+    base = app.config["ENGAGE_ADMIN_URL"].rstrip("/")
+    if admins:
+        admin = admins[0]
+        prefix = admin.url.rstrip("/") + "/engage"
+        admin.add_view(
+            DashboardView(name="Engage", endpoint="engage_dashboard", url=f"{prefix}/dashboard")
+        )
+    else:
+        prefix = base
+        admin = Admin(
+            app,
+            name="Engage",
+            url=base,
+            index_view=DashboardIndexView(name="Dashboard", url=base, endpoint="engage_admin"),
+            theme=Bootstrap4Theme(),
+        )
+    admin.add_view(
+        CustomersView(name="Customers", endpoint="engage_customers", url=f"{prefix}/customers")
+    )
+    admin.add_view(
+        SegmentsView(name="Segments", endpoint="engage_segments", url=f"{prefix}/segments")
+    )
+    admin.add_view(
+        BroadcastsView(name="Broadcasts", endpoint="engage_broadcasts", url=f"{prefix}/broadcasts")
+    )
+    admin.add_view(
+        AutomationsView(
+            name="Automations", endpoint="engage_automations", url=f"{prefix}/automations"
+        )
+    )
+    app.register_blueprint(assets, url_prefix=f"{prefix}/assets")
+    app.jinja_env.globals.setdefault("engage_csrf_token", csrf_token)

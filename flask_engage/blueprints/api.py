@@ -2,26 +2,48 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from flask import current_app, jsonify, request
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 
+from .. import signals
 from ..context import host_session
-from ..errors import ValidationError
+from ..models import Customer, Event
 from ..tracking import CustomerPatch, check_customer_id, check_email, check_event, store
 from ..values import normalize_mapping
 from .common import ApiError, bp, json_body, only_fields, require_api_key
 
 TRACK_FIELDS = {"id", "event", "properties", "timestamp"}
 
+#: One validated event: (external id, name, properties, occurred_at).
+TrackItem = tuple[str, str, dict[str, Any], datetime]
 
-def _commit(session: Session) -> None:
+
+def save(patches: Mapping[str, CustomerPatch], events: Sequence[TrackItem] = ()) -> dict[str, int]:
+    """Store validated data in the host session, commit, then send the tracking signals.
+
+    Returns external id -> ``Customer.id`` of every customer touched.
+    """
+    session = host_session()
     try:
+        ids, event_ids = store(session, patches, events)
         session.commit()
     except Exception:
         session.rollback()
         raise
+    app = current_app._get_current_object()
+    if patches and signals.customer_identified.receivers:
+        touched = [ids[key] for key in patches]
+        for customer in session.scalars(select(Customer).where(Customer.id.in_(touched))):
+            signals.customer_identified.send(app, customer=customer)
+    if event_ids and signals.event_tracked.receivers:
+        query = select(Event).where(Event.id.in_(event_ids)).order_by(Event.id)
+        for event in session.scalars(query):
+            signals.event_tracked.send(app, event=event, customer=event.customer)
+    return ids
 
 
 def _identify_patch(data: dict[str, Any]) -> tuple[str, CustomerPatch]:
@@ -35,29 +57,32 @@ def _identify_patch(data: dict[str, Any]) -> tuple[str, CustomerPatch]:
     )
 
 
-def _track_item(data: Any, prefix: str = "") -> tuple[str, str, dict[str, Any], Any]:
+def _track_item(data: Any, prefix: str = "") -> TrackItem:
+    where = prefix.rstrip(".") or "body"
     if not isinstance(data, dict):
-        raise ApiError(400, f"{prefix.rstrip('.') or 'body'}: expected an object", prefix.rstrip(".") or "body")
+        raise ApiError(400, f"{where}: expected an object", where)
     only_fields(data, TRACK_FIELDS, prefix)
     for required in ("id", "event"):
         if required not in data:
             raise ApiError(400, f"{prefix}{required}: required", f"{prefix}{required}")
-    return check_event(data["id"], data["event"], data.get("properties"), data.get("timestamp"), prefix)
+    return check_event(
+        data["id"], data["event"], data.get("properties"), data.get("timestamp"), prefix
+    )
 
 
 @bp.post("/api/identify")
 @require_api_key
 def api_identify():
+    """Create or update one customer: ``{"id", "email", "attributes"}``."""
     external_id, patch = _identify_patch(json_body())
-    session = host_session()
-    ids, _ = store(session, {external_id: patch})
-    _commit(session)
+    save({external_id: patch})
     return jsonify({"ok": True, "id": external_id})
 
 
 @bp.post("/api/track")
 @require_api_key
 def api_track():
+    """Record one event, or ``{"batch": [...]}`` of up to ``ENGAGE_MAX_BATCH`` (all or nothing)."""
     data = json_body()
     if "batch" in data:
         only_fields(data, {"batch"})
@@ -70,10 +95,8 @@ def api_track():
         items = [_track_item(item, f"batch[{i}].") for i, item in enumerate(batch)]
     else:
         items = [_track_item(data)]
-    session = host_session()
-    _, event_ids = store(session, {}, items)
-    _commit(session)
-    return jsonify({"ok": True, "tracked": len(event_ids)})
+    save({}, items)
+    return jsonify({"ok": True, "tracked": len(items)})
 
 
 @bp.post("/browser/track")
@@ -81,7 +104,9 @@ def browser_track():
     """Track an event for the signed-in visitor of the host's own pages (same origin)."""
     origin = request.headers.get("Origin")
     if origin is not None and origin.rstrip("/") != request.host_url.rstrip("/"):
-        raise ApiError(403, "origin: cross-origin tracking is not allowed")
+        raise ApiError(403, "origin: cross-origin tracking is not allowed", "origin")
+    if request.headers.get("Sec-Fetch-Site") not in (None, "same-origin"):
+        raise ApiError(403, "origin: cross-site tracking is not allowed", "origin")
     data = json_body()
     only_fields(data, {"event", "properties"})
     customer_id = current_app.extensions["engage"].current_identity()
@@ -89,11 +114,5 @@ def browser_track():
         raise ApiError(401, "identity: no signed-in customer")
     if "event" not in data:
         raise ApiError(400, "event: required", "event")
-    item = check_event(customer_id, data["event"], data.get("properties"), None)
-    session = host_session()
-    store(session, {}, [item])
-    _commit(session)
+    save({}, [check_event(customer_id, data["event"], data.get("properties"), None)])
     return jsonify({"ok": True})
-
-
-__all__ = ["ValidationError"]

@@ -13,8 +13,16 @@ from werkzeug.exceptions import HTTPException
 
 from ..errors import EngageError, NotFound, ValidationError
 
-bp = Blueprint("engage", __name__, static_folder="static", static_url_path="/static",
-               template_folder="templates")
+#: Deepest nesting of objects and lists accepted in a body.
+MAX_DEPTH = 32
+
+bp = Blueprint(
+    "engage",
+    __name__,
+    static_folder="static",
+    static_url_path="/static",
+    template_folder="templates",
+)
 
 
 class ApiError(Exception):
@@ -77,11 +85,40 @@ def json_body() -> dict[str, Any]:
         raise ApiError(400, f"body: invalid JSON ({exc})", "body") from None
     if not isinstance(data, dict):
         raise ApiError(400, "body: expected a JSON object", "body")
+    check_json_tree(data)
     return data
 
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
+
+
+def check_text(value: str, field: str) -> None:
+    """Reject text no database stores verbatim: NUL characters and lone surrogates."""
+    if "\x00" in value:
+        raise ApiError(400, f"{field}: text must not contain NUL characters", field)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, f"{field}: text is not valid Unicode", field) from None
+
+
+def check_json_tree(data: Any) -> None:
+    """Walk a parsed body (iteratively) and check every key and string in it."""
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        node, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ApiError(400, f"{path or 'body'}: JSON is nested too deeply", path or "body")
+        if isinstance(node, str):
+            check_text(node, path or "body")
+        elif isinstance(node, dict):
+            for key, value in node.items():
+                child = f"{path}.{key}" if path else key
+                check_text(key, path or "body")
+                stack.append((value, child, depth + 1))
+        elif isinstance(node, list):
+            stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(node))
 
 
 def only_fields(data: dict[str, Any], allowed: set[str], prefix: str = "") -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import current_app, jsonify, request
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from ..context import operation_session
+from ..messages.templates import html_to_text, is_html
 from ..models import Customer, Message, utcnow
 from .common import ApiError, bp
 
@@ -18,6 +21,20 @@ def _customer_id() -> int | None:
         return session.scalar(select(Customer.id).where(Customer.external_id == external))
 
 
+def _text(body: str | None) -> str:
+    """The plain text of a body (widgets show this; ``body`` keeps the HTML)."""
+    return html_to_text(body) if body and is_html(body) else body or ""
+
+
+def _mine(customer_id: int | None) -> tuple[Any, ...]:
+    """Conditions for the sent in-app messages of one customer."""
+    return (
+        Message.customer_id == customer_id,
+        Message.channel == "in_app",
+        Message.status == "sent",
+    )
+
+
 @bp.get("/inbox")
 def inbox():
     customer_id = _customer_id()
@@ -25,24 +42,39 @@ def inbox():
         return jsonify({"messages": [], "unread": 0})
     limit = min(max(request.args.get("limit", 20, type=int) or 20, 1), 100)
     with operation_session() as session:
-        rows = list(session.scalars(
-            select(Message).where(Message.customer_id == customer_id, Message.channel == "in_app",
-                                  Message.status == "sent")
-            .order_by(Message.sent_at.desc(), Message.id.desc()).limit(limit)
-        ))
-        messages = [{"id": m.id, "subject": m.subject, "body": m.body,
-                     "sent_at": m.sent_at.isoformat() if m.sent_at else None,
-                     "read": m.read_at is not None} for m in rows]
-    return jsonify({"messages": messages, "unread": sum(1 for m in messages if not m["read"])})
+        rows = list(
+            session.scalars(
+                select(Message)
+                .where(*_mine(customer_id))
+                .order_by(Message.sent_at.desc(), Message.id.desc())
+                .limit(limit)
+            )
+        )
+        unread = session.scalar(
+            select(func.count()).where(*_mine(customer_id), Message.read_at.is_(None))
+        )
+        messages = [
+            {
+                "id": m.id,
+                "subject": m.subject,
+                "body": m.body,
+                "text": _text(m.body),
+                "sent_at": m.sent_at.isoformat() if m.sent_at else None,
+                "read": m.read_at is not None,
+            }
+            for m in rows
+        ]
+    return jsonify({"messages": messages, "unread": unread or 0})
 
 
-@bp.post("/inbox/<int:message_id>/read")
+@bp.post("/inbox/<int(max=9223372036854775807):message_id>/read")
 def inbox_read(message_id: int):
     customer_id = _customer_id()
     with operation_session() as session:
         changed = session.execute(
-            update(Message).where(Message.id == message_id, Message.customer_id == customer_id,
-                                  Message.channel == "in_app").values(read_at=utcnow())
+            update(Message)
+            .where(Message.id == message_id, *_mine(customer_id))
+            .values(read_at=func.coalesce(Message.read_at, utcnow()))
         ).rowcount
     if not changed:
         raise ApiError(404, f"message: no in-app message {message_id} for you")

@@ -10,7 +10,8 @@ from sqlalchemy import delete, select
 from ..context import operation_session
 from ..errors import ConfigurationError
 from ..messages.webpush import vapid_keys
-from ..models import PushSubscription
+from ..models import Customer, PushSubscription
+from ..outbox import add_to_outbox
 from ..tracking import CustomerPatch, write_customers
 from .common import ApiError, bp, json_body, only_fields
 
@@ -22,13 +23,27 @@ def _identity() -> str:
     return customer_id
 
 
+LOCAL_HOSTS = ("localhost", "127.0.0.1")
+
+
+def _check_endpoint(endpoint: object) -> str:
+    """The push service's URL: https, or http on this machine (development and tests)."""
+    parsed = urlparse(endpoint) if isinstance(endpoint, str) else None
+    if (
+        parsed is None
+        or len(endpoint) > 2048
+        or not parsed.netloc
+        or not (
+            parsed.scheme == "https" or (parsed.scheme == "http" and parsed.hostname in LOCAL_HOSTS)
+        )
+    ):
+        raise ApiError(400, "endpoint: expected the push service's https URL", "endpoint")
+    return endpoint
+
+
 def _subscription(data: dict) -> tuple[str, str, str]:
     only_fields(data, {"endpoint", "keys", "expirationTime"})
-    endpoint = data.get("endpoint")
-    parsed = urlparse(endpoint) if isinstance(endpoint, str) else None
-    if parsed is None or parsed.scheme != "https" and parsed.hostname not in ("localhost", "127.0.0.1") \
-            or not parsed.netloc or len(endpoint) > 2048:
-        raise ApiError(400, "endpoint: expected the push service's https URL", "endpoint")
+    endpoint = _check_endpoint(data.get("endpoint"))
     keys = data.get("keys")
     if not isinstance(keys, dict):
         raise ApiError(400, "keys: expected {p256dh, auth}", "keys")
@@ -56,9 +71,11 @@ def push_subscribe():
     with operation_session() as session:
         ids = write_customers(session.connection(), {customer_id: CustomerPatch()})
         session.execute(delete(PushSubscription).where(PushSubscription.endpoint == endpoint))
-        session.add(PushSubscription(customer_id=ids[customer_id], endpoint=endpoint, p256dh=p256dh, auth=auth))
-        from ..outbox import add_to_outbox
-
+        session.add(
+            PushSubscription(
+                customer_id=ids[customer_id], endpoint=endpoint, p256dh=p256dh, auth=auth
+            )
+        )
         add_to_outbox(session, "evaluate", ids.values())
     return jsonify({"ok": True}), 201
 
@@ -71,18 +88,16 @@ def push_unsubscribe():
     if not isinstance(data.get("endpoint"), str):
         raise ApiError(400, "endpoint: required", "endpoint")
     with operation_session() as session:
-        from ..models import Customer
-
         customer = session.scalar(select(Customer).where(Customer.external_id == customer_id))
         removed = 0
         if customer is not None:
             removed = session.execute(
-                delete(PushSubscription).where(PushSubscription.endpoint == data["endpoint"],
-                                               PushSubscription.customer_id == customer.id)
+                delete(PushSubscription).where(
+                    PushSubscription.endpoint == data["endpoint"],
+                    PushSubscription.customer_id == customer.id,
+                )
             ).rowcount
             if removed:
-                from ..outbox import add_to_outbox
-
                 add_to_outbox(session, "evaluate", [customer.id])
     return jsonify({"ok": True, "removed": removed})
 

@@ -22,7 +22,9 @@ def unsubscribe(token: str):
     if customer is None:
         return render_template("engage/unsubscribe.html", state="invalid"), 400
     if request.method == "GET":
-        return render_template("engage/unsubscribe.html", state="confirm", channel=channel, token=token)
+        return render_template(
+            "engage/unsubscribe.html", state="confirm", channel=channel, token=token
+        )
     resubscribe = request.form.get("action") == "resubscribe"
     try:
         set_subscription(customer_id, channel, subscribed=resubscribe, internal=True)

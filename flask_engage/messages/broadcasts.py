@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, and_, case, exists, func, literal, not_, or_, select, update
+from sqlalchemy import String, and_, case, exists, func, literal, not_, select, update
 from sqlalchemy.orm import Session
 
 from ..context import insert_ignoring_conflicts
@@ -34,8 +34,15 @@ FINAL = ("sent", "cancelled", "failed")
 
 
 def create_broadcast(
-    session: Session, name: str, *, channel: str, segments: list[Any], subject: str | None,
-    body: str, send_to_unsubscribed: bool = False, scheduled_at: datetime | None = None,
+    session: Session,
+    name: str,
+    *,
+    channel: str,
+    segments: list[Any],
+    subject: str | None,
+    body: str,
+    send_to_unsubscribed: bool = False,
+    scheduled_at: datetime | None = None,
 ) -> Broadcast:
     """Validate and insert a draft broadcast."""
     from ..segments.service import find_segment
@@ -43,14 +50,18 @@ def create_broadcast(
     if not isinstance(name, str) or not name.strip():
         raise ValidationError("name: a broadcast needs a name", field="name")
     if channel not in CHANNELS:
-        raise ValidationError(f"channel: expected one of {', '.join(CHANNELS)}, got {channel!r}", field="channel")
+        raise ValidationError(
+            f"channel: expected one of {', '.join(CHANNELS)}, got {channel!r}", field="channel"
+        )
     if not segments:
         raise ValidationError("segments: choose at least one segment", field="segments")
     segment_ids = []
     for index, ref in enumerate(segments):
         found = find_segment(session, ref)
         if found is None:
-            raise ValidationError(f"segments[{index}]: no segment {ref!r}", field=f"segments[{index}]")
+            raise ValidationError(
+                f"segments[{index}]: no segment {ref!r}", field=f"segments[{index}]"
+            )
         segment_ids.append(found.id)
     if channel in ("email", "push") and not (subject or "").strip():
         raise ValidationError(f"subject: a {channel} broadcast needs a subject", field="subject")
@@ -59,11 +70,21 @@ def create_broadcast(
     if subject is not None:
         check_template(subject, "subject")
     check_template(body, "body")
-    if scheduled_at is not None and (not isinstance(scheduled_at, datetime) or scheduled_at.tzinfo is None):
-        raise ValidationError("scheduled_at: expected a timezone-aware datetime", field="scheduled_at")
+    if scheduled_at is not None and (
+        not isinstance(scheduled_at, datetime) or scheduled_at.tzinfo is None
+    ):
+        raise ValidationError(
+            "scheduled_at: expected a timezone-aware datetime", field="scheduled_at"
+        )
     broadcast = Broadcast(
-        name=name.strip(), channel=channel, segment_ids=list(dict.fromkeys(segment_ids)), subject=subject,
-        body=body, send_to_unsubscribed=bool(send_to_unsubscribed), scheduled_at=scheduled_at, status="draft",
+        name=name.strip(),
+        channel=channel,
+        segment_ids=list(dict.fromkeys(segment_ids)),
+        subject=subject,
+        body=body,
+        send_to_unsubscribed=bool(send_to_unsubscribed),
+        scheduled_at=scheduled_at,
+        status="draft",
     )
     session.add(broadcast)
     session.flush()
@@ -106,7 +127,9 @@ def due_broadcasts(session: Session, now: datetime) -> list[int]:
     """Scheduled broadcasts whose time has come."""
     return list(
         session.scalars(
-            select(Broadcast.id).where(Broadcast.status == "scheduled", Broadcast.scheduled_at <= now)
+            select(Broadcast.id).where(
+                Broadcast.status == "scheduled", Broadcast.scheduled_at <= now
+            )
         )
     )
 
@@ -119,7 +142,9 @@ def start_broadcast(session: Session, broadcast_id: int, now: datetime | None = 
         return 0
     customers = Customer.__table__
     channel = broadcast.channel
-    opted_out = exists().where(Unsubscription.customer_id == customers.c.id, Unsubscription.channel == channel)
+    opted_out = exists().where(
+        Unsubscription.customer_id == customers.c.id, Unsubscription.channel == channel
+    )
     if channel == "email":
         reachable = and_(customers.c.email.is_not(None), customers.c.email != "")
     elif channel == "push":
@@ -129,22 +154,36 @@ def start_broadcast(session: Session, broadcast_id: int, now: datetime | None = 
     blocked = literal(False) if broadcast.send_to_unsubscribed else opted_out
     status = case((not_(reachable), "skipped"), (blocked, "skipped"), else_="queued")
     reason = case((not_(reachable), "no_address"), (blocked, "unsubscribed"), else_=None)
-    recipients = select(Membership.customer_id).where(Membership.segment_id.in_(broadcast.segment_ids))
+    recipients = select(Membership.customer_id).where(
+        Membership.segment_id.in_(broadcast.segment_ids)
+    )
     columns = ["customer_id", "channel", "status", "error", "broadcast_id", "created_at"]
     session.execute(
-        insert_ignoring_conflicts(session, Message.__table__, ["broadcast_id", "customer_id"]).from_select(
+        insert_ignoring_conflicts(
+            session, Message.__table__, ["broadcast_id", "customer_id"]
+        ).from_select(
             columns,
-            select(customers.c.id, literal(channel, String), status, reason, literal(broadcast.id),
-                   literal(now, Message.__table__.c.created_at.type))
-            .where(customers.c.id.in_(recipients)),
+            select(
+                customers.c.id,
+                literal(channel, String),
+                status,
+                reason,
+                literal(broadcast.id),
+                literal(now, Message.__table__.c.created_at.type),
+            ).where(customers.c.id.in_(recipients)),
         )
     )
     broadcast.status = "sending"
     broadcast.started_at = now
     session.flush()
-    queued = session.scalar(
-        select(func.count()).where(Message.broadcast_id == broadcast.id, Message.status == "queued")
-    ) or 0
+    queued = (
+        session.scalar(
+            select(func.count()).where(
+                Message.broadcast_id == broadcast.id, Message.status == "queued"
+            )
+        )
+        or 0
+    )
     if queued == 0:
         finish_broadcasts(session, [broadcast.id], now)
     return queued
@@ -182,11 +221,15 @@ def cancel(session: Session, broadcast_id: int) -> Broadcast:
 
 def counts(session: Session, broadcast_id: int) -> dict[str, int]:
     """Messages by status, and skipped ones by reason (``unsubscribed``, ``no_address``...)."""
-    result = {"total": 0, "queued": 0, "sent": 0, "failed": 0, "skipped": 0}
+    result = dict.fromkeys(
+        ("total", "queued", "sent", "failed", "skipped", "unsubscribed", "no_address"), 0
+    )
     for status, error, n in session.execute(
-        select(Message.status, case((Message.status == "skipped", Message.error), else_=None), func.count())
+        # group by the plain columns: PostgreSQL does not match two CASE expressions
+        # whose bind parameters differ, so a grouped CASE fails there
+        select(Message.status, Message.error, func.count())
         .where(Message.broadcast_id == broadcast_id)
-        .group_by(Message.status, case((Message.status == "skipped", Message.error), else_=None))
+        .group_by(Message.status, Message.error)
     ):
         result[status] = result.get(status, 0) + n
         result["total"] += n
@@ -197,7 +240,6 @@ def counts(session: Session, broadcast_id: int) -> dict[str, int]:
 
 def segment_names(session: Session, broadcast: Broadcast) -> list[str]:
     """Names of a broadcast's segments (for display)."""
-    return list(session.scalars(select(Segment.name).where(Segment.id.in_(broadcast.segment_ids or []))))
-
-
-_ = or_  # used by callers composing filters on messages
+    return list(
+        session.scalars(select(Segment.name).where(Segment.id.in_(broadcast.segment_ids or [])))
+    )

@@ -1,4 +1,4 @@
-"""Delivery of queued messages, batch by batch, exactly once per message.
+"""Delivery of queued messages, batch by batch, at most once per message (but one).
 
 A batch is *claimed* (``claim``/``claimed_at`` set in one committed UPDATE, with
 ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), then each message is rendered, sent
@@ -6,6 +6,9 @@ and its status committed before the next one. A worker killed mid-batch leaves
 its claimed messages queued; they are claimed again once the lease
 (``ENGAGE_SEND_LEASE`` seconds) expires. Only the message in flight at the
 moment of the crash can be delivered twice.
+
+Opt-outs are checked again when a batch is claimed, so a customer who
+unsubscribes while a broadcast is being sent gets nothing more from it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,26 +26,38 @@ from sqlalchemy.orm import Session
 
 from .. import signals
 from ..context import get_state, log
-from ..errors import EngageError
-from ..models import Automation, Broadcast, Message, utcnow
+from ..models import Automation, Broadcast, Message, Unsubscription, utcnow
+from . import SkipMessage, email, inapp, webpush
 from .broadcasts import finish_broadcasts
-from .templates import Rendered, render
+from .templates import render
 from .unsubscribe import make_token
 from .urls import external_url
 
 
-class SkipMessage(EngageError):
-    """The message is not sent, for a reason that is not a failure (``error`` says why)."""
+@dataclass(frozen=True)
+class Source:
+    """What a message is made from: its templates, and whether opt-outs are ignored."""
+
+    subject: str | None
+    body: str
+    ignore_opt_out: bool = False
 
 
-def claim_batch(limit: int, broadcast_id: int | None = None, now: datetime | None = None) -> str | None:
+def claim_batch(
+    limit: int, broadcast_id: int | None = None, now: datetime | None = None
+) -> str | None:
     """Claim up to ``limit`` queued messages; returns the claim token (None if none)."""
     now = now or utcnow()
     lease = timedelta(seconds=current_app.config["ENGAGE_SEND_LEASE"])
     session = Session(bind=get_state().db.engine)
     try:
         free = (Message.claimed_at.is_(None)) | (Message.claimed_at < now - lease)
-        query = select(Message.id).where(Message.status == "queued", free).order_by(Message.id).limit(limit)
+        query = (
+            select(Message.id)
+            .where(Message.status == "queued", free)
+            .order_by(Message.id)
+            .limit(limit)
+        )
         if broadcast_id is not None:
             query = query.where(Message.broadcast_id == broadcast_id)
         if session.get_bind().dialect.name == "postgresql":
@@ -51,7 +67,8 @@ def claim_batch(limit: int, broadcast_id: int | None = None, now: datetime | Non
             return None
         token = uuid.uuid4().hex
         session.execute(
-            update(Message).where(Message.id.in_(ids), Message.status == "queued", free)
+            update(Message)
+            .where(Message.id.in_(ids), Message.status == "queued", free)
             .values(claim=token, claimed_at=now)
         )
         session.commit()
@@ -60,23 +77,31 @@ def claim_batch(limit: int, broadcast_id: int | None = None, now: datetime | Non
         session.close()
 
 
-def _templates(session: Session, message: Message, cache: dict[Any, Any]) -> tuple[str | None, str]:
+def _source(session: Session, message: Message, cache: dict[Any, Source | None]) -> Source:
     if message.broadcast_id is not None:
-        key = ("b", message.broadcast_id)
+        key: tuple[Any, ...] = ("b", message.broadcast_id)
         if key not in cache:
             broadcast = session.get(Broadcast, message.broadcast_id)
-            cache[key] = (broadcast.subject, broadcast.body) if broadcast else None
+            cache[key] = (
+                Source(broadcast.subject, broadcast.body, broadcast.send_to_unsubscribed)
+                if broadcast
+                else None
+            )
     else:
         key = ("a", message.automation_id, message.step)
         if key not in cache:
-            automation = session.get(Automation, message.automation_id) if message.automation_id else None
+            automation = (
+                session.get(Automation, message.automation_id) if message.automation_id else None
+            )
             spec = None
-            if automation is not None and message.step is not None and message.step < len(automation.steps):
-                spec = automation.steps[message.step].get("send")
-            cache[key] = (spec.get("subject"), spec["body"]) if spec else None
-    if cache[key] is None:
+            if automation is not None and message.step is not None:
+                if message.step < len(automation.steps):
+                    spec = automation.steps[message.step].get("send")
+            cache[key] = Source(spec.get("subject"), spec["body"]) if spec else None
+    source = cache[key]
+    if source is None:
         raise SkipMessage("source_deleted")
-    return cache[key]
+    return source
 
 
 def _over_cap(session: Session, message: Message, now: datetime) -> bool:
@@ -87,67 +112,90 @@ def _over_cap(session: Session, message: Message, now: datetime) -> bool:
     limit, seconds = cap
     sent = session.scalar(
         select(func.count()).where(
-            Message.customer_id == message.customer_id, Message.channel == message.channel,
-            Message.status == "sent", Message.sent_at >= now - timedelta(seconds=seconds),
+            Message.customer_id == message.customer_id,
+            Message.channel == message.channel,
+            Message.status == "sent",
+            Message.sent_at >= now - timedelta(seconds=seconds),
         )
-    ) or 0
-    return sent >= limit
+    )
+    return (sent or 0) >= limit
 
 
 @contextmanager
 def _email_connection(needed: bool) -> Iterator[Any]:
+    """One Flask-Mail (SMTP) connection for the whole batch."""
     if not needed:
         yield None
         return
-    mail = current_app.extensions["mail"]
-    with mail.connect() as connection:
+    with current_app.extensions["mail"].connect() as connection:
         yield connection
+
+
+def _deliver(
+    session: Session, message: Message, source: Source, connection: Any, opted_out: bool
+) -> None:
+    """Render and send one message; raises SkipMessage or any delivery error."""
+    if opted_out and not source.ignore_opt_out:
+        raise SkipMessage("unsubscribed")
+    customer = message.customer
+    if message.channel == "email" and not customer.email:
+        raise SkipMessage("no_address")
+    unsubscribe_url = external_url(
+        "engage.unsubscribe", token=make_token(customer.id, message.channel)
+    )
+    rendered = render(
+        source.subject,
+        source.body,
+        {"customer": customer.template_context(), "unsubscribe_url": unsubscribe_url},
+    )
+    message.subject, message.body = rendered.subject, rendered.html or rendered.text
+    if message.channel == "email":
+        email.send(connection, customer, rendered, unsubscribe_url)
+    elif message.channel == "push":
+        webpush.send(session, customer, rendered, message.id)
+    else:
+        inapp.send(rendered)
 
 
 def deliver_batch(*, limit: int = 500, broadcast_id: int | None = None) -> int:
     """Claim and deliver one batch; returns how many messages were processed."""
-    from . import email, inapp, webpush
-
     token = claim_batch(limit, broadcast_id)
     if token is None:
         return 0
-    app = current_app._get_current_object()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
     session = Session(bind=get_state().db.engine, expire_on_commit=False)
     processed = 0
     touched: set[int] = set()
-    cache: dict[Any, Any] = {}
+    cache: dict[Any, Source | None] = {}
     postgres = session.get_bind().dialect.name == "postgresql"
     try:
-        messages = list(session.scalars(select(Message).where(Message.claim == token).order_by(Message.id)))
+        messages = list(
+            session.scalars(select(Message).where(Message.claim == token).order_by(Message.id))
+        )
+        opted_out = {
+            (customer_id, channel)
+            for customer_id, channel in session.execute(
+                select(Unsubscription.customer_id, Unsubscription.channel).where(
+                    Unsubscription.customer_id.in_({m.customer_id for m in messages})
+                )
+            )
+        }
         session.commit()
+        session.expunge_all()  # statuses are written with guarded UPDATEs below
         with _email_connection(any(m.channel == "email" for m in messages)) as connection:
             for message in messages:
                 if postgres:
-                    # The status write is the only thing between a send and a resend:
+                    # The status write is all that stands between a send and a resend:
                     # keep it cheap (a worker crash loses nothing committed this way).
                     session.execute(text("SET LOCAL synchronous_commit TO OFF"))
                 now = utcnow()
-                customer = message.customer
-                error: str | None = None
-                status = "sent"
+                status, error = "sent", None
                 try:
                     if _over_cap(session, message, now):
                         raise SkipMessage("frequency_cap")
-                    subject, body = _templates(session, message, cache)
-                    unsubscribe_url = external_url(
-                        "engage.unsubscribe", token=make_token(customer.id, message.channel)
-                    )
-                    rendered: Rendered = render(
-                        subject, body,
-                        {"customer": customer.template_context(), "unsubscribe_url": unsubscribe_url},
-                    )
-                    message.subject, message.body = rendered.subject, rendered.html or rendered.text
-                    if message.channel == "email":
-                        email.send(connection, customer, rendered, unsubscribe_url)
-                    elif message.channel == "push":
-                        webpush.send(session, customer, rendered, message)
-                    else:
-                        inapp.send(customer, rendered)
+                    source = _source(session, message, cache)
+                    blocked = (message.customer_id, message.channel) in opted_out
+                    _deliver(session, message, source, connection, blocked)
                 except SkipMessage as skip:
                     status, error = "skipped", str(skip)
                 except Exception as exc:  # one bad message must not stop the batch
@@ -155,15 +203,34 @@ def deliver_batch(*, limit: int = 500, broadcast_id: int | None = None) -> int:
                     log.warning("flask-engage: message %s failed: %s", message.id, error)
                 message.status, message.error = status, error
                 message.sent_at = now if status == "sent" else None
-                message.claim = None
+                written = session.execute(
+                    update(Message)
+                    .where(
+                        Message.id == message.id,
+                        Message.claim == token,
+                        Message.status == "queued",
+                    )
+                    .values(
+                        status=status,
+                        error=error,
+                        sent_at=message.sent_at,
+                        subject=message.subject,
+                        body=message.body,
+                        claim=None,
+                    )
+                ).rowcount
                 session.commit()
                 processed += 1
                 if message.broadcast_id is not None:
                     touched.add(message.broadcast_id)
+                if not written:  # cancelled, or re-claimed after the lease ran out
+                    continue
                 if status == "sent":
-                    signals.message_sent.send(app, message=message, customer=customer)
+                    signals.message_sent.send(app, message=message, customer=message.customer)
                 elif status == "failed":
-                    signals.message_failed.send(app, message=message, customer=customer, error=error)
+                    signals.message_failed.send(
+                        app, message=message, customer=message.customer, error=error
+                    )
         finish_broadcasts(session, sorted(touched), utcnow())
         session.commit()
     finally:

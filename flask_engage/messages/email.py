@@ -14,22 +14,26 @@ from .templates import Rendered
 
 def sender() -> str:
     """``ENGAGE_MAIL_SENDER``, else ``MAIL_DEFAULT_SENDER``."""
-    value = current_app.config.get("ENGAGE_MAIL_SENDER") or current_app.config.get("MAIL_DEFAULT_SENDER")
+    config = current_app.config
+    value = config.get("ENGAGE_MAIL_SENDER") or config.get("MAIL_DEFAULT_SENDER")
     if not value:
         raise ConfigurationError("set ENGAGE_MAIL_SENDER (or MAIL_DEFAULT_SENDER) to send email")
     return value
 
 
-def build(customer: Customer, rendered: Rendered, unsubscribe_url: str, to: str | None = None) -> MailMessage:
+def build(customer: Customer, rendered: Rendered, unsubscribe_url: str) -> MailMessage:
     """The Flask-Mail message: text (+ HTML) parts, unsubscribe link and headers."""
     text, markup = rendered.text, rendered.html
     if unsubscribe_url not in text:
         text = f"{text}\n\n--\nUnsubscribe: {unsubscribe_url}"
     if markup is not None and unsubscribe_url not in markup:
-        markup = f'{markup}\n<p style="font-size:12px;color:#666"><a href="{unsubscribe_url}">Unsubscribe</a></p>'
+        markup = (
+            f'{markup}\n<p style="font-size:12px;color:#666">'
+            f'<a href="{unsubscribe_url}">Unsubscribe</a></p>'
+        )
     return MailMessage(
         subject=rendered.subject or "",
-        recipients=[to or customer.email],
+        recipients=[customer.email],
         body=text,
         html=markup,
         sender=sender(),
@@ -42,8 +46,4 @@ def build(customer: Customer, rendered: Rendered, unsubscribe_url: str, to: str 
 
 def send(connection: Any, customer: Customer, rendered: Rendered, unsubscribe_url: str) -> None:
     """Send through an open Flask-Mail connection (one per batch)."""
-    if not customer.email:
-        from .delivery import SkipMessage
-
-        raise SkipMessage("no_address")
     connection.send(build(customer, rendered, unsubscribe_url))

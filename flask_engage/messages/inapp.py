@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from ..models import Customer
 from .templates import Rendered
 
 
-def send(customer: Customer, rendered: Rendered) -> None:
+def send(rendered: Rendered) -> None:
     """Nothing leaves the server: a sent in-app message is in the customer's inbox."""
-    if not rendered.text and not rendered.html:
+    if not rendered.text.strip() and not (rendered.html or "").strip():
         raise ValueError("in-app message is empty")

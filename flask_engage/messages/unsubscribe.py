@@ -41,20 +41,30 @@ def read_token(token: str) -> tuple[int, str]:
     try:
         data = _serializer().loads(token)
     except BadSignature:
-        raise ValidationError("token: invalid or tampered unsubscribe token", field="token") from None
-    if (not isinstance(data, list) or len(data) != 2 or not isinstance(data[0], int)
-            or data[1] not in CHANNELS):
+        raise ValidationError(
+            "token: invalid or tampered unsubscribe token", field="token"
+        ) from None
+    if (
+        not isinstance(data, list)
+        or len(data) != 2
+        or not isinstance(data[0], int)
+        or data[1] not in CHANNELS
+    ):
         raise ValidationError("token: invalid unsubscribe token", field="token")
     return data[0], data[1]
 
 
 def check_channel(channel: Any) -> str:
     if channel not in CHANNELS:
-        raise ValidationError(f"channel: expected one of {', '.join(CHANNELS)}, got {channel!r}", field="channel")
+        raise ValidationError(
+            f"channel: expected one of {', '.join(CHANNELS)}, got {channel!r}", field="channel"
+        )
     return channel
 
 
-def set_subscription(customer_ref: int | str, channel: str, *, subscribed: bool, internal: bool = False) -> Customer:
+def set_subscription(
+    customer_ref: int | str, channel: str, *, subscribed: bool, internal: bool = False
+) -> Customer:
     """Opt a customer out of (or back into) a channel; commits.
 
     ``customer_ref`` is the host's id, or Engage's internal id when ``internal``.
@@ -70,18 +80,23 @@ def set_subscription(customer_ref: int | str, channel: str, *, subscribed: bool,
             raise NotFound(f"customer: no customer {customer_ref!r}")
         if subscribed:
             changed = session.execute(
-                delete(Unsubscription).where(Unsubscription.customer_id == customer.id,
-                                             Unsubscription.channel == channel)
+                delete(Unsubscription).where(
+                    Unsubscription.customer_id == customer.id, Unsubscription.channel == channel
+                )
             ).rowcount
         else:
             changed = session.execute(
-                insert_ignoring_conflicts(session, Unsubscription.__table__, ["customer_id", "channel"]),
+                insert_ignoring_conflicts(
+                    session, Unsubscription.__table__, ["customer_id", "channel"]
+                ),
                 [{"customer_id": customer.id, "channel": channel, "created_at": utcnow()}],
             ).rowcount
         if changed:
             add_to_outbox(session, "evaluate", [customer.id])
     if changed and not subscribed:
-        signals.customer_unsubscribed.send(current_app._get_current_object(), customer=customer, channel=channel)
+        signals.customer_unsubscribed.send(
+            current_app._get_current_object(), customer=customer, channel=channel
+        )
     return customer
 
 

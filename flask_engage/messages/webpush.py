@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 from flask import current_app
@@ -9,7 +10,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from ..errors import ConfigurationError
-from ..models import Customer, Message, PushSubscription
+from ..models import Customer, PushSubscription
+from . import SkipMessage
 from .templates import Rendered
 
 GONE = (404, 410)
@@ -22,15 +24,14 @@ def vapid_keys() -> tuple[str, str, str]:
     subject = current_app.config.get("ENGAGE_VAPID_SUBJECT")
     if not (private and public and subject):
         raise ConfigurationError(
-            "web push needs ENGAGE_VAPID_PRIVATE_KEY, ENGAGE_VAPID_PUBLIC_KEY and ENGAGE_VAPID_SUBJECT"
+            "web push needs ENGAGE_VAPID_PRIVATE_KEY, ENGAGE_VAPID_PUBLIC_KEY"
+            " and ENGAGE_VAPID_SUBJECT"
         )
     return private, public, subject
 
 
 def generate_vapid_keys() -> tuple[str, str]:
     """A new (private, public) VAPID key pair, base64url encoded."""
-    import base64
-
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
@@ -39,30 +40,38 @@ def generate_vapid_keys() -> tuple[str, str]:
     public = key.public_key().public_bytes(
         serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
     )
-    encode = lambda raw: base64.urlsafe_b64encode(raw).rstrip(b"=").decode()  # noqa: E731
-    return encode(private), encode(public)
+    return _b64url(private), _b64url(public)
 
 
-def send(session: Session, customer: Customer, rendered: Rendered, message: Message) -> None:
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def send(session: Session, customer: Customer, rendered: Rendered, message_id: int) -> None:
     """Push to every subscription of the customer; expired ones are deleted.
 
     Raises when no subscription accepted the message.
     """
     from pywebpush import WebPushException, webpush
-
-    from .delivery import SkipMessage
+    from requests import RequestException
 
     private, _, subject = vapid_keys()
-    subscriptions = list(session.scalars(select(PushSubscription).where(PushSubscription.customer_id == customer.id)))
+    subscriptions = list(
+        session.scalars(select(PushSubscription).where(PushSubscription.customer_id == customer.id))
+    )
     if not subscriptions:
         raise SkipMessage("no_address")
-    payload = json.dumps({"title": rendered.subject or "", "body": rendered.text, "message_id": message.id})
+    payload = json.dumps(
+        {"title": rendered.subject or "", "body": rendered.text, "message_id": message_id}
+    )
     delivered, errors = 0, []
     for subscription in subscriptions:
         try:
             webpush(
-                subscription_info={"endpoint": subscription.endpoint,
-                                   "keys": {"p256dh": subscription.p256dh, "auth": subscription.auth}},
+                subscription_info={
+                    "endpoint": subscription.endpoint,
+                    "keys": {"p256dh": subscription.p256dh, "auth": subscription.auth},
+                },
                 data=payload,
                 vapid_private_key=private,
                 vapid_claims={"sub": subject},  # a fresh dict: pywebpush writes aud/exp into it
@@ -72,9 +81,13 @@ def send(session: Session, customer: Customer, rendered: Rendered, message: Mess
         except WebPushException as exc:
             status = exc.response.status_code if exc.response is not None else None
             if status in GONE:
-                session.execute(delete(PushSubscription).where(PushSubscription.id == subscription.id))
+                session.execute(
+                    delete(PushSubscription).where(PushSubscription.id == subscription.id)
+                )
                 errors.append(f"subscription expired ({status})")
             else:
                 errors.append(f"push service answered {status}: {exc}")
+        except RequestException as exc:
+            errors.append(f"push service unreachable: {exc}")
     if not delivered:
         raise RuntimeError("; ".join(errors) or "no subscription accepted the message")

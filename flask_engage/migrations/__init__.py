@@ -39,7 +39,8 @@ def current() -> str | None:
     from ..context import get_state
 
     with get_state().db.engine.connect() as connection:
-        return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+        return context.get_current_revision()
 
 
 def is_engage_table(name: str | None) -> bool:

@@ -51,7 +51,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from ..models import Customer, Event, PushSubscription, Unsubscription
 from ..values import format_datetime, looks_like_datetime, parse_datetime
-from .schema import DURATION_VALUE
+from .schema import DURATION_VALUE, TEXT_VALUE
 
 customers = Customer.__table__
 events = Event.__table__
@@ -256,7 +256,10 @@ class Compiler:
         else:
             field = Field(customers.c.attributes, name, self.dialect)
             recorded = self.attribute_types.get(name)
-        return self.compare(field, node["op"], coerce(node.get("value"), recorded))
+        value = node.get("value")
+        if node["op"] not in TEXT_VALUE:  # text operators take the text as given
+            value = coerce(value, recorded)
+        return self.compare(field, node["op"], value)
 
     def compare(self, field: Field, op: str, value: Any) -> ColumnElement[bool]:
         """A two-valued comparison of a typed field with a filter value."""
@@ -266,10 +269,10 @@ class Compiler:
         if op == "exists":
             return field.present()
         if op in ("is_true", "is_false"):
-            return field.is_bool(op == "is_true")
+            return _two_valued(field.is_bool(op == "is_true"))
         if op == "eq":
             if isinstance(value, bool):
-                return field.is_bool(value)
+                return _two_valued(field.is_bool(value))
             return self._ordered(field, "eq", value)
         if op in ("gt", "gte", "lt", "lte"):
             return self._ordered(field, op, value)
@@ -283,7 +286,7 @@ class Compiler:
             substring = (func.strpos if self.dialect == "postgresql" else func.instr)(
                 text, value
             ) > 0
-            return or_(_two_valued(substring), field.list_contains(value))
+            return or_(_two_valued(substring), _two_valued(field.list_contains(value)))
         if op in ("starts_with", "ends_with"):
             text = field.text()
             size = len(value)

@@ -184,7 +184,7 @@ def evaluate_customers(
         deltas[seg_id] = deltas.get(seg_id, 0) + 1
     for seg_id, _ in left:
         deltas[seg_id] = deltas.get(seg_id, 0) - 1
-    for seg_id, delta in deltas.items():
+    for seg_id, delta in sorted(deltas.items()):  # one lock order across workers
         session.execute(
             update(Segment)
             .where(Segment.id == seg_id)
@@ -204,7 +204,8 @@ def apply_computation(session: Session, computation: str, now: datetime) -> tupl
             select(changes.c.segment_id, changes.c.customer_id, changes.c.at).where(
                 of_computation, changes.c.kind == "joined"
             ),
-        )
+        ),
+        execution_options={"preserve_rowcount": True},  # INSERT rowcount is -1 otherwise
     ).rowcount
     left = session.execute(
         delete(memberships).where(
