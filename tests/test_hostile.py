@@ -33,6 +33,8 @@ VISITOR = {"X-Test-User": "visitor-1"}
 FUZZ = settings(
     max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
+#: Each example of the HTTP fuzzers makes several requests (and commits): fewer examples.
+HTTP_FUZZ = settings(FUZZ, max_examples=60)
 
 NASTY_TEXT = [
     "", " ", "\x00", "a\x00b", "\ud800", "\udfff", "'", '"', "\\", "' OR '1'='1", "%", "_",
@@ -100,7 +102,7 @@ def send(client, method, path, headers, data, content_type="application/json"):
     return response
 
 
-@FUZZ
+@HTTP_FUZZ
 @given(body=bodies)
 def test_random_json_never_500_and_rejections_store_nothing(client, body):
     data = json.dumps(body)
@@ -112,7 +114,7 @@ def test_random_json_never_500_and_rejections_store_nothing(client, body):
             assert stored() == before, (path, data)
 
 
-@FUZZ
+@settings(HTTP_FUZZ, max_examples=30)
 @given(uid=st.text(min_size=1, max_size=300) | st.sampled_from(NASTY_TEXT[1:]),
        message_id=st.integers(min_value=0, max_value=10**30))
 def test_random_path_parameters(client, uid, message_id):
