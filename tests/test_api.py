@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 
+import jsonschema
 import pytest
 from flask import request
 from sqlalchemy import func, select
@@ -259,3 +261,61 @@ def test_browser_track_refusals(client):
         assert response.status_code == status, (headers, kwargs)
         assert "error" in response.json
     assert counts() == (0, 0)
+
+
+def openapi_path(rule: str) -> str:
+    """``/engage/inbox/<int(max=...):message_id>/read`` -> ``/inbox/{message_id}/read``."""
+    path = rule.removeprefix("/engage")
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", path)
+
+
+def test_openapi_describes_every_route_and_its_examples_work(app, client):
+    response = client.get("/engage/openapi.json")
+    assert response.status_code == 200
+    spec = response.json
+    assert spec["openapi"] == "3.1.0"
+    assert spec["servers"] == [{"url": "http://localhost/engage"}]
+    described = 0
+    for rule in app.url_map.iter_rules():
+        if not rule.endpoint.startswith("engage.") or rule.endpoint in (
+            "engage.static",
+            "engage.v1_unknown",
+        ):
+            continue
+        path = openapi_path(rule.rule)
+        assert path in spec["paths"], rule.rule
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            assert method.lower() in spec["paths"][path], (rule.rule, method)
+            described += 1
+    assert described >= 15
+
+    params = {"uid": "u1", "message_id": "1", "token": "not-a-token"}
+    headers = {**KEY, "X-Test-User": "visitor-1"}
+    statuses = {}
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            url = "/engage" + path.format(**params)
+            body = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if body is not None:
+                jsonschema.validate(body["example"], body["schema"])
+            kwargs = {"json": body["example"]} if body else {}
+            if path == "/v1/users/merge":  # its example's source must exist
+                client.put("/engage/v1/users/anon-123", headers=headers)
+            with getattr(client, method)(url, headers=headers, **kwargs) as response:
+                status = response.status_code
+            assert status < 500, (method, path)
+            statuses[f"{method} {path}"] = status
+    for ok in (
+        "post /api/identify",
+        "post /api/track",
+        "post /browser/track",
+        "post /push/subscribe",
+        "put /v1/users/{uid}",
+        "post /v1/users/{uid}/events",
+        "post /v1/users/merge",
+        "get /inbox",
+        "get /openapi.json",
+    ):
+        assert statuses[ok] < 300, (ok, statuses[ok])

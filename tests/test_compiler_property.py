@@ -83,8 +83,11 @@ def ordered(stored: Any, op: str, value: Any) -> bool:
             return False
         left, right = stored, str(value)
     return {
-        "eq": left == right, "gt": left > right, "gte": left >= right,
-        "lt": left < right, "lte": left <= right,
+        "eq": left == right,
+        "gt": left > right,
+        "gte": left >= right,
+        "lt": left < right,
+        "lte": left <= right,
     }[op]
 
 
@@ -106,7 +109,9 @@ def compare(stored: Any, op: str, value: Any) -> bool:
     if op == "in":
         return any(compare(stored, "eq", item) for item in value)
     if op == "contains":
-        return (isinstance(stored, str) and value in stored) or (isinstance(stored, list) and value in stored)
+        return (isinstance(stored, str) and value in stored) or (
+            isinstance(stored, list) and value in stored
+        )
     if op == "starts_with":
         return isinstance(stored, str) and stored.startswith(value)
     if op == "ends_with":
@@ -132,14 +137,16 @@ def calendar(name: str) -> tuple[datetime, datetime]:
     else:
         end = day.replace(day=1)
         start = (end - timedelta(days=1)).replace(day=1)
-    return (datetime(start.year, start.month, start.day, tzinfo=zone),
-            datetime(end.year, end.month, end.day, tzinfo=zone))
+    return (
+        datetime(start.year, start.month, start.day, tzinfo=zone),
+        datetime(end.year, end.month, end.day, tzinfo=zone),
+    )
 
 
 def in_window(at: datetime, window: dict[str, Any] | None) -> bool:
     if not window:
         return True
-    (kind, value), = window.items()
+    ((kind, value),) = window.items()
     if kind == "last_days":
         return at >= NOW - timedelta(days=value)
     if kind == "last_hours":
@@ -160,8 +167,12 @@ def holds(amount: float, op: str, value: Any) -> bool:
     if op == "between":
         return value[0] <= amount <= value[1]
     return {
-        "eq": amount == value, "ne": amount != value, "gt": amount > value,
-        "gte": amount >= value, "lt": amount < value, "lte": amount <= value,
+        "eq": amount == value,
+        "ne": amount != value,
+        "gt": amount > value,
+        "gte": amount >= value,
+        "lt": amount < value,
+        "lte": amount <= value,
     }[op]
 
 
@@ -186,11 +197,14 @@ def matches(node: dict[str, Any], customer: dict[str, Any], types: dict[str, str
             value = coerce(value, recorded)
         return compare(stored, node["op"], value)
     chosen = [
-        event for event in customer["events"]
+        event
+        for event in customer["events"]
         if event["name"] == node["event"]
         and in_window(event["occurred_at"], node.get("window"))
-        and all(compare(event["properties"].get(w["property"], MISSING), w["op"], w.get("value"))
-                for w in node.get("where", []))
+        and all(
+            compare(event["properties"].get(w["property"], MISSING), w["op"], w.get("value"))
+            for w in node.get("where", [])
+        )
     ]
     measure = next((m for m in ("sum", "avg", "min", "max") if m in node), "count")
     spec = node.get(measure, {"op": "gte", "value": 1})
@@ -211,37 +225,69 @@ def matches(node: dict[str, Any], customer: dict[str, Any], types: dict[str, str
 halves = st.integers(-6, 6).map(lambda n: n / 2)
 numbers = st.one_of(st.integers(-3, 3), halves)
 stored_values = st.one_of(
-    numbers, st.sampled_from(STRINGS), st.booleans(), st.sampled_from(DATETIMES), st.none(),
+    numbers,
+    st.sampled_from(STRINGS),
+    st.booleans(),
+    st.sampled_from(DATETIMES),
+    st.none(),
     st.lists(st.sampled_from(["a", "b"]), max_size=2),
 )
 scalars = st.one_of(numbers, st.sampled_from(STRINGS), st.booleans(), st.sampled_from(DATETIMES))
 texts = st.sampled_from(["a", "b", "B", "_", "ab", "1", "2.5"])
-durations = st.one_of(st.builds(lambda d: {"days": d}, st.integers(0, 45)),
-                      st.builds(lambda h: {"hours": h}, st.integers(0, 48)))
+durations = st.one_of(
+    st.builds(lambda d: {"days": d}, st.integers(0, 45)),
+    st.builds(lambda h: {"hours": h}, st.integers(0, 48)),
+)
 
 
 @st.composite
 def comparison(draw: st.DrawFn, subject: str, names: tuple[str, ...]) -> dict[str, Any]:
-    op = draw(st.sampled_from([
-        "eq", "ne", "gt", "gte", "lt", "lte", "between", "in", "not_in", "contains",
-        "not_contains", "starts_with", "ends_with", "exists", "not_exists", "is_true",
-        "is_false", "within_last", "more_than_ago",
-    ]))
+    op = draw(
+        st.sampled_from(
+            [
+                "eq",
+                "ne",
+                "gt",
+                "gte",
+                "lt",
+                "lte",
+                "between",
+                "in",
+                "not_in",
+                "contains",
+                "not_contains",
+                "starts_with",
+                "ends_with",
+                "exists",
+                "not_exists",
+                "is_true",
+                "is_false",
+                "within_last",
+                "more_than_ago",
+            ]
+        )
+    )
     node: dict[str, Any] = {subject: draw(st.sampled_from(names)), "op": op}
     if op in ("exists", "not_exists", "is_true", "is_false"):
         return node
     if op in ("in", "not_in"):
         node["value"] = draw(st.lists(scalars, min_size=1, max_size=3))
     elif op == "between":
-        pair = draw(st.one_of(st.lists(numbers, min_size=2, max_size=2),
-                              st.lists(st.sampled_from(DATETIMES), min_size=2, max_size=2)))
+        pair = draw(
+            st.one_of(
+                st.lists(numbers, min_size=2, max_size=2),
+                st.lists(st.sampled_from(DATETIMES), min_size=2, max_size=2),
+            )
+        )
         node["value"] = sorted(pair) if draw(st.booleans()) else pair
     elif op in ("contains", "not_contains", "starts_with", "ends_with"):
         node["value"] = draw(texts)
     elif op in ("within_last", "more_than_ago"):
         node["value"] = draw(durations)
     elif op in ("gt", "gte", "lt", "lte"):
-        node["value"] = draw(st.one_of(numbers, st.sampled_from(STRINGS), st.sampled_from(DATETIMES)))
+        node["value"] = draw(
+            st.one_of(numbers, st.sampled_from(STRINGS), st.sampled_from(DATETIMES))
+        )
     else:
         node["value"] = draw(scalars)
     return node
@@ -257,14 +303,25 @@ windows = st.one_of(
     st.builds(lambda n: {"older_than_days": n}, st.sampled_from([0, 1, 3, 30])),
     st.builds(lambda h: {"since": instant(h)}, st.integers(-24 * 40, 24)),
     st.builds(lambda h: {"until": instant(h)}, st.integers(-24 * 40, 24)),
-    st.builds(lambda a, b: {"between": [instant(a), instant(a + b)]}, st.integers(-24 * 40, 0),
-              st.integers(0, 24 * 20)),
-    st.builds(lambda c: {"calendar": c}, st.sampled_from(["today", "this_week", "this_month", "last_month"])),
+    st.builds(
+        lambda a, b: {"between": [instant(a), instant(a + b)]},
+        st.integers(-24 * 40, 0),
+        st.integers(0, 24 * 20),
+    ),
+    st.builds(
+        lambda c: {"calendar": c},
+        st.sampled_from(["today", "this_week", "this_month", "last_month"]),
+    ),
 )
 thresholds = st.one_of(
-    st.builds(lambda op, v: {"op": op, "value": v},
-              st.sampled_from(["eq", "ne", "gt", "gte", "lt", "lte"]), st.integers(0, 3)),
-    st.builds(lambda a, b: {"op": "between", "value": [a, a + b]}, st.integers(0, 2), st.integers(0, 2)),
+    st.builds(
+        lambda op, v: {"op": op, "value": v},
+        st.sampled_from(["eq", "ne", "gt", "gte", "lt", "lte"]),
+        st.integers(0, 3),
+    ),
+    st.builds(
+        lambda a, b: {"op": "between", "value": [a, a + b]}, st.integers(0, 2), st.integers(0, 2)
+    ),
 )
 
 
@@ -280,11 +337,16 @@ def event_condition(draw: st.DrawFn) -> dict[str, Any]:
     if measure == "count":
         node["count"] = draw(thresholds)
     elif measure != "default":
-        spec = draw(st.one_of(
-            thresholds,
-            st.builds(lambda op, v: {"op": op, "value": v},
-                      st.sampled_from(["eq", "ne", "gt", "gte", "lt", "lte"]), halves),
-        ))
+        spec = draw(
+            st.one_of(
+                thresholds,
+                st.builds(
+                    lambda op, v: {"op": op, "value": v},
+                    st.sampled_from(["eq", "ne", "gt", "gte", "lt", "lte"]),
+                    halves,
+                ),
+            )
+        )
         node[measure] = {"property": "p", **spec}
     return node
 
@@ -302,18 +364,24 @@ def filters(depth: int) -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
-event_rows = st.fixed_dictionaries({
-    "name": st.sampled_from(EVENTS),
-    "properties": st.dictionaries(st.sampled_from(PROPERTIES), st.one_of(
-        numbers, st.sampled_from(["a", "ab", "1"]), st.booleans(), st.none())),
-    "hours": st.integers(-24 * 70, 24 * 3),
-    "half": st.booleans(),
-})
-customer_rows = st.fixed_dictionaries({
-    "email": st.one_of(st.none(), st.sampled_from(["a@x.io", "b@x.io", "ab@y.io"])),
-    "attributes": st.dictionaries(st.sampled_from(ATTRIBUTES), stored_values),
-    "events": st.lists(event_rows, max_size=5),
-})
+event_rows = st.fixed_dictionaries(
+    {
+        "name": st.sampled_from(EVENTS),
+        "properties": st.dictionaries(
+            st.sampled_from(PROPERTIES),
+            st.one_of(numbers, st.sampled_from(["a", "ab", "1"]), st.booleans(), st.none()),
+        ),
+        "hours": st.integers(-24 * 70, 24 * 3),
+        "half": st.booleans(),
+    }
+)
+customer_rows = st.fixed_dictionaries(
+    {
+        "email": st.one_of(st.none(), st.sampled_from(["a@x.io", "b@x.io", "ab@y.io"])),
+        "attributes": st.dictionaries(st.sampled_from(ATTRIBUTES), stored_values),
+        "events": st.lists(event_rows, max_size=5),
+    }
+)
 
 
 # -- loading and the test -----------------------------------------------------------
@@ -325,31 +393,60 @@ def load(customers: list[dict[str, Any]]) -> dict[str, str]:
         db.session.execute(delete(table))
     types: dict[str, str] = {}
     for position, customer in enumerate(customers):
-        customer["attributes"] = {k: normalize_value(v, k) for k, v in customer["attributes"].items()}
+        customer["attributes"] = {
+            k: normalize_value(v, k) for k, v in customer["attributes"].items()
+        }
         for name, value in customer["attributes"].items():
             if value is not None:
                 types.setdefault(name, value_type(value))
         for event in customer["events"]:
             event["occurred_at"] = NOW + timedelta(hours=event["hours"], minutes=30 * event["half"])
             event["properties"] = {k: normalize_value(v, k) for k, v in event["properties"].items()}
-        row = {"external_id": str(position), "email": customer["email"], "attributes": customer["attributes"],
-               "created_at": NOW - timedelta(days=90), "updated_at": NOW}
-        customer_id = db.session.execute(insert(Customer).returning(Customer.id), [row]).scalar_one()
+        row = {
+            "external_id": str(position),
+            "email": customer["email"],
+            "attributes": customer["attributes"],
+            "created_at": NOW - timedelta(days=90),
+            "updated_at": NOW,
+        }
+        customer_id = db.session.execute(
+            insert(Customer).returning(Customer.id), [row]
+        ).scalar_one()
         if customer["events"]:
-            db.session.execute(insert(Event), [
-                {"customer_id": customer_id, "name": e["name"], "properties": e["properties"],
-                 "occurred_at": e["occurred_at"]} for e in customer["events"]
-            ])
+            db.session.execute(
+                insert(Event),
+                [
+                    {
+                        "customer_id": customer_id,
+                        "name": e["name"],
+                        "properties": e["properties"],
+                        "occurred_at": e["occurred_at"],
+                    }
+                    for e in customer["events"]
+                ],
+            )
     if types:
-        db.session.execute(insert(AttributeDefinition), [
-            {"kind": "attribute", "scope": "", "name": name, "type": kind, "first_seen": NOW, "last_seen": NOW}
-            for name, kind in types.items()
-        ])
+        db.session.execute(
+            insert(AttributeDefinition),
+            [
+                {
+                    "kind": "attribute",
+                    "scope": "",
+                    "name": name,
+                    "type": kind,
+                    "first_seen": NOW,
+                    "last_seen": NOW,
+                }
+                for name, kind in types.items()
+            ],
+        )
     db.session.commit()
     return types
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(customers=st.lists(customer_rows, max_size=8), node=filters(3))
 def test_count_agrees_with_reference_evaluator(app, customers, node):
     types = load(customers)

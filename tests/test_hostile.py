@@ -37,9 +37,27 @@ FUZZ = settings(
 HTTP_FUZZ = settings(FUZZ, max_examples=60)
 
 NASTY_TEXT = [
-    "", " ", "\x00", "a\x00b", "\ud800", "\udfff", "'", '"', "\\", "' OR '1'='1", "%", "_",
-    "Robert'); DROP TABLE engage_customers;--", "é", "日本語", "🙂", "x" * 300, "1e999",
-    "2026-02-30T00:00:00Z", "9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+01:00",
+    "",
+    " ",
+    "\x00",
+    "a\x00b",
+    "\ud800",
+    "\udfff",
+    "'",
+    '"',
+    "\\",
+    "' OR '1'='1",
+    "%",
+    "_",
+    "Robert'); DROP TABLE engage_customers;--",
+    "é",
+    "日本語",
+    "🙂",
+    "x" * 300,
+    "1e999",
+    "2026-02-30T00:00:00Z",
+    "9999-12-31T23:59:59-01:00",
+    "0001-01-01T00:00:00+01:00",
 ]
 leaves = st.one_of(
     st.none(),
@@ -51,13 +69,30 @@ leaves = st.one_of(
 )
 json_values = st.recursive(
     leaves,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8) | st.sampled_from(NASTY_TEXT), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(max_size=8) | st.sampled_from(NASTY_TEXT), children, max_size=4)
+    ),
     max_leaves=12,
 )
 FIELDS = [
-    "id", "email", "attributes", "event", "properties", "timestamp", "batch", "value", "meta",
-    "created_at", "first_name", "lists", "is_account", "source", "destination", "endpoint", "keys",
+    "id",
+    "email",
+    "attributes",
+    "event",
+    "properties",
+    "timestamp",
+    "batch",
+    "value",
+    "meta",
+    "created_at",
+    "first_name",
+    "lists",
+    "is_account",
+    "source",
+    "destination",
+    "endpoint",
+    "keys",
 ]
 # Bodies shaped like real ones (known fields, random values), and plain random JSON.
 bodies = st.one_of(
@@ -76,11 +111,17 @@ def stored():
     db.session.expire_all()
     count = lambda model: db.session.scalar(select(func.count()).select_from(model))  # noqa: E731
     read = db.session.scalar(select(func.count()).where(Message.read_at.is_not(None)))
-    return (count(Customer), count(Event), count(PushSubscription), count(Unsubscription), read,
-            db.session.scalar(select(func.max(Customer.updated_at))))
+    return (
+        count(Customer),
+        count(Event),
+        count(PushSubscription),
+        count(Unsubscription),
+        read,
+        db.session.scalar(select(func.max(Customer.updated_at))),
+    )
 
 
-def calls(body):
+def calls():
     """(method, path, headers) of every JSON endpoint that takes a body."""
     return [
         ("post", "/engage/api/identify", KEY),
@@ -106,7 +147,7 @@ def send(client, method, path, headers, data, content_type="application/json"):
 @given(body=bodies)
 def test_random_json_never_500_and_rejections_store_nothing(client, body):
     data = json.dumps(body)
-    for method, path, headers in calls(body):
+    for method, path, headers in calls():
         before = stored()
         response = send(client, method, path, headers, data)
         if response.status_code >= 400:
@@ -115,8 +156,10 @@ def test_random_json_never_500_and_rejections_store_nothing(client, body):
 
 
 @settings(HTTP_FUZZ, max_examples=30)
-@given(uid=st.text(min_size=1, max_size=300) | st.sampled_from(NASTY_TEXT[1:]),
-       message_id=st.integers(min_value=0, max_value=10**30))
+@given(
+    uid=st.text(min_size=1, max_size=300) | st.sampled_from(NASTY_TEXT[1:]),
+    message_id=st.integers(min_value=0, max_value=10**30),
+)
 def test_random_path_parameters(client, uid, message_id):
     before = stored()
     path_uid = quote(uid, safe="", errors="surrogatepass")
@@ -138,7 +181,7 @@ def test_deep_nesting_and_huge_numbers_are_400(client):
     nested_props = json.dumps({"id": "1", "event": "x", "properties": {"p": [[[[[1]]]]]}})
     huge_int = '{"id": 1' + "0" * 5000 + ', "event": "x"}'
     for data in (deep_list, deep_object, nested_props, huge_int, '{"id": "1", "event": 1e999}'):
-        for method, path, headers in calls(None):
+        for method, path, headers in calls():
             response = send(client, method, path, headers, data)
             assert response.status_code == 400, (path, data[:40])
             assert response.json["error"]
@@ -149,13 +192,23 @@ def test_sql_looking_text_is_stored_verbatim_and_filterable(client):
     name = "x' OR '1'='1; DROP TABLE engage_customers;--"
     value = "'); DELETE FROM engage_events; --"
     event = "Robert'); DROP TABLE engage_events;--"
-    response = client.post("/engage/api/identify", headers=KEY, json={
-        "id": "1' OR 1=1 --", "email": "o'brien@example.com", "attributes": {name: value}})
+    response = client.post(
+        "/engage/api/identify",
+        headers=KEY,
+        json={"id": "1' OR 1=1 --", "email": "o'brien@example.com", "attributes": {name: value}},
+    )
     assert response.status_code == 200
-    assert client.post("/engage/api/identify", headers=KEY,
-                       json={"id": "2", "attributes": {name: "other"}}).status_code == 200
-    response = client.post("/engage/api/track", headers=KEY, json={
-        "id": "1' OR 1=1 --", "event": event, "properties": {name: "%_'"}})
+    assert (
+        client.post(
+            "/engage/api/identify", headers=KEY, json={"id": "2", "attributes": {name: "other"}}
+        ).status_code
+        == 200
+    )
+    response = client.post(
+        "/engage/api/track",
+        headers=KEY,
+        json={"id": "1' OR 1=1 --", "event": event, "properties": {name: "%_'"}},
+    )
     assert response.status_code == 200
     db.session.expire_all()
     customer = db.session.scalar(select(Customer).where(Customer.external_id == "1' OR 1=1 --"))
@@ -164,8 +217,10 @@ def test_sql_looking_text_is_stored_verbatim_and_filterable(client):
     assert engage.count({"attribute": name, "op": "eq", "value": value}) == 1
     assert engage.count({"attribute": name, "op": "contains", "value": "'); DELETE"}) == 1
     assert engage.count({"attribute": name, "op": "starts_with", "value": "%"}) == 0
-    assert engage.count({"event": event, "where": [
-        {"property": name, "op": "eq", "value": "%_'"}]}) == 1
+    assert (
+        engage.count({"event": event, "where": [{"property": name, "op": "eq", "value": "%_'"}]})
+        == 1
+    )
     segment = engage.create_segment("Quotes", {"attribute": name, "op": "ne", "value": "other"})
     assert [c.external_id for c in engage.members(segment)] == ["1' OR 1=1 --"]
     assert stored()[:2] == (2, 1)
@@ -177,11 +232,17 @@ def test_forged_unsubscribe_tokens_are_400(app, client):
     customer_id = db.session.scalar(select(Customer.id))
     good = make_token(customer_id, "email")
     forged = [
-        "x", "null", good[:-2] + ("AA" if not good.endswith("AA") else "BB"), good + "x",
+        "x",
+        "null",
+        good[:-2] + ("AA" if not good.endswith("AA") else "BB"),
+        good + "x",
         URLSafeSerializer("another-secret", salt="flask-engage-unsubscribe").dumps(
-            [customer_id, "email"]),
+            [customer_id, "email"]
+        ),
         URLSafeSerializer(app.config["SECRET_KEY"]).dumps([customer_id, "email"]),
-        quote("'; DROP TABLE engage_unsubscriptions;--", safe=""), "%00", "." * 200,
+        quote("'; DROP TABLE engage_unsubscriptions;--", safe=""),
+        "%00",
+        "." * 200,
     ]
     for token in forged:
         for method in ("get", "post"):
@@ -192,8 +253,26 @@ def test_forged_unsubscribe_tokens_are_400(app, client):
     assert stored()[3] == 1
 
 
-KEYS = ["all", "any", "not", "attribute", "op", "value", "event", "where", "window", "count",
-        "sum", "avg", "min", "max", "property", "segment", "channel", *WINDOW_KINDS]
+KEYS = [
+    "all",
+    "any",
+    "not",
+    "attribute",
+    "op",
+    "value",
+    "event",
+    "where",
+    "window",
+    "count",
+    "sum",
+    "avg",
+    "min",
+    "max",
+    "property",
+    "segment",
+    "channel",
+    *WINDOW_KINDS,
+]
 filter_leaves = st.one_of(
     leaves,
     st.sampled_from(OPERATORS),
@@ -203,8 +282,10 @@ filter_leaves = st.one_of(
 )
 filter_trees = st.recursive(
     filter_leaves,
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=4), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=4), children, max_size=4)
+    ),
     max_leaves=15,
 )
 
@@ -223,8 +304,7 @@ def test_seeded_filter_fuzz_hits_real_data(app, session):
     # A little data of each type so compiled filters run against real rows.
     engage.identify("1", plan="pro", age=31, vip=True, joined="2026-01-01T00:00:00Z", tags=["a"])
     engage.track("1", "Purchase", {"amount": 12.5, "plan": "pro"})
-    session.add(Message(customer_id=1, channel="in_app", status="sent", body="x",
-                        sent_at=utcnow()))
+    session.add(Message(customer_id=1, channel="in_app", status="sent", body="x", sent_at=utcnow()))
     session.commit()
 
     @FUZZ

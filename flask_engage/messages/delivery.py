@@ -157,6 +157,15 @@ def _deliver(
         inapp.send(rendered)
 
 
+def _sqlite_sync_off(session: Session) -> int:
+    """Switch SQLite's fsync-per-commit off on this connection; returns the old setting."""
+    connection = session.connection()
+    previous = connection.exec_driver_sql("PRAGMA synchronous").scalar()
+    connection.exec_driver_sql("PRAGMA synchronous = OFF")
+    session.commit()
+    return int(previous)
+
+
 def deliver_batch(*, limit: int = 500, broadcast_id: int | None = None) -> int:
     """Claim and deliver one batch; returns how many messages were processed."""
     token = claim_batch(limit, broadcast_id)
@@ -167,7 +176,11 @@ def deliver_batch(*, limit: int = 500, broadcast_id: int | None = None) -> int:
     processed = 0
     touched: set[int] = set()
     cache: dict[Any, Source | None] = {}
-    postgres = session.get_bind().dialect.name == "postgresql"
+    dialect = session.get_bind().dialect.name
+    # The status write is all that stands between a send and a resend, so it is
+    # committed per message, without waiting for the disk: a killed worker loses
+    # nothing committed this way (only a crash of the machine could).
+    sqlite_sync = _sqlite_sync_off(session) if dialect == "sqlite" else None
     try:
         messages = list(
             session.scalars(select(Message).where(Message.claim == token).order_by(Message.id))
@@ -184,9 +197,7 @@ def deliver_batch(*, limit: int = 500, broadcast_id: int | None = None) -> int:
         session.expunge_all()  # statuses are written with guarded UPDATEs below
         with _email_connection(any(m.channel == "email" for m in messages)) as connection:
             for message in messages:
-                if postgres:
-                    # The status write is all that stands between a send and a resend:
-                    # keep it cheap (a worker crash loses nothing committed this way).
+                if dialect == "postgresql":
                     session.execute(text("SET LOCAL synchronous_commit TO OFF"))
                 now = utcnow()
                 status, error = "sent", None
@@ -234,5 +245,8 @@ def deliver_batch(*, limit: int = 500, broadcast_id: int | None = None) -> int:
         finish_broadcasts(session, sorted(touched), utcnow())
         session.commit()
     finally:
+        if sqlite_sync is not None:
+            session.connection().exec_driver_sql(f"PRAGMA synchronous = {sqlite_sync}")
+            session.commit()
         session.close()
     return processed

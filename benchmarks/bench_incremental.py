@@ -1,0 +1,105 @@
+"""Latency of incremental evaluation: one customer against every segment.
+
+This is what the ``evaluate`` job does after a tracked write:
+``membership.evaluate_customers`` for one customer, in an operation session (one
+query for all segments, then the membership diff, committed). Uses the data left
+by ``bench_recompute.py`` (run it first with the size you want), with 10, 50 and
+200 segments. Each customer is evaluated twice: the first run writes its joins
+(new segments), the second finds nothing to change.
+Usage: python benchmarks/bench_incremental.py [--customers 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from common import POSTGRES_URL, percentile, table
+from sqlalchemy import func, select
+
+from flask_engage.context import operation_session
+from flask_engage.models import Customer, Segment
+from flask_engage.segments import service as segment_service
+from flask_engage.segments.membership import evaluate_customers
+from tests.hostapp import create_app, db, engage
+
+PLANS = ("free", "pro", "team")
+CITIES = ("Lagos", "Accra", "Nairobi", "Cairo")
+
+
+def template(i: int) -> dict[str, Any]:
+    """A varied segment filter: attributes, event counts, sums, windows, nesting."""
+    kind = i % 6
+    if kind == 0:
+        return {"attribute": "plan", "op": "eq", "value": PLANS[i % 3]}
+    if kind == 1:
+        return {"attribute": "city", "op": "in", "value": list(CITIES[: 1 + i % 4])}
+    if kind == 2:
+        return {"event": "Purchase", "window": {"last_days": 1 + i % 30},
+                "count": {"op": "gte", "value": 1 + i % 5}}
+    if kind == 3:
+        return {"event": "Logged in", "window": {"last_days": 1 + i % 60},
+                "count": {"op": "eq", "value": 0}}
+    if kind == 4:
+        return {"event": "Purchase", "window": {"calendar": "this_month"},
+                "sum": {"property": "amount", "op": "gt", "value": 100 * (i % 20)}}
+    return {"all": [{"attribute": "plan", "op": "ne", "value": PLANS[i % 3]},
+                    {"any": [{"event": "Card used", "window": {"last_days": 1 + i % 14}},
+                             {"not": {"attribute": "city", "op": "eq", "value": CITIES[i % 4]}}]}]}
+
+
+def set_segment_count(total: int) -> None:
+    """Add (or remove) generated segments until there are ``total``."""
+    with operation_session() as session:
+        present = session.scalar(select(func.count()).select_from(Segment))
+        extra = list(session.scalars(select(Segment).where(Segment.name.like("bench %"))
+                                     .order_by(Segment.id.desc())))
+        while present > total and extra:
+            session.delete(extra.pop(0))
+            present -= 1
+        for i in range(present, total):
+            segment_service.create_segment(session, f"bench {i}", template(i), None)
+
+
+def measure(ids: list[int]) -> tuple[list[float], list[float]]:
+    first, second = [], []
+    for out in (first, second):
+        for customer_id in ids:
+            started = time.perf_counter()
+            with operation_session() as session:
+                evaluate_customers(session, [customer_id], datetime.now(UTC))
+            out.append((time.perf_counter() - started) * 1000)
+    return first, second
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--customers", type=int, default=300)
+    args = parser.parse_args()
+    app = create_app(POSTGRES_URL)
+    rows = []
+    with app.app_context():
+        size = db.session.scalar(select(func.max(Customer.id))) or 0
+        if size == 0:
+            raise SystemExit("no data: run benchmarks/bench_recompute.py first")
+        engage.segments()  # makes sure the default segment exists
+        rng = random.Random(7)
+        for total in (10, 50, 200):
+            set_segment_count(total)
+            ids = rng.sample(range(1, size + 1), args.customers)
+            first, second = measure(ids)
+            for label, values in (("first (writes joins)", first), ("again (no change)", second)):
+                rows.append([total, label, statistics.median(values), percentile(values, 99),
+                             max(values)])
+            print(f"{total} segments done", flush=True)
+        set_segment_count(6)
+    print(f"\n{size:,} customers, {args.customers} customers evaluated one at a time\n")
+    print(table(["segments", "run", "p50 (ms)", "p99 (ms)", "max (ms)"], rows))
+
+
+if __name__ == "__main__":
+    main()

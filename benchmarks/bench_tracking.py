@@ -1,0 +1,113 @@
+"""Request overhead of a tracked model (User) vs an untracked one (Note).
+
+A Flask view inserts one row and commits, called through ``app.test_client``;
+requests alternate in blocks so both kinds see the same conditions. Runs on
+SQLite and PostgreSQL, with 5 segments, inline (no Redis: the evaluation runs in
+the request after commit) and queued (ENGAGE_REDIS_URL: evaluation enqueued).
+Usage: python benchmarks/bench_tracking.py [-n 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from typing import Any
+
+from common import POSTGRES_URL, REDIS_URL, ensure_database, reset_schema, table
+from flask import Flask
+
+from tests.hostapp import Note, User, create_app, db, engage
+
+TRACKING_URL = POSTGRES_URL.rsplit("/", 1)[0] + "/engage_bench_tracking"
+SEGMENTS = {
+    "Pro": {"attribute": "plan", "op": "eq", "value": "pro"},
+    "In Lagos": {"attribute": "city", "op": "eq", "value": "Lagos"},
+    "Pro in Lagos": {"all": [{"attribute": "plan", "op": "eq", "value": "pro"},
+                             {"attribute": "city", "op": "eq", "value": "Lagos"}]},
+    "New": {"event": "Signed up", "window": {"last_days": 7}},
+    "Not logged in for 30 days": {"event": "Logged in", "window": {"last_days": 30},
+                                  "count": {"op": "eq", "value": 0}},
+}
+
+
+def build(url: str, redis: bool) -> Flask:
+    config: dict[str, Any] = {"ENGAGE_REDIS_URL": REDIS_URL} if redis else {}
+    app = create_app(url, **config)
+
+    @app.post("/users/<int:n>")
+    def add_user(n: int) -> str:
+        db.session.add(User(email=f"u{n}@example.com", plan="pro" if n % 2 else "free",
+                            city="Lagos" if n % 3 else "Accra"))
+        db.session.commit()
+        return "ok"
+
+    @app.post("/notes/<int:n>")
+    def add_note(n: int) -> str:
+        db.session.add(Note(text=f"note {n}"))
+        db.session.commit()
+        return "ok"
+
+    with app.app_context():
+        reset_schema(db.engine)
+        db.create_all()
+        engage.create_all()
+        for name, filters in SEGMENTS.items():
+            engage.create_segment(name, filters)
+    return app
+
+
+def measure(app: Flask, requests: int, block: int = 100) -> tuple[list[float], list[float]]:
+    """Per-request seconds for tracked and untracked inserts, in alternating blocks."""
+    client = app.test_client()
+    tracked: list[float] = []
+    untracked: list[float] = []
+    for n in range(50):  # warm up both paths
+        client.post(f"/users/{10_000_000 + n}")
+        client.post(f"/notes/{n}")
+    for start in range(0, requests, block):
+        for path, out in (("users", tracked), ("notes", untracked)):
+            for n in range(start, start + block):
+                begun = time.perf_counter()
+                response = client.post(f"/{path}/{n}")
+                out.append(time.perf_counter() - begun)
+                assert response.status_code == 200, response.data
+    return tracked, untracked
+
+
+def flush_redis() -> None:
+    from redis import Redis
+
+    Redis.from_url(REDIS_URL).flushdb()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("-n", "--requests", type=int, default=2000)
+    args = parser.parse_args()
+    ensure_database(TRACKING_URL)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, url in (("SQLite", f"sqlite:///{tmp}/bench.db"), ("PostgreSQL", TRACKING_URL)):
+            for mode, redis in (("inline", False), ("Redis queue", True)):
+                if redis:
+                    flush_redis()
+                app = build(url, redis)
+                tracked, untracked = measure(app, args.requests)
+                with app.app_context():
+                    customers = engage.count({"all": []})
+                    db.session.remove()
+                    db.engine.dispose()
+                if redis:
+                    flush_redis()
+                t, u = statistics.mean(tracked) * 1000, statistics.mean(untracked) * 1000
+                rows.append([label, mode, args.requests, customers, u, t, t / u])
+                print(f"{label} {mode}: untracked {u:.2f} ms, tracked {t:.2f} ms", flush=True)
+    print()
+    print(table(["database", "evaluation", "requests each", "customers", "untracked Note (ms)",
+                 "tracked User (ms)", "tracked / untracked"], rows))
+
+
+if __name__ == "__main__":
+    main()
