@@ -39,25 +39,45 @@ def template(i: int) -> dict[str, Any]:
     if kind == 1:
         return {"attribute": "city", "op": "in", "value": list(CITIES[: 1 + i % 4])}
     if kind == 2:
-        return {"event": "Purchase", "window": {"last_days": 1 + i % 30},
-                "count": {"op": "gte", "value": 1 + i % 5}}
+        return {
+            "event": "Purchase",
+            "window": {"last_days": 1 + i % 30},
+            "count": {"op": "gte", "value": 1 + i % 5},
+        }
     if kind == 3:
-        return {"event": "Logged in", "window": {"last_days": 1 + i % 60},
-                "count": {"op": "eq", "value": 0}}
+        return {
+            "event": "Logged in",
+            "window": {"last_days": 1 + i % 60},
+            "count": {"op": "eq", "value": 0},
+        }
     if kind == 4:
-        return {"event": "Purchase", "window": {"calendar": "this_month"},
-                "sum": {"property": "amount", "op": "gt", "value": 100 * (i % 20)}}
-    return {"all": [{"attribute": "plan", "op": "ne", "value": PLANS[i % 3]},
-                    {"any": [{"event": "Card used", "window": {"last_days": 1 + i % 14}},
-                             {"not": {"attribute": "city", "op": "eq", "value": CITIES[i % 4]}}]}]}
+        return {
+            "event": "Purchase",
+            "window": {"calendar": "this_month"},
+            "sum": {"property": "amount", "op": "gt", "value": 100 * (i % 20)},
+        }
+    return {
+        "all": [
+            {"attribute": "plan", "op": "ne", "value": PLANS[i % 3]},
+            {
+                "any": [
+                    {"event": "Card used", "window": {"last_days": 1 + i % 14}},
+                    {"not": {"attribute": "city", "op": "eq", "value": CITIES[i % 4]}},
+                ]
+            },
+        ]
+    }
 
 
 def set_segment_count(total: int) -> None:
     """Add (or remove) generated segments until there are ``total``."""
     with operation_session() as session:
         present = session.scalar(select(func.count()).select_from(Segment))
-        extra = list(session.scalars(select(Segment).where(Segment.name.like("bench %"))
-                                     .order_by(Segment.id.desc())))
+        extra = list(
+            session.scalars(
+                select(Segment).where(Segment.name.like("bench %")).order_by(Segment.id.desc())
+            )
+        )
         while present > total and extra:
             session.delete(extra.pop(0))
             present -= 1
@@ -93,8 +113,9 @@ def main() -> None:
             ids = rng.sample(range(1, size + 1), args.customers)
             first, second = measure(ids)
             for label, values in (("first (writes joins)", first), ("again (no change)", second)):
-                rows.append([total, label, statistics.median(values), percentile(values, 99),
-                             max(values)])
+                rows.append(
+                    [total, label, statistics.median(values), percentile(values, 99), max(values)]
+                )
             print(f"{total} segments done", flush=True)
         set_segment_count(6)
     print(f"\n{size:,} customers, {args.customers} customers evaluated one at a time\n")

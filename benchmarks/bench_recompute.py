@@ -27,17 +27,33 @@ from flask_engage.segments.membership import make_compiler
 from tests.hostapp import create_app, db, engage
 
 SEGMENTS = {
-    "Pro in Lagos": {"all": [{"attribute": "plan", "op": "eq", "value": "pro"},
-                             {"attribute": "city", "op": "eq", "value": "Lagos"}]},
-    "Not logged in for 30 days": {"event": "Logged in", "window": {"last_days": 30},
-                                  "count": {"op": "eq", "value": 0}},
-    "Spent over 1000 this month": {"event": "Purchase", "window": {"calendar": "this_month"},
-                                   "sum": {"property": "amount", "op": "gt", "value": 1000}},
-    "Signed up 3 days ago, no KYC": {"all": [
-        {"event": "Signed up", "window": {"older_than_days": 3}},
-        {"event": "Completed KYC", "count": {"op": "eq", "value": 0}}]},
-    "Card used 5+ this month": {"event": "Card used", "window": {"calendar": "this_month"},
-                                "count": {"op": "gt", "value": 5}},
+    "Pro in Lagos": {
+        "all": [
+            {"attribute": "plan", "op": "eq", "value": "pro"},
+            {"attribute": "city", "op": "eq", "value": "Lagos"},
+        ]
+    },
+    "Not logged in for 30 days": {
+        "event": "Logged in",
+        "window": {"last_days": 30},
+        "count": {"op": "eq", "value": 0},
+    },
+    "Spent over 1000 this month": {
+        "event": "Purchase",
+        "window": {"calendar": "this_month"},
+        "sum": {"property": "amount", "op": "gt", "value": 1000},
+    },
+    "Signed up 3 days ago, no KYC": {
+        "all": [
+            {"event": "Signed up", "window": {"older_than_days": 3}},
+            {"event": "Completed KYC", "count": {"op": "eq", "value": 0}},
+        ]
+    },
+    "Card used 5+ this month": {
+        "event": "Card used",
+        "window": {"calendar": "this_month"},
+        "count": {"op": "gt", "value": 5},
+    },
 }
 
 HAND_SQL = {
@@ -51,7 +67,8 @@ HAND_SQL = {
         GROUP BY customer_id HAVING sum((properties->>'amount')::float) > 1000) t""",
     "Signed up 3 days ago, no KYC": """SELECT count(*) FROM engage_customers c
         WHERE EXISTS (SELECT 1 FROM engage_events e WHERE e.customer_id = c.id
-                      AND e.name = 'Signed up' AND e.occurred_at < CAST(:now AS timestamptz) - interval '3 days')
+                      AND e.name = 'Signed up'
+                      AND e.occurred_at < CAST(:now AS timestamptz) - interval '3 days')
         AND NOT EXISTS (SELECT 1 FROM engage_events e WHERE e.customer_id = c.id
                         AND e.name = 'Completed KYC')""",
     "Card used 5+ this month": """SELECT count(*) FROM (SELECT customer_id FROM engage_events
@@ -74,7 +91,8 @@ INSERT INTO engage_events (customer_id, name, properties, occurred_at)
 SELECT c, kind.name,
        CASE WHEN kind.name = 'Purchase'
             THEN jsonb_build_object('amount', 10 + (c * 7 + k * 13) % 490) ELSE '{}'::jsonb END,
-       CAST(:now AS timestamptz) - CASE WHEN kind.name = 'Signed up' THEN interval '1 day' * (c % 10)
+       CAST(:now AS timestamptz) - CASE
+                   WHEN kind.name = 'Signed up' THEN interval '1 day' * (c % 10)
                    WHEN kind.name = 'Logged in' AND c % 5 = 0
                         THEN interval '1 hour' * (24 * 31 + (c * 31 + k * 17) % (24 * 60))
                    ELSE interval '1 hour' * ((c * 31 + k * 17) % (24 * 90)) END
@@ -100,12 +118,16 @@ def load(app: Any, size: int, now: datetime) -> float:
             params = {"now": now, "first": first, "last": min(size, first + 49_999)}
             conn.execute(text(LOAD_CUSTOMERS), params)
             conn.execute(text(LOAD_EVENTS), params)
-        conn.execute(text("SELECT setval(pg_get_serial_sequence('engage_customers', 'id'), :n)"),
-                     {"n": size})
-        conn.execute(text("""INSERT INTO engage_definitions (kind, scope, name, type, first_seen, last_seen)
+        conn.execute(
+            text("SELECT setval(pg_get_serial_sequence('engage_customers', 'id'), :n)"), {"n": size}
+        )
+        conn.execute(
+            text("""INSERT INTO engage_definitions (kind, scope, name, type, first_seen, last_seen)
             VALUES ('attribute', '', 'plan', 'string', :now, :now),
                    ('attribute', '', 'city', 'string', :now, :now),
-                   ('property', 'Purchase', 'amount', 'number', :now, :now)"""), {"now": now})
+                   ('property', 'Purchase', 'amount', 'number', :now, :now)"""),
+            {"now": now},
+        )
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(text("VACUUM ANALYZE"))
     return time.perf_counter() - started
@@ -114,23 +136,33 @@ def load(app: Any, size: int, now: datetime) -> float:
 def create_segments() -> list[Segment]:
     """The five example segments, saved without computing them."""
     with operation_session() as session:
-        return [segment_service.create_segment(session, name, filters, None)
-                for name, filters in SEGMENTS.items()]
+        return [
+            segment_service.create_segment(session, name, filters, None)
+            for name, filters in SEGMENTS.items()
+        ]
 
 
-def naive_matches(name: str, attrs: dict[str, Any], events: list[Any], now: datetime,
-                  month: tuple[datetime, datetime]) -> bool:
+def naive_matches(
+    name: str,
+    attrs: dict[str, Any],
+    events: list[Any],
+    now: datetime,
+    month: tuple[datetime, datetime],
+) -> bool:
     """The five segments evaluated in Python for one customer (the naive baseline)."""
     if name == "Pro in Lagos":
         return attrs.get("plan") == "pro" and attrs.get("city") == "Lagos"
     if name == "Not logged in for 30 days":
-        return not any(e.name == "Logged in" and e.occurred_at >= now - timedelta(days=30) for e in events)
+        return not any(
+            e.name == "Logged in" and e.occurred_at >= now - timedelta(days=30) for e in events
+        )
     in_month = [e for e in events if month[0] <= e.occurred_at < month[1]]
     if name == "Spent over 1000 this month":
         return sum(e.properties.get("amount", 0) for e in in_month if e.name == "Purchase") > 1000
     if name == "Signed up 3 days ago, no KYC":
-        return (any(e.name == "Signed up" and e.occurred_at < now - timedelta(days=3) for e in events)
-                and not any(e.name == "Completed KYC" for e in events))
+        return any(
+            e.name == "Signed up" and e.occurred_at < now - timedelta(days=3) for e in events
+        ) and not any(e.name == "Completed KYC" for e in events)
     return sum(e.name == "Card used" for e in in_month) > 5
 
 
@@ -167,10 +199,14 @@ def explain(filters: dict[str, Any], now: datetime) -> str:
     """EXPLAIN ANALYZE of the compiled count query."""
     with operation_session() as session:
         compiler = make_compiler(session, now)
-        query = select(func.count()).select_from(Customer.__table__).where(compiler.condition(filters))
+        query = (
+            select(func.count()).select_from(Customer.__table__).where(compiler.condition(filters))
+        )
         compiled = query.compile(dialect=session.get_bind().dialect)
         conn = session.connection()
-        rows = conn.exec_driver_sql("EXPLAIN (ANALYZE, COSTS OFF) " + compiled.string, compiled.params)
+        rows = conn.exec_driver_sql(
+            "EXPLAIN (ANALYZE, COSTS OFF) " + compiled.string, compiled.params
+        )
         return "\n".join(row[0] for row in rows)
 
 
@@ -197,22 +233,44 @@ def run(size: int, sample: int) -> None:
             engage.recompute(segment, now=now)
             warm = time.perf_counter() - started
             compiled, count = timed(lambda s=segment: engage.count(s.filters, now=now))
-            hand, hand_count = timed(lambda s=segment: db.session.scalar(text(HAND_SQL[s.name]), params))
+            hand, hand_count = timed(
+                lambda s=segment: db.session.scalar(text(HAND_SQL[s.name]), params)
+            )
             assert count == hand_count, (segment.name, count, hand_count)
             rows.append([segment.name, count, cold, warm, compiled, hand, compiled / hand])
         peak = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
         rss = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
-        print(table(["segment", "members", "recompute 1st (s)", "recompute 2nd (s)",
-                     "compiled count (s)", "hand SQL count (s)", "compiled / hand"], rows))
+        print(
+            table(
+                [
+                    "segment",
+                    "members",
+                    "recompute 1st (s)",
+                    "recompute 2nd (s)",
+                    "compiled count (s)",
+                    "hand SQL count (s)",
+                    "compiled / hand",
+                ],
+                rows,
+            )
+        )
         naive_s, found, naive_peak = naive(size, sample, now)
         print()
-        print(table(
-            ["5 segments", "seconds", "peak Python MiB", "naive / compiler"],
-            [["engage.recompute (first run, all join)", total_cold, peak, 1.0],
-             [f"naive per customer (sample {sample:,}, extrapolated)", naive_s, naive_peak,
-              naive_s / total_cold]],
-        ))
+        print(
+            table(
+                ["5 segments", "seconds", "peak Python MiB", "naive / compiler"],
+                [
+                    ["engage.recompute (first run, all join)", total_cold, peak, 1.0],
+                    [
+                        f"naive per customer (sample {sample:,}, extrapolated)",
+                        naive_s,
+                        naive_peak,
+                        naive_s / total_cold,
+                    ],
+                ],
+            )
+        )
         print(f"\nmaxrss growth during recompute: {rss:.1f} MiB")
         worst = max(rows, key=lambda r: r[-1])
         print(f"\nEXPLAIN ANALYZE of the compiled count with the worst ratio ({worst[0]}):\n")

@@ -24,11 +24,18 @@ TRACKING_URL = POSTGRES_URL.rsplit("/", 1)[0] + "/engage_bench_tracking"
 SEGMENTS = {
     "Pro": {"attribute": "plan", "op": "eq", "value": "pro"},
     "In Lagos": {"attribute": "city", "op": "eq", "value": "Lagos"},
-    "Pro in Lagos": {"all": [{"attribute": "plan", "op": "eq", "value": "pro"},
-                             {"attribute": "city", "op": "eq", "value": "Lagos"}]},
+    "Pro in Lagos": {
+        "all": [
+            {"attribute": "plan", "op": "eq", "value": "pro"},
+            {"attribute": "city", "op": "eq", "value": "Lagos"},
+        ]
+    },
     "New": {"event": "Signed up", "window": {"last_days": 7}},
-    "Not logged in for 30 days": {"event": "Logged in", "window": {"last_days": 30},
-                                  "count": {"op": "eq", "value": 0}},
+    "Not logged in for 30 days": {
+        "event": "Logged in",
+        "window": {"last_days": 30},
+        "count": {"op": "eq", "value": 0},
+    },
 }
 
 
@@ -38,8 +45,13 @@ def build(url: str, redis: bool) -> Flask:
 
     @app.post("/users/<int:n>")
     def add_user(n: int) -> str:
-        db.session.add(User(email=f"u{n}@example.com", plan="pro" if n % 2 else "free",
-                            city="Lagos" if n % 3 else "Accra"))
+        db.session.add(
+            User(
+                email=f"u{n}@example.com",
+                plan="pro" if n % 2 else "free",
+                city="Lagos" if n % 3 else "Accra",
+            )
+        )
         db.session.commit()
         return "ok"
 
@@ -89,11 +101,14 @@ def main() -> None:
     ensure_database(TRACKING_URL)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for label, url in (("SQLite", f"sqlite:///{tmp}/bench.db"), ("PostgreSQL", TRACKING_URL)):
+        for label, url in (
+            ("SQLite", f"sqlite:///{tmp}/bench-{{}}.db"),
+            ("PostgreSQL", TRACKING_URL),
+        ):
             for mode, redis in (("inline", False), ("Redis queue", True)):
                 if redis:
                     flush_redis()
-                app = build(url, redis)
+                app = build(url.format(mode[:6]) if "{}" in url else url, redis)
                 tracked, untracked = measure(app, args.requests)
                 with app.app_context():
                     customers = engage.count({"all": []})
@@ -105,8 +120,20 @@ def main() -> None:
                 rows.append([label, mode, args.requests, customers, u, t, t / u])
                 print(f"{label} {mode}: untracked {u:.2f} ms, tracked {t:.2f} ms", flush=True)
     print()
-    print(table(["database", "evaluation", "requests each", "customers", "untracked Note (ms)",
-                 "tracked User (ms)", "tracked / untracked"], rows))
+    print(
+        table(
+            [
+                "database",
+                "evaluation",
+                "requests each",
+                "customers",
+                "untracked Note (ms)",
+                "tracked User (ms)",
+                "tracked / untracked",
+            ],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

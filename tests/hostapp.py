@@ -39,10 +39,15 @@ class Note(db.Model):
 
 
 engage.track_model(
-    User, email="email", attributes=["plan", "city"],
-    events={"created": "Signed up", "deleted": "Deleted account"}, changes={"plan": "Changed plan"},
+    User,
+    email="email",
+    attributes=["plan", "city"],
+    events={"created": "Signed up", "deleted": "Deleted account"},
+    changes={"plan": "Changed plan"},
 )
-engage.track_model(Order, customer_id="user_id", events={"created": "Purchase"}, properties=["amount"])
+engage.track_model(
+    Order, customer_id="user_id", events={"created": "Purchase"}, properties=["amount"]
+)
 
 
 def create_app(database_url: str, **config) -> Flask:

@@ -42,7 +42,8 @@ def test_overlapping_segments_give_one_email_per_customer(app):
     assert {m.recipients[0]: m.subject for m in sent}["bola@example.com"] == "Hi Accra"
     rows = messages(broadcast)
     assert {k: (m.status, m.error) for k, m in rows.items()} == {
-        "1": ("sent", None), "2": ("sent", None), "3": ("sent", None), "4": ("skipped", "no_address")}
+        "1": ("sent", None), "2": ("sent", None), "3": ("sent", None),
+        "4": ("skipped", "no_address")}
     assert all(m.sent_at is not None for k, m in rows.items() if k != "4")
     assert rows["4"].sent_at is None
     counts = engage.broadcast_counts(broadcast)

@@ -135,7 +135,8 @@ def test_bad_subscriptions_get_400_naming_the_field(client, body, field):
 def test_subscribe_needs_an_identity_and_unsubscribe_removes(client):
     body = {"endpoint": "https://push.example.com/abc", "keys": browser_keys()}
     assert client.post("/engage/push/subscribe", json=body).status_code == 401
-    assert client.post("/engage/push/subscribe", headers={"X-User": "5"}, json=body).status_code == 201
+    response = client.post("/engage/push/subscribe", headers={"X-User": "5"}, json=body)
+    assert response.status_code == 201
     assert engage.count({"channel": "push", "op": "subscribed"}) == 1
     # someone else cannot remove it
     response = client.post("/engage/push/unsubscribe", headers={"X-User": "6"},

@@ -33,9 +33,15 @@ def test_pro_customers_in_lagos(app):
     engage.identify(2, plan="pro", city="Accra")
     engage.identify(3, plan="free", city="Lagos")
     db.session.commit()
-    segment = engage.create_segment("Pro in Lagos", {"all": [
-        {"attribute": "plan", "op": "eq", "value": "pro"},
-        {"attribute": "city", "op": "eq", "value": "Lagos"}]})
+    segment = engage.create_segment(
+        "Pro in Lagos",
+        {
+            "all": [
+                {"attribute": "plan", "op": "eq", "value": "pro"},
+                {"attribute": "city", "op": "eq", "value": "Lagos"},
+            ]
+        },
+    )
     assert segment.slug == "pro-in-lagos"
     assert ids(segment) == ["1"]
     # membership follows changes: 2 moves to Lagos, 1 downgrades
@@ -64,8 +70,11 @@ def test_spent_over_1000_this_month(app):
     engage.track(2, "Purchase", {"amount": 900}, timestamp=NOW - timedelta(days=40))  # last month
     engage.track(3, "Purchase", {"amount": "5000"}, timestamp=NOW)  # a string is not a number
     db.session.commit()
-    filters = {"event": "Purchase", "window": {"calendar": "this_month"},
-               "sum": {"property": "amount", "op": "gt", "value": 1000}}
+    filters = {
+        "event": "Purchase",
+        "window": {"calendar": "this_month"},
+        "sum": {"property": "amount", "op": "gt", "value": 1000},
+    }
     assert engage.count(filters, now=NOW) == 1
 
 
@@ -74,8 +83,12 @@ def test_kyc_pending_after_3_days_joins_when_time_passes(app):
     engage.track("done", "Signed up", timestamp=NOW)
     engage.track("done", "Completed KYC", timestamp=NOW + timedelta(hours=1))
     db.session.commit()
-    filters = {"all": [{"event": "Signed up", "window": {"older_than_days": 3}},
-                       {"event": "Completed KYC", "count": {"op": "eq", "value": 0}}]}
+    filters = {
+        "all": [
+            {"event": "Signed up", "window": {"older_than_days": 3}},
+            {"event": "Completed KYC", "count": {"op": "eq", "value": 0}},
+        ]
+    }
     segment = engage.create_segment("KYC pending", filters)
     assert segment.is_time_based
     engage.recompute(segment, now=NOW + timedelta(days=1))
@@ -90,7 +103,11 @@ def test_card_used_more_than_5_times_this_month(app):
     for i in range(5):
         engage.track("light", "Card used", timestamp=NOW - timedelta(hours=i))
     db.session.commit()
-    filters = {"event": "Card used", "window": {"calendar": "this_month"}, "count": {"op": "gt", "value": 5}}
+    filters = {
+        "event": "Card used",
+        "window": {"calendar": "this_month"},
+        "count": {"op": "gt", "value": 5},
+    }
     assert engage.count(filters, now=NOW) == 1
 
 
@@ -128,8 +145,15 @@ def test_signals_fire_once_per_real_change(app):
 
 def test_segment_refs_and_cycles(app):
     pro = engage.create_segment("Pro", {"attribute": "plan", "op": "eq", "value": "pro"})
-    lagos = engage.create_segment("Lagos pro", {"all": [{"segment": "pro", "op": "in"},
-                                                        {"attribute": "city", "op": "eq", "value": "Lagos"}]})
+    lagos = engage.create_segment(
+        "Lagos pro",
+        {
+            "all": [
+                {"segment": "pro", "op": "in"},
+                {"attribute": "city", "op": "eq", "value": "Lagos"},
+            ]
+        },
+    )
     engage.identify(1, plan="pro", city="Lagos")
     engage.identify(2, plan="free", city="Lagos")
     db.session.commit()
@@ -145,8 +169,15 @@ def test_segment_refs_and_cycles(app):
 @pytest.mark.parametrize(
     ("filters", "path"),
     [
-        ({"all": [{"attribute": "a", "op": "eq", "value": 1}, {"attribute": "b", "op": "equals", "value": 1}]},
-         "filters.all[1].op: unknown operator 'equals'"),
+        (
+            {
+                "all": [
+                    {"attribute": "a", "op": "eq", "value": 1},
+                    {"attribute": "b", "op": "equals", "value": 1},
+                ]
+            },
+            "filters.all[1].op: unknown operator 'equals'",
+        ),
         ({"event": "E", "window": {"last_weeks": 2}}, "filters.window.last_weeks"),
         ({"any": [{"not": {"channel": "fax"}}]}, "filters.any[0].not.channel"),
         ({"attribute": "a", "op": "in", "value": []}, "filters.value"),
@@ -171,7 +202,12 @@ def test_typed_comparisons_and_missing_values(app):
     assert engage.count({"attribute": "plan", "op": "ne", "value": "pro"}) == 2  # includes missing
     assert engage.count({"attribute": "plan", "op": "not_exists"}) == 1
     assert engage.count({"attribute": "signed", "op": "gt", "value": "2026-01-01"}) == 1
-    assert engage.count({"attribute": "signed", "op": "within_last", "value": 30}, now=NOW - timedelta(days=60)) == 1
+    assert (
+        engage.count(
+            {"attribute": "signed", "op": "within_last", "value": 30}, now=NOW - timedelta(days=60)
+        )
+        == 1
+    )
     assert engage.count({"attribute": "plan", "op": "starts_with", "value": "pr"}) == 1
     assert engage.count({"attribute": "plan", "op": "in", "value": ["pro", "free"]}) == 2
 
@@ -181,11 +217,19 @@ def test_segment_history_percent_per_day(app):
         engage.track(i, "Signed up", timestamp=datetime.now(UTC) - timedelta(days=10))
     engage.track(0, "Completed KYC", timestamp=datetime.now(UTC) - timedelta(days=9))
     db.session.commit()
-    segment = engage.create_segment("KYC pending", {"all": [
-        {"event": "Signed up", "window": {"older_than_days": 3}},
-        {"event": "Completed KYC", "count": {"op": "eq", "value": 0}}]})
+    segment = engage.create_segment(
+        "KYC pending",
+        {
+            "all": [
+                {"event": "Signed up", "window": {"older_than_days": 3}},
+                {"event": "Completed KYC", "count": {"op": "eq", "value": 0}},
+            ]
+        },
+    )
     history = engage.segment_history(segment, days=30)
     assert len(history) == 30
-    assert history[-1]["members"] == 3 and history[-1]["total"] == 4 and history[-1]["percent"] == 75.0
+    assert (
+        history[-1]["members"] == 3 and history[-1]["total"] == 4 and history[-1]["percent"] == 75.0
+    )
     assert history[0]["members"] == 0 and history[0]["total"] == 0
     assert [p["date"] for p in history] == sorted(p["date"] for p in history)

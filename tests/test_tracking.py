@@ -51,7 +51,9 @@ def test_update_of_untracked_column_writes_nothing(app):
     user.plan = "free"  # same value
     db.session.commit()
     assert len(events_of("1")) == 1
-    assert db.session.scalar(select(Customer.updated_at).where(Customer.external_id == "1")) == before
+    assert (
+        db.session.scalar(select(Customer.updated_at).where(Customer.external_id == "1")) == before
+    )
 
 
 def test_order_insert_records_purchase_with_amount(app):
@@ -86,8 +88,13 @@ def test_identify_merges_attributes_and_none_removes(app):
     db.session.commit()
     customer = db.session.scalar(select(Customer).where(Customer.external_id == "5"))
     assert customer.attributes == {"plan": "pro", "age": 31}
-    types = dict(db.session.execute(select(AttributeDefinition.name, AttributeDefinition.type)
-                                    .where(AttributeDefinition.kind == "attribute")).all())
+    types = dict(
+        db.session.execute(
+            select(AttributeDefinition.name, AttributeDefinition.type).where(
+                AttributeDefinition.kind == "attribute"
+            )
+        ).all()
+    )
     assert types == {"plan": "string", "city": "string", "age": "number"}
 
 

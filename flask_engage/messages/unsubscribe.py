@@ -85,12 +85,17 @@ def set_subscription(
                 )
             ).rowcount
         else:
-            changed = session.execute(
-                insert_ignoring_conflicts(
-                    session, Unsubscription.__table__, ["customer_id", "channel"]
-                ),
-                [{"customer_id": customer.id, "channel": channel, "created_at": utcnow()}],
-            ).rowcount
+            # RETURNING tells whether a row was added; rowcount is unreliable here on psycopg
+            changed = (
+                session.execute(
+                    insert_ignoring_conflicts(
+                        session, Unsubscription.__table__, ["customer_id", "channel"]
+                    )
+                    .values(customer_id=customer.id, channel=channel, created_at=utcnow())
+                    .returning(Unsubscription.customer_id)
+                ).first()
+                is not None
+            )
         if changed:
             add_to_outbox(session, "evaluate", [customer.id])
     if changed and not subscribed:
