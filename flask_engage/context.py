@@ -40,6 +40,8 @@ class EngageState:
     on_outbox: Any = None
     #: The default segment is known to exist.
     default_ready: bool = False
+    #: Incremental evaluation's cached all-segments query (segments/membership.py).
+    evaluation_plan: Any = None
 
     @property
     def config(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app, make_response
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.orm import Query, Session
 
 from . import jobs, tracking
@@ -262,8 +262,6 @@ class Engage:
 
     def segments(self) -> list[Segment]:
         """All segments, the default first."""
-        from sqlalchemy import select
-
         self._ensure_default()
         return list(
             host_session().scalars(
@@ -288,18 +286,12 @@ class Engage:
         with operation_session() as session:
             segment_service.ensure_default(session)
             if segment is None:
-                ids = [s.id for s in self.segments_in(session)]
+                ids = list(session.scalars(select(Segment.id).order_by(Segment.id)))
             else:
                 ids = [self._segment(session, segment).id]
         outcomes = [jobs.recompute_one(segment_id, now) for segment_id in ids]
         self._finish(now)
         return [o for o in outcomes if o is not None]
-
-    @staticmethod
-    def segments_in(session: Session) -> list[Segment]:
-        from sqlalchemy import select
-
-        return list(session.scalars(select(Segment).order_by(Segment.id)))
 
     def segment_history(self, segment: Segment | int | str, days: int = 30) -> list[Any]:
         """Oldest first, one point per day (``date``, ``members``, ``total``, ``percent``)."""
@@ -360,12 +352,15 @@ class Engage:
         """
         from .messages.broadcasts import request_send
 
-        now = now or utcnow()
+        broadcast_id = broadcast.id if isinstance(broadcast, Broadcast) else broadcast
         with operation_session() as session:
-            result = request_send(
-                session, broadcast.id if isinstance(broadcast, Broadcast) else broadcast, now
-            )
-        self._finish(now)
+            request_send(session, broadcast_id, now or utcnow())
+        # The commit above dispatched the work (inline: already sent). Answer its state now.
+        with operation_session() as session:
+            result = session.get(Broadcast, broadcast_id)
+        if isinstance(broadcast, Broadcast) and result is not None:
+            for field in ("status", "started_at", "finished_at"):
+                setattr(broadcast, field, getattr(result, field))
         return result
 
     def cancel_broadcast(self, broadcast: Broadcast | int) -> Broadcast:

@@ -227,8 +227,8 @@ def get_state_value(key: str) -> str | None:
 
 
 def recompute_due(now: datetime) -> list[Any]:
-    """Recompute time-based segments not computed for ``ENGAGE_RECOMPUTE_INTERVAL``,
-    and segments whose last evaluation failed."""
+    """Recompute time-based segments not computed for ``ENGAGE_RECOMPUTE_INTERVAL``
+    (or computed "in the future" of ``now``), and segments whose last evaluation failed."""
     interval = timedelta(seconds=current_app.config["ENGAGE_RECOMPUTE_INTERVAL"])
     with operation_session() as session:
         due_ids = list(
@@ -237,7 +237,8 @@ def recompute_due(now: datetime) -> list[Any]:
                     Segment.last_error.is_not(None)
                     | (Segment.is_time_based.is_(True)
                        & (Segment.last_computed_at.is_(None)
-                          | (Segment.last_computed_at <= now - interval)))
+                          | (Segment.last_computed_at <= now - interval)
+                          | (Segment.last_computed_at > now)))  # the clock went back
                 ).order_by(Segment.id)
             )
         )

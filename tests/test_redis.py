@@ -38,6 +38,7 @@ def clean_queue(name: str) -> None:
     keys += list(connection.scan_iter(f"*{name}*"))
     if keys:
         connection.delete(*keys)
+    connection.srem("rq:queues", queue.key)
     connection.close()
 
 

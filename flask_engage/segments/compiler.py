@@ -130,6 +130,12 @@ class Field:
         value = case((self.is_string(), self._text))
         return value.collate("C") if self.dialect == "postgresql" else value
 
+    def holds(self, value: Any) -> ColumnElement[bool]:
+        """PostgreSQL: ``column @> {key: value}`` – typed JSON equality that an index
+        on the column can serve."""
+        document = cast(literal(json.dumps({self.key: value}), Text), JSONB)
+        return self.column.op("@>", return_type=Boolean)(document)
+
     def list_contains(self, value: Any) -> ColumnElement[bool]:
         if self.dialect == "postgresql":
             return and_(
@@ -172,6 +178,13 @@ class ColumnField(Field):
         return false()
 
 
+def _text_operand(text: str) -> str:
+    """Text to compare with stored text: datetimes in their stored form."""
+    if looks_like_datetime(text) and not text.endswith("Z"):
+        return format_datetime(parse_datetime(text, "value"))
+    return text
+
+
 def _duration(value: Mapping[str, float]) -> timedelta:
     return timedelta(
         days=value.get("days", 0), hours=value.get("hours", 0), minutes=value.get("minutes", 0)
@@ -193,6 +206,12 @@ class Compiler:
     :param customer_ids: restrict every subquery to these customers (incremental).
     :param as_of: also ignore events after ``now`` and customers created after it
         (used to rebuild history for past days).
+
+    Every value that depends on ``now`` (window cutoffs, calendar bounds) and the
+    restricted customer ids are *named* bind parameters, whose values are computed
+    from ``now`` at build time and can be recomputed by :meth:`params`. A statement
+    built once can so be executed again for another moment and other customers
+    (incremental evaluation caches it).
     """
 
     def __init__(
@@ -212,6 +231,21 @@ class Compiler:
         self.segment_filters = segment_filters or (lambda ref: None)
         self.customer_ids = list(customer_ids) if customer_ids is not None else None
         self.as_of = as_of
+        self._clock: list[tuple[str, Callable[[datetime], Any]]] = []
+        self._ids = bindparam("engage_ids", value=self.customer_ids, expanding=True)
+
+    def params(self, now: datetime, customer_ids: Sequence[int] | None = None) -> dict[str, Any]:
+        """Parameter values to run a built statement as of ``now`` (for other customers)."""
+        values = {name: compute(now) for name, compute in self._clock}
+        if customer_ids is not None:
+            values["engage_ids"] = list(customer_ids)
+        return values
+
+    def _at(self, compute: Callable[[datetime], Any], type_: Any = None) -> Any:
+        """A named parameter whose value is ``compute(now)``."""
+        name = f"engage_t{len(self._clock)}"
+        self._clock.append((name, compute))
+        return bindparam(name, value=compute(self.now), type_=type_ or events.c.occurred_at.type)
 
     # -- entry points ------------------------------------------------------------------
     def condition(self, node: Mapping[str, Any]) -> ColumnElement[bool]:
@@ -242,9 +276,9 @@ class Compiler:
         """Conditions every evaluated customer must meet (restriction, as-of)."""
         conditions = []
         if self.customer_ids is not None:
-            conditions.append(customers.c.id.in_(self.customer_ids))
+            conditions.append(customers.c.id.in_(self._ids))
         if self.as_of:
-            conditions.append(customers.c.created_at <= self.now)
+            conditions.append(customers.c.created_at <= self._at(lambda now: now))
         return conditions
 
     # -- attributes and properties ---------------------------------------------------
@@ -271,6 +305,8 @@ class Compiler:
         if op in ("is_true", "is_false"):
             return _two_valued(field.is_bool(op == "is_true"))
         if op == "eq":
+            if self.dialect == "postgresql" and type(field) is Field:
+                return field.holds(_text_operand(value) if isinstance(value, str) else value)
             if isinstance(value, bool):
                 return _two_valued(field.is_bool(value))
             return self._ordered(field, "eq", value)
@@ -294,10 +330,12 @@ class Compiler:
             part = func.substr(text, start, size)
             return _two_valued(and_(func.length(text) >= size, part == value))
         if op in DURATION_VALUE:
-            cutoff = format_datetime(self.now - _duration(value))
+            span = _duration(value)
+            cutoff = self._at(lambda now: format_datetime(now - span), String)
             text = field.text()
             if op == "within_last":
-                return _two_valued(and_(text >= cutoff, text <= format_datetime(self.now)))
+                upper = self._at(format_datetime, String)
+                return _two_valued(and_(text >= cutoff, text <= upper))
             return _two_valued(text < cutoff)
         raise ValueError(f"unknown operator {op!r}")
 
@@ -307,10 +345,7 @@ class Compiler:
             operand: Any = literal(float(value), Float)
         else:
             subject = field.text()
-            text = str(value)
-            if looks_like_datetime(text) and not text.endswith("Z"):
-                text = format_datetime(parse_datetime(text, "value"))
-            operand = literal(text, String)
+            operand = literal(_text_operand(str(value)), String)
         comparisons = {
             "eq": subject == operand,
             "gt": subject > operand,
@@ -325,26 +360,29 @@ class Compiler:
         at = events.c.occurred_at
         ((kind, value),) = window.items()
         if kind == "last_days":
-            return [at >= self.now - timedelta(days=value)]
+            return [at >= self._at(lambda now: now - timedelta(days=value))]
         if kind == "last_hours":
-            return [at >= self.now - timedelta(hours=value)]
+            return [at >= self._at(lambda now: now - timedelta(hours=value))]
         if kind == "older_than_days":
-            return [at < self.now - timedelta(days=value)]
+            return [at < self._at(lambda now: now - timedelta(days=value))]
         if kind == "since":
             return [at >= datetime.fromisoformat(value)]
         if kind == "until":
             return [at < datetime.fromisoformat(value)]
         if kind == "between":
             return [at >= datetime.fromisoformat(value[0]), at < datetime.fromisoformat(value[1])]
-        start, end = calendar_bounds(value, self.now, self.zone)
-        return [at >= start, at < end]
+        zone = self.zone
+        return [
+            at >= self._at(lambda now: calendar_bounds(value, now, zone)[0]),
+            at < self._at(lambda now: calendar_bounds(value, now, zone)[1]),
+        ]
 
     def event(self, node: Mapping[str, Any]) -> ColumnElement[bool]:
         conditions = [events.c.name == node["event"]]
         if self.customer_ids is not None:
-            conditions.append(events.c.customer_id.in_(self.customer_ids))
+            conditions.append(events.c.customer_id.in_(self._ids))
         if self.as_of:
-            conditions.append(events.c.occurred_at <= self.now)
+            conditions.append(events.c.occurred_at <= self._at(lambda now: now))
         if node.get("window"):
             conditions.extend(self.window(node["window"]))
         for prop in node.get("where", []):

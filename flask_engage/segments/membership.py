@@ -17,11 +17,22 @@ from datetime import datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import delete, exists, func, insert, literal, select, tuple_, update
+from sqlalchemy import (
+    Select,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from .. import signals
-from ..context import log
+from ..context import get_state, log
 from ..models import (
     AttributeDefinition,
     Customer,
@@ -124,6 +135,38 @@ def recompute_segment(session: Session, segment: Segment, now: datetime | None =
     return Outcome(segment.slug, joined, left, took, computation)
 
 
+@dataclass
+class _EvaluationPlan:
+    """The cached all-segments query of incremental evaluation."""
+
+    key: tuple[Any, ...]
+    segment_ids: list[int]
+    statement: Select[Any]
+    compiler: Compiler
+
+
+def _evaluation_plan(session: Session, now: datetime) -> _EvaluationPlan:
+    """One SELECT with a boolean column per segment, restricted to ``engage_ids``.
+
+    Built once and reused while no segment and no attribute type changes (checked
+    with one cheap query); only its parameters (now, ids) change between calls.
+    """
+    segments = session.execute(select(Segment.id, Segment.updated_at).order_by(Segment.id)).all()
+    types = session.scalar(select(func.count()).where(AttributeDefinition.kind == "attribute"))
+    key = (tuple((row.id, row.updated_at) for row in segments), types)
+    state = get_state()
+    plan = state.evaluation_plan
+    if plan is not None and plan.key == key:
+        return plan
+    compiler = make_compiler(session, now, customer_ids=[])
+    filters = dict(session.execute(select(Segment.id, Segment.filters)).all())
+    columns = [compiler.condition(filters[row.id]).label(f"s{row.id}") for row in segments]
+    statement = select(customers.c.id, *columns).where(*compiler.scope())
+    plan = _EvaluationPlan(key, [row.id for row in segments], statement, compiler)
+    state.evaluation_plan = plan
+    return plan
+
+
 def evaluate_customers(
     session: Session, customer_ids: Sequence[int], now: datetime | None = None
 ) -> str | None:
@@ -133,14 +176,14 @@ def evaluate_customers(
     """
     now = now or utcnow()
     ids = list(dict.fromkeys(customer_ids))
-    segment_rows = session.execute(select(Segment.id, Segment.filters).order_by(Segment.id)).all()
-    if not ids or not segment_rows:
+    if not ids:
         return None
-    compiler = make_compiler(session, now, customer_ids=ids)
-    columns = [compiler.condition(filters).label(f"s{seg_id}") for seg_id, filters in segment_rows]
+    plan = _evaluation_plan(session, now)
+    if not plan.segment_ids:
+        return None
     desired = set()
-    for row in session.execute(select(customers.c.id, *columns).where(customers.c.id.in_(ids))):
-        for (seg_id, _), inside in zip(segment_rows, row[1:], strict=True):
+    for row in session.execute(plan.statement, plan.compiler.params(now, ids)):
+        for seg_id, inside in zip(plan.segment_ids, row[1:], strict=True):
             if inside:
                 desired.add((seg_id, row[0]))
     current = {
@@ -158,37 +201,25 @@ def evaluate_customers(
     session.execute(
         insert(changes),
         [
-            {
-                "segment_id": s,
-                "customer_id": c,
-                "kind": "joined",
-                "at": now,
-                "computation": computation,
-            }
-            for s, c in joined
-        ]
-        + [
-            {
-                "segment_id": s,
-                "customer_id": c,
-                "kind": "left",
-                "at": now,
-                "computation": computation,
-            }
-            for s, c in left
+            {"segment_id": s, "customer_id": c, "kind": kind, "at": now, "computation": computation}
+            for kind, pairs in (("joined", joined), ("left", left))
+            for s, c in pairs
         ],
     )
     apply_computation(session, computation, now)
     deltas: dict[int, int] = {}
-    for seg_id, _ in joined:
-        deltas[seg_id] = deltas.get(seg_id, 0) + 1
-    for seg_id, _ in left:
-        deltas[seg_id] = deltas.get(seg_id, 0) - 1
-    for seg_id, delta in sorted(deltas.items()):  # one lock order across workers
+    for kind, pairs in (("joined", joined), ("left", left)):
+        for seg_id, _ in pairs:
+            deltas[seg_id] = deltas.get(seg_id, 0) + (1 if kind == "joined" else -1)
+    # Sorted, so concurrent workers lock segment rows in the same order (no deadlock).
+    counts = [{"b_id": seg_id, "delta": delta} for seg_id, delta in sorted(deltas.items()) if delta]
+    if counts:
+        segments_table = Segment.__table__
         session.execute(
-            update(Segment)
-            .where(Segment.id == seg_id)
-            .values(member_count=Segment.member_count + delta)
+            update(segments_table)
+            .where(segments_table.c.id == bindparam("b_id"))
+            .values(member_count=segments_table.c.member_count + bindparam("delta")),
+            counts,
         )
     return computation
 

@@ -1,0 +1,47 @@
+"""A worker process for the fault-injection tests in test_faults.py, killed on purpose.
+
+Usage:
+  python tests/fault_worker.py recompute DATABASE_URL SEGMENT MARKER
+      recompute one segment; MARKER is created when the first membership row is
+      being written, i.e. in the middle of the recompute's transaction.
+  python tests/fault_worker.py run_due DATABASE_URL NOW SMTP_PORT LEASE
+      ``run_due(NOW)`` with real SMTP delivery, in batches of 10, with a send lease
+      of LEASE seconds.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import event
+
+from tests.hostapp import create_app, db, engage
+
+
+def recompute(url: str, segment: str, marker: Path) -> None:
+    app = create_app(url)
+    with app.app_context():
+        def mark(conn, cursor, statement, parameters, context, executemany) -> None:
+            if statement.lstrip().upper().startswith("INSERT INTO ENGAGE_MEMBERSHIPS"):
+                marker.touch()
+
+        event.listen(db.engine, "before_cursor_execute", mark)
+        engage.recompute(segment)
+
+
+def run_due(url: str, now: str, port: int, lease: int) -> None:
+    app = create_app(url, MAIL_SERVER="127.0.0.1", MAIL_PORT=port, MAIL_SUPPRESS_SEND=False,
+                     ENGAGE_BATCH_SIZE=10, ENGAGE_SEND_LEASE=lease)
+    app.testing = False  # a production worker
+    with app.app_context():
+        engage.run_due(datetime.fromisoformat(now))
+
+
+if __name__ == "__main__":
+    command, *args = sys.argv[1:]
+    if command == "recompute":
+        recompute(args[0], args[1], Path(args[2]))
+    else:
+        run_due(args[0], args[1], int(args[2]), int(args[3]))
