@@ -82,11 +82,37 @@ def enqueue(func: Callable[..., Any], *args: Any, job_id: str | None = None) -> 
     return True
 
 
+def _drain_flag() -> str:
+    return f"engage:{current_app.config['ENGAGE_QUEUE']}:drain-pending"
+
+
+def request_drain() -> None:
+    """Make sure a drain job is queued: one Redis ``SET NX`` when one already is.
+
+    The flag is cleared when a drain job starts, so work committed while it runs
+    gets a job of its own; it expires after a minute in case a job is lost (the
+    schedule drains leftovers anyway).
+    """
+    from redis.exceptions import RedisError
+
+    url = current_app.config["ENGAGE_REDIS_URL"]
+    if _down_until.get(url, 0.0) > time.monotonic():
+        return
+    try:
+        first = redis_connection().set(_drain_flag(), 1, nx=True, ex=60)
+    except (RedisError, OSError) as exc:
+        _down_until[url] = time.monotonic() + REDIS_RETRY_AFTER
+        log.warning("flask-engage: could not reach Redis (%s); work stays in the outbox", exc)
+        return
+    if first:
+        enqueue(job_drain_outbox)
+
+
 def dispatch(app: Flask) -> None:
     """After a commit that wrote outbox rows: enqueue, or run inline."""
     with app.app_context():
         if app.config.get("ENGAGE_REDIS_URL"):
-            enqueue(job_drain_outbox)
+            request_drain()
         else:
             try:
                 finish_inline()
@@ -96,28 +122,31 @@ def dispatch(app: Flask) -> None:
 
 def finish_inline(now: datetime | None = None) -> None:
     """Inline mode: do the outbox work, then the automation steps and sends it caused."""
-    drain_outbox(now)
-    advance_automations(now)
-    deliver_all()
+    _, triggered = _drain(now)
+    if triggered:
+        advance_automations(now)
+        deliver_all()
 
 
 # --- the outbox ----------------------------------------------------------------------
 
-def _claim(session: Session, task: str, limit: int) -> list[int]:
-    """Delete up to ``limit`` rows of ``task`` and return their keys.
+def _claim(session: Session, limit: int) -> list[tuple[str, int]]:
+    """Delete up to ``limit`` outbox rows and return their (task, key).
 
     The rows are this transaction's: PostgreSQL workers skip rows another one
     holds; on SQLite this DELETE is the transaction's first write, so writers
     queue up behind it. If the work fails, the rollback brings the rows back.
     """
     outbox = OutboxItem.__table__
-    pick = select(outbox.c.id).where(outbox.c.task == task).order_by(outbox.c.id).limit(limit)
+    pick = select(outbox.c.id).order_by(outbox.c.id).limit(limit)
     if session.scalar(pick.limit(1)) is None:  # nothing to do: take no write lock
         return []
     if session.get_bind().dialect.name == "postgresql":
         pick = pick.with_for_update(skip_locked=True)
-    deleted = session.execute(delete(outbox).where(outbox.c.id.in_(pick)).returning(outbox.c.key))
-    return [int(key) for (key,) in deleted]
+    deleted = session.execute(
+        delete(outbox).where(outbox.c.id.in_(pick)).returning(outbox.c.task, outbox.c.key)
+    )
+    return [(task, int(key)) for task, key in deleted]
 
 
 def _lock_customers(session: Session, customer_ids: list[int]) -> None:
@@ -136,32 +165,37 @@ def _lock_customers(session: Session, customer_ids: list[int]) -> None:
 
 def drain_outbox(now: datetime | None = None, batch: int = 500) -> int:
     """Process every outbox row; each row is deleted in the transaction doing its work,
-    so concurrent workers process each row exactly once."""
+    so concurrent workers process each row exactly once. Returns rows processed."""
+    return _drain(now, batch)[0]
+
+
+def _drain(now: datetime | None = None, batch: int = 500) -> tuple[int, bool]:
+    """Drain the outbox; also say whether it started anything that may send
+    (a membership change, which may start automation runs, or a broadcast)."""
     from .messages.broadcasts import start_broadcast
     from .segments.membership import evaluate_customers, recompute_segment, send_signals
 
-    done = 0
-    for task in ("evaluate", "recompute", "broadcast"):
-        while True:
-            computations: list[str | None] = []
-            with operation_session() as session:
-                keys = _claim(session, task, batch if task == "evaluate" else 1)
-                if not keys:
-                    break
-                if task == "evaluate":
-                    ids = sorted(set(keys))
-                    _lock_customers(session, ids)
-                    computations.append(evaluate_customers(session, ids, now))
-                elif task == "recompute":
-                    segment = session.get(Segment, keys[0])
-                    if segment is not None:
-                        computations.append(recompute_segment(session, segment, now).computation)
-                else:
-                    start_broadcast(session, keys[0], now)
-                done += len(keys)
+    done, triggered = 0, False
+    while True:
+        computations: list[str | None] = []
+        with operation_session() as session:
+            claimed = _claim(session, batch)
+            if not claimed:
+                return done, triggered
+            ids = sorted({key for task, key in claimed if task == "evaluate"})
+            if ids:
+                _lock_customers(session, ids)
+                computations.append(evaluate_customers(session, ids, now))
+            for task, key in claimed:
+                if task == "recompute" and (segment := session.get(Segment, key)) is not None:
+                    computations.append(recompute_segment(session, segment, now).computation)
+                elif task == "broadcast":
+                    triggered |= start_broadcast(session, key, now) > 0
+            done += len(claimed)
+        if any(computations):
+            triggered = True
             with operation_session() as session:
                 send_signals(session, computations)
-    return done
 
 
 # --- automations and delivery ----------------------------------------------------------
@@ -295,6 +329,9 @@ def run_due(now: datetime | None = None) -> dict[str, int]:
 
 def job_drain_outbox() -> int:
     """RQ job: process the outbox, then queue the sends it caused."""
+    connection = redis_connection()
+    if connection is not None:
+        connection.delete(_drain_flag())
     done = drain_outbox()
     advance_automations()
     schedule_delivery()
