@@ -195,6 +195,12 @@ def start_runs(session: Session, computation: str, now: datetime) -> None:
     changes = MembershipChange.__table__
     runs = AutomationRun.__table__
     autos = Automation.__table__
+    involved = select(changes.c.segment_id).where(changes.c.computation == computation)
+    if (
+        session.scalar(select(autos.c.id).where(autos.c.trigger_segment_id.in_(involved)).limit(1))
+        is None
+    ):
+        return  # no automation watches these segments: skip building the set-based statements
     trigger = case((changes.c.kind == "joined", "joins"), else_="leaves")
     previous = (
         select(func.max(runs.c.entry))

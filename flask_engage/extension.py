@@ -445,7 +445,7 @@ class Engage:
         if current_app.config.get("ENGAGE_REDIS_URL"):
             jobs.enqueue(jobs.job_drain_outbox)
         else:
-            jobs.finish_inline(now)
+            jobs.finish_inline(now, triggered=True)  # the recompute may have started runs
 
     def _refresh(self, segment: Segment) -> None:
         if current_app.config.get("ENGAGE_REDIS_URL"):
@@ -453,7 +453,7 @@ class Engage:
                 return
         jobs.recompute_one(segment.id)
         if not current_app.config.get("ENGAGE_REDIS_URL"):
-            jobs.finish_inline()
+            jobs.finish_inline(triggered=True)
         with operation_session() as session:
             fresh = session.get(Segment, segment.id)
             if fresh is not None:

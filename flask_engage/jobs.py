@@ -120,10 +120,11 @@ def dispatch(app: Flask) -> None:
                 log.exception("flask-engage: inline processing failed; run_due will retry it")
 
 
-def finish_inline(now: datetime | None = None) -> None:
-    """Inline mode: do the outbox work, then the automation steps and sends it caused."""
-    _, triggered = _drain(now)
-    if triggered:
+def finish_inline(now: datetime | None = None, *, triggered: bool = False) -> None:
+    """Inline mode: do the outbox work, then the automation steps and sends it caused
+    (or that the caller's own work caused: ``triggered``)."""
+    _, drained = _drain(now)
+    if triggered or drained:
         advance_automations(now)
         deliver_all()
 

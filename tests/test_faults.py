@@ -160,7 +160,6 @@ def test_worker_killed_mid_automation_resumes_with_at_most_one_duplicate(app, sm
     add_customers(total, plan="trial")
     t0 = utcnow()
     engage.recompute("trial", now=t0)
-    print(db.session.execute(select(AutomationRun.status, func.count()).group_by(AutomationRun.status)).all(), members(trial.id), scalar(select(func.count()).select_from(Customer)))
     assert scalar(select(func.count()).where(AutomationRun.status == "waiting")) == total
     url, due = app.config["SQLALCHEMY_DATABASE_URI"], (t0 + timedelta(days=1, minutes=1))
 
