@@ -3,10 +3,10 @@
 This is what the ``evaluate`` job does after a tracked write:
 ``membership.evaluate_customers`` for one customer, in an operation session (one
 query for all segments, then the membership diff, committed). Uses the data left
-by ``bench_recompute.py`` (run it first with the size you want), with 10, 50 and
-200 segments. Each customer is evaluated twice: the first run writes its joins
+by ``bench_recompute.py`` (run it first with the size you want), with 10, 20, 50
+and 200 segments. Each customer is evaluated twice: the first run writes its joins
 (new segments), the second finds nothing to change.
-Usage: python benchmarks/bench_incremental.py [--customers 300]
+Usage: python benchmarks/bench_incremental.py [--customers 300] [--segments 10 20 50 200]
 """
 
 from __future__ import annotations
@@ -99,6 +99,7 @@ def measure(ids: list[int]) -> tuple[list[float], list[float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--customers", type=int, default=300)
+    parser.add_argument("--segments", type=int, nargs="+", default=[10, 20, 50, 200])
     args = parser.parse_args()
     app = create_app(POSTGRES_URL)
     rows = []
@@ -108,7 +109,7 @@ def main() -> None:
             raise SystemExit("no data: run benchmarks/bench_recompute.py first")
         engage.segments()  # makes sure the default segment exists
         rng = random.Random(7)
-        for total in (10, 50, 200):
+        for total in args.segments:
             set_segment_count(total)
             ids = rng.sample(range(1, size + 1), args.customers)
             first, second = measure(ids)

@@ -18,12 +18,14 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from sqlalchemy import func, insert, select, text
+from sqlalchemy import Select, func, insert, select, text
 
 from flask_engage import jobs
 from flask_engage.models import (
@@ -54,11 +56,12 @@ def start_worker(*args: object) -> subprocess.Popen:
 
 
 def kill(process: subprocess.Popen) -> None:
+    """SIGKILL, and check the process was still running (not exited, not crashed)."""
     process.send_signal(signal.SIGKILL)
-    process.wait()
+    assert process.wait() == -signal.SIGKILL, "the process ended before it was killed"
 
 
-def wait_for(condition, timeout: float, what: str) -> None:
+def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -74,7 +77,8 @@ def add_customers(n: int, **attributes: object) -> None:
     db.session.commit()
 
 
-def scalar(query):
+def scalar(query: Select) -> Any:
+    """One value, read in a fresh transaction (other processes' commits visible)."""
     db.session.expire_all()
     value = db.session.scalar(query)
     db.session.rollback()
@@ -82,6 +86,7 @@ def scalar(query):
 
 
 def members(segment_id: int) -> int:
+    """The segment's current number of members."""
     return scalar(select(func.count()).where(Membership.segment_id == segment_id))
 
 
