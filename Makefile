@@ -13,7 +13,7 @@ $(BIN)/activate: pyproject.toml
 install: $(BIN)/activate
 
 test: $(BIN)/activate
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2
 
 lint: $(BIN)/activate
 	$(BIN)/ruff check .
@@ -21,4 +21,4 @@ lint: $(BIN)/activate
 demo: $(BIN)/activate
 	cd example_app && FLASK_APP=app ../$(BIN)/flask engage db upgrade
 	cd example_app && FLASK_APP=app ../$(BIN)/flask engage seed-demo --once
-	cd example_app && FLASK_APP=app ../$(BIN)/flask run --debug --port 5000
+	cd example_app && FLASK_APP=app ../$(BIN)/flask run --debug --no-reload --port 5000

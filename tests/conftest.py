@@ -16,10 +16,10 @@ REDIS_URL = os.environ.get("ENGAGE_TEST_REDIS_URL")
 def _private_postgres(url: str | None) -> str | None:
     """A database of this test process's own on the configured server.
 
-    Concurrent test runs (several terminals, CI) never share tables; subprocesses
-    started by tests inherit it through ENGAGE_TEST_DATABASE_URL.
+    Concurrent test runs (several terminals, xdist workers, CI) never share tables;
+    subprocesses started by tests inherit it through ENGAGE_TEST_DATABASE_URL.
     """
-    if not url or os.environ.get("ENGAGE_TEST_PRIVATE_DB") == url:
+    if not url:
         return url
     base = make_url(url)
     name = f"{base.database}_{os.getpid()}"
@@ -40,11 +40,15 @@ def _private_postgres(url: str | None) -> str | None:
 
     atexit.register(drop)
     os.environ["ENGAGE_TEST_DATABASE_URL"] = private
-    os.environ["ENGAGE_TEST_PRIVATE_DB"] = private
     return private
 
 
-POSTGRES_URL = _private_postgres(os.environ.get("ENGAGE_TEST_DATABASE_URL"))
+_BASE_URL = os.environ.get("ENGAGE_TEST_BASE_DATABASE_URL") or os.environ.get(
+    "ENGAGE_TEST_DATABASE_URL"
+)
+if _BASE_URL:
+    os.environ["ENGAGE_TEST_BASE_DATABASE_URL"] = _BASE_URL
+POSTGRES_URL = _private_postgres(_BASE_URL)
 
 DATABASES = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 
