@@ -130,7 +130,13 @@ def recompute_segment(session: Session, segment: Segment, now: datetime | None =
     session.execute(
         update(Segment)
         .where(Segment.id == segment.id)
-        .values(last_computed_at=now, last_duration_ms=took, last_error=None, member_count=count)
+        .values(
+            last_computed_at=now,
+            last_duration_ms=took,
+            last_error=None,
+            member_count=count,
+            updated_at=Segment.updated_at,  # stats are not an edit of the segment
+        )
     )
     return Outcome(segment.slug, joined, left, took, computation)
 
@@ -218,7 +224,10 @@ def evaluate_customers(
         session.execute(
             update(segments_table)
             .where(segments_table.c.id == bindparam("b_id"))
-            .values(member_count=segments_table.c.member_count + bindparam("delta")),
+            .values(
+                member_count=segments_table.c.member_count + bindparam("delta"),
+                updated_at=segments_table.c.updated_at,  # keeps the evaluation plan cached
+            ),
             counts,
         )
     return computation
