@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import uuid
 
 import pytest
 from sqlalchemy import create_engine, make_url, text
@@ -64,6 +65,39 @@ def reset_postgres(app) -> None:
         with db.engine.begin() as conn:
             conn.execute(text("DROP SCHEMA public CASCADE"))
             conn.execute(text("CREATE SCHEMA public"))
+
+
+def clean_queue(name: str) -> None:
+    """Delete a test queue, its registries and its jobs from Redis."""
+    from redis import Redis
+    from rq import Queue
+
+    connection = Redis.from_url(REDIS_URL)
+    queue = Queue(name, connection=connection)
+    ids = set(queue.get_job_ids())
+    for registry in (
+        queue.started_job_registry,
+        queue.finished_job_registry,
+        queue.failed_job_registry,
+        queue.scheduled_job_registry,
+        queue.deferred_job_registry,
+        queue.canceled_job_registry,
+    ):
+        ids.update(registry.get_job_ids())
+    keys = [f"rq:job:{i}" for i in ids] + [f"rq:results:{i}" for i in ids]
+    keys += list(connection.scan_iter(f"*{name}*"))
+    if keys:
+        connection.delete(*keys)
+    connection.srem("rq:queues", queue.key)
+    connection.close()
+
+
+@pytest.fixture
+def queue_name():
+    name = f"engage-test-{uuid.uuid4().hex[:12]}"
+    yield name
+    if REDIS_URL:
+        clean_queue(name)
 
 
 @pytest.fixture(params=DATABASES)

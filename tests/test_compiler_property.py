@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, insert
 
 from flask_engage.models import AttributeDefinition, Customer, Event
+from flask_engage.segments.schema import OPERATORS
 from flask_engage.values import format_datetime, normalize_value, value_type
 from tests.hostapp import db, engage
 
@@ -242,31 +243,7 @@ durations = st.one_of(
 
 @st.composite
 def comparison(draw: st.DrawFn, subject: str, names: tuple[str, ...]) -> dict[str, Any]:
-    op = draw(
-        st.sampled_from(
-            [
-                "eq",
-                "ne",
-                "gt",
-                "gte",
-                "lt",
-                "lte",
-                "between",
-                "in",
-                "not_in",
-                "contains",
-                "not_contains",
-                "starts_with",
-                "ends_with",
-                "exists",
-                "not_exists",
-                "is_true",
-                "is_false",
-                "within_last",
-                "more_than_ago",
-            ]
-        )
-    )
+    op = draw(st.sampled_from(OPERATORS))
     node: dict[str, Any] = {subject: draw(st.sampled_from(names)), "op": op}
     if op in ("exists", "not_exists", "is_true", "is_false"):
         return node

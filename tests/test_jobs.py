@@ -13,24 +13,23 @@ from sqlalchemy import func, select
 
 from flask_engage import jobs, signals
 from flask_engage.models import Membership, MembershipChange, OutboxItem
+from tests.conftest import REDIS_URL
 from tests.hostapp import User, db, engage
-from tests.test_redis import REDIS_URL, clean_queue
 
 PRO = {"attribute": "plan", "op": "eq", "value": "pro"}
 
 
-@pytest.fixture(params=["inline", pytest.param("redis", marks=pytest.mark.skipif(
-    not REDIS_URL, reason="ENGAGE_TEST_REDIS_URL is not set"))])
+@pytest.fixture(
+    params=[
+        "inline",
+        pytest.param(
+            "redis",
+            marks=pytest.mark.skipif(not REDIS_URL, reason="ENGAGE_TEST_REDIS_URL is not set"),
+        ),
+    ]
+)
 def mode(request) -> str:
     return request.param
-
-
-@pytest.fixture
-def queue_name():
-    name = f"engage-test-{uuid.uuid4().hex[:12]}"
-    yield name
-    if REDIS_URL:
-        clean_queue(name)
 
 
 @pytest.fixture
@@ -114,7 +113,7 @@ def test_two_workers_drain_one_backlog_exactly_once(app, session):
     dead_redis(app)
     users = [User(email=f"u{i}@example.com", plan="pro" if i % 2 else "free") for i in range(80)]
     for chunk in range(0, 80, 10):  # many small commits: many outbox rows, repeats included
-        session.add_all(users[chunk:chunk + 10])
+        session.add_all(users[chunk : chunk + 10])
         session.commit()
     for user in users[:20]:
         user.city = "Accra"

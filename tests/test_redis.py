@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import os
 import time
-import uuid
 from datetime import UTC, datetime
 
 import pytest
@@ -13,41 +11,13 @@ from sqlalchemy import func, select
 
 from flask_engage import jobs
 from flask_engage.models import Message, OutboxItem
+from tests.conftest import REDIS_URL
 from tests.hostapp import User, db, engage
 
-REDIS_URL = os.environ.get("ENGAGE_TEST_REDIS_URL")
 needs_redis = pytest.mark.skipif(not REDIS_URL, reason="ENGAGE_TEST_REDIS_URL is not set")
 pytestmark = [needs_redis, pytest.mark.redis]
 
 PRO = {"attribute": "plan", "op": "eq", "value": "pro"}
-
-
-def clean_queue(name: str) -> None:
-    """Delete a test queue, its registries and its jobs from Redis."""
-    from redis import Redis
-    from rq import Queue
-
-    connection = Redis.from_url(REDIS_URL)
-    queue = Queue(name, connection=connection)
-    ids = set(queue.get_job_ids())
-    for registry in (queue.started_job_registry, queue.finished_job_registry,
-                     queue.failed_job_registry, queue.scheduled_job_registry,
-                     queue.deferred_job_registry, queue.canceled_job_registry):
-        ids.update(registry.get_job_ids())
-    keys = [f"rq:job:{i}" for i in ids] + [f"rq:results:{i}" for i in ids]
-    keys += list(connection.scan_iter(f"*{name}*"))
-    if keys:
-        connection.delete(*keys)
-    connection.srem("rq:queues", queue.key)
-    connection.close()
-
-
-@pytest.fixture
-def queue_name():
-    name = f"engage-test-{uuid.uuid4().hex[:12]}"
-    yield name
-    if REDIS_URL:
-        clean_queue(name)
 
 
 @pytest.fixture
@@ -80,8 +50,9 @@ def test_send_broadcast_is_sent_by_the_worker(app, session):
     session.commit()
     pro = engage.create_segment("Pro", PRO)
     engage.work(burst=True)
-    broadcast = engage.create_broadcast("Hi", channel="email", segments=[pro], subject="Hello",
-                                        body="Hi {{ customer.email }}")
+    broadcast = engage.create_broadcast(
+        "Hi", channel="email", segments=[pro], subject="Hello", body="Hi {{ customer.email }}"
+    )
     with app.extensions["mail"].record_messages() as outbox:
         engage.send_broadcast(broadcast)
         assert outbox == []

@@ -8,6 +8,7 @@ from flask import current_app, jsonify, request
 
 from .. import __version__
 from .common import bp
+from .v1 import TEXT_FIELDS
 
 ERROR = {"$ref": "#/components/responses/Error"}
 UNAUTHORIZED = {"$ref": "#/components/responses/Unauthorized"}
@@ -44,19 +45,7 @@ V1_USER = {
     "properties": {
         "id": {"type": ["string", "integer"], "description": "Must equal the id in the URL"},
         "email": {"type": ["string", "null"], "format": "email"},
-        **{
-            name: {"type": ["string", "null"]}
-            for name in (
-                "number",
-                "first_name",
-                "last_name",
-                "device_token",
-                "device_platform",
-                "tz",
-                "app_version",
-                "app_build",
-            )
-        },
+        **{name: {"type": ["string", "null"]} for name in TEXT_FIELDS},
         "is_account": {"type": ["boolean", "null"]},
         "lists": {"type": "array", "items": {"type": ["string", "integer"]}},
         "created_at": TIME,
