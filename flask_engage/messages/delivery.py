@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.orm import Session
 
 from .. import signals
@@ -157,13 +157,30 @@ def _deliver(
         inapp.send(rendered)
 
 
-def _sqlite_sync_off(session: Session) -> int:
-    """Switch SQLite's fsync-per-commit off on this connection; returns the old setting."""
-    connection = session.connection()
-    previous = connection.exec_driver_sql("PRAGMA synchronous").scalar()
-    connection.exec_driver_sql("PRAGMA synchronous = OFF")
-    session.commit()
-    return int(previous)
+@contextmanager
+def _async_commits(connection: Connection) -> Iterator[None]:
+    """Commits on this connection do not wait for the disk, until the block ends.
+
+    The status write is all that stands between a send and a resend, so it is
+    committed per message: a killed worker loses nothing committed this way (only
+    a crash of the machine could), and a commit costs no fsync.
+    """
+    if connection.dialect.name == "postgresql":
+        on, off = "SET synchronous_commit TO OFF", "RESET synchronous_commit"
+    elif connection.dialect.name == "sqlite":
+        previous = connection.exec_driver_sql("PRAGMA synchronous").scalar()
+        on, off = "PRAGMA synchronous = OFF", f"PRAGMA synchronous = {int(previous)}"
+    else:
+        yield
+        return
+    connection.exec_driver_sql(on)
+    connection.commit()
+    try:
+        yield
+    finally:
+        connection.rollback()
+        connection.exec_driver_sql(off)
+        connection.commit()
 
 
 def deliver_batch(*, limit: int = 500, broadcast_id: int | None = None) -> int:
@@ -171,82 +188,79 @@ def deliver_batch(*, limit: int = 500, broadcast_id: int | None = None) -> int:
     token = claim_batch(limit, broadcast_id)
     if token is None:
         return 0
+    # One connection for the whole batch, with commits that do not wait for the disk.
+    with get_state().db.engine.connect() as db_connection, _async_commits(db_connection):
+        session = Session(bind=db_connection, expire_on_commit=False)
+        try:
+            return _deliver_claimed(session, token)
+        finally:
+            session.close()
+
+
+def _deliver_claimed(session: Session, token: str) -> int:
+    """Deliver the messages of one claim, committing each status as it is known."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    session = Session(bind=get_state().db.engine, expire_on_commit=False)
     processed = 0
     touched: set[int] = set()
     cache: dict[Any, Source | None] = {}
-    dialect = session.get_bind().dialect.name
-    # The status write is all that stands between a send and a resend, so it is
-    # committed per message, without waiting for the disk: a killed worker loses
-    # nothing committed this way (only a crash of the machine could).
-    sqlite_sync = _sqlite_sync_off(session) if dialect == "sqlite" else None
-    try:
-        messages = list(
-            session.scalars(select(Message).where(Message.claim == token).order_by(Message.id))
-        )
-        opted_out = {
-            (customer_id, channel)
-            for customer_id, channel in session.execute(
-                select(Unsubscription.customer_id, Unsubscription.channel).where(
-                    Unsubscription.customer_id.in_({m.customer_id for m in messages})
-                )
+    messages = list(
+        session.scalars(select(Message).where(Message.claim == token).order_by(Message.id))
+    )
+    opted_out = {
+        (customer_id, channel)
+        for customer_id, channel in session.execute(
+            select(Unsubscription.customer_id, Unsubscription.channel).where(
+                Unsubscription.customer_id.in_({m.customer_id for m in messages})
             )
-        }
-        session.commit()
-        session.expunge_all()  # statuses are written with guarded UPDATEs below
-        with _email_connection(any(m.channel == "email" for m in messages)) as connection:
-            for message in messages:
-                if dialect == "postgresql":
-                    session.execute(text("SET LOCAL synchronous_commit TO OFF"))
-                now = utcnow()
-                status, error = "sent", None
-                try:
-                    if _over_cap(session, message, now):
-                        raise SkipMessage("frequency_cap")
-                    source = _source(session, message, cache)
-                    blocked = (message.customer_id, message.channel) in opted_out
-                    _deliver(session, message, source, connection, blocked)
-                except SkipMessage as skip:
-                    status, error = "skipped", str(skip)
-                except Exception as exc:  # one bad message must not stop the batch
-                    status, error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
-                    log.warning("flask-engage: message %s failed: %s", message.id, error)
-                message.status, message.error = status, error
-                message.sent_at = now if status == "sent" else None
-                written = session.execute(
-                    update(Message)
-                    .where(
-                        Message.id == message.id,
-                        Message.claim == token,
-                        Message.status == "queued",
-                    )
-                    .values(
-                        status=status,
-                        error=error,
-                        sent_at=message.sent_at,
-                        subject=message.subject,
-                        body=message.body,
-                        claim=None,
-                    )
-                ).rowcount
-                session.commit()
-                processed += 1
-                if message.broadcast_id is not None:
-                    touched.add(message.broadcast_id)
-                if not written:  # cancelled, or re-claimed after the lease ran out
-                    continue
-                if status == "sent":
-                    signals.message_sent.send(app, message=message, customer=message.customer)
-                elif status == "failed":
-                    signals.message_failed.send(
-                        app, message=message, customer=message.customer, error=error
-                    )
-        finish_broadcasts(session, sorted(touched), utcnow())
-        session.commit()
-    finally:
-        if sqlite_sync is not None:
-            session.connection().exec_driver_sql(f"PRAGMA synchronous = {sqlite_sync}")
+        )
+    }
+    session.commit()
+    session.expunge_all()  # statuses are written with guarded UPDATEs below
+    with _email_connection(any(m.channel == "email" for m in messages)) as connection:
+        for message in messages:
+            now = utcnow()
+            status, error = "sent", None
+            try:
+                if _over_cap(session, message, now):
+                    raise SkipMessage("frequency_cap")
+                source = _source(session, message, cache)
+                blocked = (message.customer_id, message.channel) in opted_out
+                _deliver(session, message, source, connection, blocked)
+            except SkipMessage as skip:
+                status, error = "skipped", str(skip)
+            except Exception as exc:  # one bad message must not stop the batch
+                status, error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
+                log.warning("flask-engage: message %s failed: %s", message.id, error)
+            message.status, message.error = status, error
+            message.sent_at = now if status == "sent" else None
+            written = session.execute(
+                update(Message)
+                .where(
+                    Message.id == message.id,
+                    Message.claim == token,
+                    Message.status == "queued",
+                )
+                .values(
+                    status=status,
+                    error=error,
+                    sent_at=message.sent_at,
+                    subject=message.subject,
+                    body=message.body,
+                    claim=None,
+                )
+            ).rowcount
             session.commit()
-        session.close()
+            processed += 1
+            if message.broadcast_id is not None:
+                touched.add(message.broadcast_id)
+            if not written:  # cancelled, or re-claimed after the lease ran out
+                continue
+            if status == "sent":
+                signals.message_sent.send(app, message=message, customer=message.customer)
+            elif status == "failed":
+                signals.message_failed.send(
+                    app, message=message, customer=message.customer, error=error
+                )
+    finish_broadcasts(session, sorted(touched), utcnow())
+    session.commit()
     return processed
