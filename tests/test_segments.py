@@ -233,3 +233,28 @@ def test_segment_history_percent_per_day(app):
     )
     assert history[0]["members"] == 0 and history[0]["total"] == 0
     assert [p["date"] for p in history] == sorted(p["date"] for p in history)
+
+
+def test_filters_are_stored_as_given_and_slug_references_follow_a_rename(app):
+    filters = {
+        "all": [
+            {"event": "Purchase", "window": {"since": "2026-01-01"}},
+            {"attribute": "signed", "op": "within_last", "value": 30},
+        ]
+    }
+    engage.create_segment("Pro", {"attribute": "plan", "op": "eq", "value": "pro"})
+    buyers = engage.create_segment("Buyers", filters)
+    assert buyers.filters == filters  # no defaults added, dates and durations untouched
+    lagos = engage.create_segment(
+        "Pro in Lagos",
+        {"all": [{"segment": "pro"}, {"attribute": "city", "op": "eq", "value": "Lagos"}]},
+    )
+    engage.identify(1, plan="pro", city="Lagos")
+    db.session.commit()
+    engage.update_segment("pro", name="Premium")
+    assert engage.get_segment("premium") is not None
+    db.session.expire_all()
+    renamed = engage.get_segment(lagos.id)
+    assert renamed.filters["all"][0] == {"segment": "premium"}
+    engage.recompute(renamed)
+    assert ids(renamed) == ["1"]

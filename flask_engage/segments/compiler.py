@@ -185,7 +185,9 @@ def _text_operand(text: str) -> str:
     return text
 
 
-def _duration(value: Mapping[str, float]) -> timedelta:
+def _duration(value: Mapping[str, float] | float) -> timedelta:
+    if not isinstance(value, Mapping):
+        return timedelta(days=value)
     return timedelta(
         days=value.get("days", 0), hours=value.get("hours", 0), minutes=value.get("minutes", 0)
     )
@@ -291,7 +293,7 @@ class Compiler:
             field = Field(customers.c.attributes, name, self.dialect)
             recorded = self.attribute_types.get(name)
         value = node.get("value")
-        if node["op"] not in TEXT_VALUE:  # text operators take the text as given
+        if node["op"] not in TEXT_VALUE | DURATION_VALUE:  # text and durations: as given
             value = coerce(value, recorded)
         return self.compare(field, node["op"], value)
 
@@ -366,11 +368,12 @@ class Compiler:
         if kind == "older_than_days":
             return [at < self._at(lambda now: now - timedelta(days=value))]
         if kind == "since":
-            return [at >= datetime.fromisoformat(value)]
+            return [at >= parse_datetime(value, "window.since")]
         if kind == "until":
-            return [at < datetime.fromisoformat(value)]
+            return [at < parse_datetime(value, "window.until")]
         if kind == "between":
-            return [at >= datetime.fromisoformat(value[0]), at < datetime.fromisoformat(value[1])]
+            start, end = (parse_datetime(v, "window.between") for v in value)
+            return [at >= start, at < end]
         zone = self.zone
         return [
             at >= self._at(lambda now: calendar_bounds(value, now, zone)[0]),

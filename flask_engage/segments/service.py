@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import unicodedata
 from datetime import datetime
@@ -11,7 +12,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Query, Session
 
 from ..errors import StateError, ValidationError
-from ..models import Automation, Broadcast, Customer, Membership, Segment, utcnow
+from ..models import (
+    Automation,
+    Broadcast,
+    Customer,
+    Membership,
+    Segment,
+    SegmentSnapshot,
+    utcnow,
+)
 from .compiler import customers
 from .membership import make_compiler
 from .schema import referenced_segments, uses_relative_time, validate_filter
@@ -58,8 +67,24 @@ def _time_based(session: Session, filters: dict[str, Any]) -> bool:
 
 
 def check_filters(session: Session, filters: Any, self_slug: str | None = None) -> dict[str, Any]:
-    """Validate a filter against this database's segments (refs exist, no cycles)."""
-    return validate_filter(filters, lookup=_lookup(session), self_slug=self_slug)
+    """Validate a filter against this database's segments (refs exist, no cycles).
+
+    Returns a copy of the filter *as given*: that is what is stored and shown back;
+    the compiler reads every accepted form (slugs or ids, ISO dates, defaults left out).
+    """
+    validate_filter(filters, lookup=_lookup(session), self_slug=self_slug)
+    return copy.deepcopy(filters)
+
+
+def _rename_references(node: Any, old: str, new: str) -> Any:
+    """The filter with segment references to slug ``old`` pointing at ``new``."""
+    if isinstance(node, list):
+        return [_rename_references(child, old, new) for child in node]
+    if not isinstance(node, dict):
+        return node
+    if node.get("segment") == old:
+        return {**node, "segment": new}
+    return {key: _rename_references(value, old, new) for key, value in node.items()}
 
 
 def _check_name(session: Session, name: Any, current: Segment | None = None) -> tuple[str, str]:
@@ -93,13 +118,13 @@ def create_segment(
     """Insert a validated segment (membership is computed by the caller)."""
     ensure_default(session)
     name, slug = _check_name(session, name)
-    normalized = check_filters(session, filters, self_slug=slug)
+    checked = check_filters(session, filters, self_slug=slug)
     segment = Segment(
         name=name,
         slug=slug,
         description=description,
-        filters=normalized,
-        is_time_based=_time_based(session, normalized),
+        filters=checked,
+        is_time_based=_time_based(session, checked),
     )
     session.add(segment)
     session.flush()
@@ -118,18 +143,22 @@ def update_segment(
     if segment.is_default and (name is not None or filters is not None):
         raise StateError("the default segment 'All' cannot be renamed or filtered")
     if name is not None:
+        old_slug = segment.slug
         segment.name, segment.slug = _check_name(session, name, segment)
+        if segment.slug != old_slug:  # references by slug follow the rename
+            for other in session.scalars(select(Segment).where(Segment.id != segment.id)):
+                renamed = _rename_references(other.filters, old_slug, segment.slug)
+                if renamed != other.filters:
+                    other.filters = renamed
     if description is not None:
         segment.description = description
     changed = False
     if filters is not None:
-        normalized = check_filters(session, filters, self_slug=segment.slug)
-        changed = normalized != segment.filters
-        segment.filters = normalized
-        segment.is_time_based = _time_based(session, normalized)
+        checked = check_filters(session, filters, self_slug=segment.slug)
+        changed = checked != segment.filters
+        segment.filters = checked
+        segment.is_time_based = _time_based(session, checked)
         if changed:
-            from ..models import SegmentSnapshot
-
             session.query(SegmentSnapshot).filter_by(segment_id=segment.id).delete()
     session.flush()
     return changed
@@ -168,11 +197,11 @@ def delete_segment(session: Session, segment: Segment) -> None:
 
 def count(session: Session, filters: Any, now: datetime | None = None) -> int:
     """How many customers match a filter right now (or as of ``now``)."""
-    normalized = check_filters(session, filters)
+    checked = check_filters(session, filters)
     compiler = make_compiler(session, now or utcnow())
     return (
         session.scalar(
-            select(func.count()).select_from(customers).where(compiler.condition(normalized))
+            select(func.count()).select_from(customers).where(compiler.condition(checked))
         )
         or 0
     )
