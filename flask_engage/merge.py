@@ -96,7 +96,7 @@ def _move(session: Session, source: Customer, destination: Customer) -> None:
     session.execute(
         update(Segment)
         .where(Segment.id.in_(select(Membership.segment_id).where(Membership.customer_id == src)))
-        .values(member_count=Segment.member_count - 1)
+        .values(member_count=Segment.member_count - 1, updated_at=Segment.updated_at)
     )
     for table in (Message, AutomationRun, Membership, MembershipChange, Unsubscription):
         session.execute(delete(table).where(table.customer_id == src))
