@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 
 from tests.hostapp import create_app, db, engage
+from tests.smtp_sink import Inbox, free_port
 
 REDIS_URL = os.environ.get("ENGAGE_TEST_REDIS_URL")
 
@@ -127,3 +128,15 @@ def app(db_kind, tmp_path, app_config):
 @pytest.fixture
 def session(app):
     return db.session
+
+
+@pytest.fixture
+def smtp():
+    """A real SMTP server on 127.0.0.1: (inbox, port)."""
+    from aiosmtpd.controller import Controller
+
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield inbox, controller.port
+    controller.stop()

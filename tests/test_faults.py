@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import Select, func, insert, select, text
 
 from flask_engage import jobs
@@ -39,7 +38,7 @@ from flask_engage.models import (
     utcnow,
 )
 from tests.hostapp import create_app, db, engage
-from tests.test_smtp import Inbox, free_port
+from tests.smtp_sink import free_port
 
 pytestmark = pytest.mark.fault
 
@@ -48,6 +47,7 @@ WORKER = ROOT / "tests" / "fault_worker.py"
 
 
 # --- helpers ----------------------------------------------------------------------------
+
 
 def start_worker(*args: object) -> subprocess.Popen:
     """tests/fault_worker.py in a new process (it inherits the test database URL)."""
@@ -71,9 +71,19 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None
 def add_customers(n: int, **attributes: object) -> None:
     """Bulk-load customers with Core (as an import would): no outbox rows, no memberships."""
     now = utcnow()
-    db.session.execute(insert(Customer.__table__), [
-        {"external_id": str(i), "email": f"c{i}@example.com", "attributes": {"n": i, **attributes},
-         "created_at": now, "updated_at": now} for i in range(n)])
+    db.session.execute(
+        insert(Customer.__table__),
+        [
+            {
+                "external_id": str(i),
+                "email": f"c{i}@example.com",
+                "attributes": {"n": i, **attributes},
+                "created_at": now,
+                "updated_at": now,
+            }
+            for i in range(n)
+        ],
+    )
     db.session.commit()
 
 
@@ -107,8 +117,11 @@ def assert_exact_membership(segment_id: int, filters: dict, now=None) -> int:
     agrees: each member joined once more than it left, each non-member as often."""
     count = members(segment_id)
     assert count == engage.count(filters, now=now)
-    member_ids = set(db.session.scalars(
-        select(Membership.customer_id).where(Membership.segment_id == segment_id)))
+    member_ids = set(
+        db.session.scalars(
+            select(Membership.customer_id).where(Membership.segment_id == segment_id)
+        )
+    )
     db.session.rollback()
     joined, left = changes(segment_id), changes(segment_id, "left")
     for customer_id in member_ids | set(joined) | set(left):
@@ -119,8 +132,12 @@ def assert_exact_membership(segment_id: int, filters: dict, now=None) -> int:
 
 # --- 1. a worker killed in the middle of a recompute -------------------------------------
 
-GROWN = {"all": [{"attribute": "n", "op": "gte", "value": 5000},
-                 {"attribute": "plan", "op": "ne", "value": "free"}]}
+GROWN = {
+    "all": [
+        {"attribute": "n", "op": "gte", "value": 5000},
+        {"attribute": "plan", "op": "ne", "value": "free"},
+    ]
+}
 
 
 def test_worker_killed_mid_recompute_leaves_nothing_half_written(app, tmp_path):
@@ -146,22 +163,18 @@ def test_worker_killed_mid_recompute_leaves_nothing_half_written(app, tmp_path):
 TRIAL = {"attribute": "plan", "op": "eq", "value": "trial"}
 
 
-@pytest.fixture
-def smtp():
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield inbox, controller.port
-    controller.stop()
-
-
 def test_worker_killed_mid_automation_resumes_with_at_most_one_duplicate(app, smtp):
     inbox, port = smtp
     total = 300
     trial = engage.create_segment("Trial", TRIAL)
-    automation = engage.create_automation("Nudge", trigger={"joins": trial}, steps=[
-        {"wait": {"days": 1}},
-        {"send": {"channel": "email", "subject": "Day one", "body": "Hi {{ customer.n }}"}}])
+    automation = engage.create_automation(
+        "Nudge",
+        trigger={"joins": trial},
+        steps=[
+            {"wait": {"days": 1}},
+            {"send": {"channel": "email", "subject": "Day one", "body": "Hi {{ customer.n }}"}},
+        ],
+    )
     add_customers(total, plan="trial")
     t0 = utcnow()
     engage.recompute("trial", now=t0)
@@ -169,8 +182,11 @@ def test_worker_killed_mid_automation_resumes_with_at_most_one_duplicate(app, sm
     url, due = app.config["SQLALCHEMY_DATABASE_URI"], (t0 + timedelta(days=1, minutes=1))
 
     worker = start_worker("run_due", url, due.isoformat(), port, 300)
-    wait_for(lambda: sum(inbox.count().values()) >= total // 3 or worker.poll() is not None,
-             30, "the first emails")
+    wait_for(
+        lambda: sum(inbox.count().values()) >= total // 3 or worker.poll() is not None,
+        30,
+        "the first emails",
+    )
     kill(worker)
     before = sum(inbox.count().values())
     assert 0 < before < total
@@ -185,18 +201,23 @@ def test_worker_killed_mid_automation_resumes_with_at_most_one_duplicate(app, sm
     assert duplicates <= 1  # only the email in flight at the kill
     db.session.expire_all()
     runs = db.session.execute(
-        select(AutomationRun.customer_id, AutomationRun.status)
-        .where(AutomationRun.automation_id == automation.id)).all()
+        select(AutomationRun.customer_id, AutomationRun.status).where(
+            AutomationRun.automation_id == automation.id
+        )
+    ).all()
     assert len(runs) == total and {status for _, status in runs} == {"completed"}
     assert len({customer_id for customer_id, _ in runs}) == total
     per_step = db.session.execute(
         select(Message.run_id, Message.step, Message.status, func.count())
         .where(Message.automation_id == automation.id)
-        .group_by(Message.run_id, Message.step, Message.status)).all()
+        .group_by(Message.run_id, Message.step, Message.status)
+    ).all()
     assert len(per_step) == total
     assert {(step, status, n) for _, step, status, n in per_step} == {(1, "sent", 1)}
-    print(f"\nautomation worker killed after {before} of {total} emails; "
-          f"duplicates after restart: {duplicates}")
+    print(
+        f"\nautomation worker killed after {before} of {total} emails; "
+        f"duplicates after restart: {duplicates}"
+    )
 
 
 # --- 3. Redis killed and restarted while customers are tracked ---------------------------
@@ -206,8 +227,19 @@ PRO = {"attribute": "plan", "op": "eq", "value": "pro"}
 
 def start_redis(port: int) -> subprocess.Popen:
     process = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     wait_for(lambda: _accepts(port), 10, "redis-server")
     return process
 
@@ -236,8 +268,10 @@ def test_redis_killed_and_restarted_while_tracking_loses_nothing(app, redis_port
     port, processes = redis_port
     # a short breaker, so the worker is back on Redis right after the restart
     monkeypatch.setattr(jobs, "REDIS_RETRY_AFTER", 0.2)
-    app.config.update(ENGAGE_REDIS_URL=f"redis://127.0.0.1:{port}/0",
-                      ENGAGE_QUEUE=f"engage-fault-{uuid.uuid4().hex[:8]}")
+    app.config.update(
+        ENGAGE_REDIS_URL=f"redis://127.0.0.1:{port}/0",
+        ENGAGE_QUEUE=f"engage-fault-{uuid.uuid4().hex[:8]}",
+    )
     pro = engage.create_segment("Pro", PRO)
     engage.work(burst=True)
     total = 60
@@ -263,13 +297,15 @@ def test_redis_killed_and_restarted_while_tracking_loses_nothing(app, redis_port
 
 # --- 4. PostgreSQL terminates a worker's connection mid-batch ----------------------------
 
+
 def test_connection_terminated_mid_recompute_then_run_due_finishes(app, db_kind):
     if db_kind != "postgresql":
         pytest.skip("pg_terminate_backend is PostgreSQL's")
     segment = engage.create_segment("Grown", GROWN)
     add_customers(20_000, plan="pro")
-    worker_app = create_app(f"{app.config['SQLALCHEMY_DATABASE_URI']}"
-                            "?application_name=engage_fault")
+    worker_app = create_app(
+        f"{app.config['SQLALCHEMY_DATABASE_URI']}?application_name=engage_fault"
+    )
     errors: list[BaseException] = []
 
     def worker() -> None:
@@ -289,8 +325,11 @@ def test_connection_terminated_mid_recompute_then_run_due_finishes(app, db_kind)
     thread.start()
     try:
         pids: list[int] = []
-        wait_for(lambda: pids.extend(monitor.scalars(text(find))) or pids
-                 or not thread.is_alive(), 30, "the recompute's INSERT")
+        wait_for(
+            lambda: pids.extend(monitor.scalars(text(find))) or pids or not thread.is_alive(),
+            30,
+            "the recompute's INSERT",
+        )
         assert pids, "the recompute finished before it could be interrupted"
         assert monitor.scalar(text("SELECT pg_terminate_backend(:pid)"), {"pid": pids[0]})
         thread.join(30)
@@ -324,9 +363,15 @@ def test_clock_jumps_keep_segments_exact_and_send_each_message_once(app):
     t0 = utcnow()
     active = engage.create_segment("Active", ACTIVE)
     dormant = engage.create_segment("Dormant", DORMANT)
-    automation = engage.create_automation("Win back", trigger={"joins": dormant}, steps=[
-        {"wait": {"days": 3}}, {"if": DORMANT},
-        {"send": {"channel": "email", "subject": "We miss you", "body": "Come back"}}])
+    automation = engage.create_automation(
+        "Win back",
+        trigger={"joins": dormant},
+        steps=[
+            {"wait": {"days": 3}},
+            {"if": DORMANT},
+            {"send": {"channel": "email", "subject": "We miss you", "body": "Come back"}},
+        ],
+    )
     for i in range(10):  # c{i} last logged in i days ago
         engage.identify(f"c{i}", email=f"c{i}@example.com")
         engage.track(f"c{i}", "Logged in", timestamp=t0 - timedelta(days=i, minutes=1))
@@ -358,10 +403,12 @@ def test_clock_jumps_keep_segments_exact_and_send_each_message_once(app):
     per_step = db.session.execute(
         select(Message.run_id, Message.step, func.count())
         .where(Message.automation_id == automation.id)
-        .group_by(Message.run_id, Message.step)).all()
+        .group_by(Message.run_id, Message.step)
+    ).all()
     assert len(per_step) == 10 and {n for *_, n in per_step} == {1}
     runs = db.session.execute(
         select(AutomationRun.customer_id, func.count())
         .where(AutomationRun.automation_id == automation.id)
-        .group_by(AutomationRun.customer_id)).all()
+        .group_by(AutomationRun.customer_id)
+    ).all()
     assert len(runs) == 10 and {n for _, n in runs} == {1}  # no re-entry on re-joining

@@ -3,13 +3,10 @@ worker killed mid-send."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from email import message_from_bytes
@@ -17,50 +14,12 @@ from email.policy import default as default_policy
 from pathlib import Path
 
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import insert
 
 from flask_engage.models import Broadcast, Customer, Message, utcnow
 from tests.hostapp import db, engage
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class Inbox:
-    """An aiosmtpd handler that keeps every message and the connections they came on."""
-
-    def __init__(self, delay: float = 0.0) -> None:
-        self.delay = delay
-        self.received: list[tuple[list[str], bytes]] = []
-        self.peers: set[tuple[str, int]] = set()
-        self.lock = threading.Lock()
-
-    async def handle_DATA(self, server, session, envelope) -> str:
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        with self.lock:
-            self.received.append((list(envelope.rcpt_tos), envelope.original_content))
-            self.peers.add(session.peer)
-        return "250 OK"
-
-    def count(self) -> Counter:
-        with self.lock:
-            return Counter(rcpt for rcpts, _ in self.received for rcpt in rcpts)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def smtp():
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield inbox, controller.port
-    controller.stop()
 
 
 @pytest.fixture
@@ -71,9 +30,19 @@ def app_config(smtp):
 def add_customers(n: int) -> None:
     """Bulk-load customers (as an import would) and bring segment All up to date."""
     now = utcnow()
-    db.session.execute(insert(Customer.__table__), [
-        {"external_id": str(i), "email": f"c{i}@example.com", "attributes": {"n": i},
-         "created_at": now, "updated_at": now} for i in range(n)])
+    db.session.execute(
+        insert(Customer.__table__),
+        [
+            {
+                "external_id": str(i),
+                "email": f"c{i}@example.com",
+                "attributes": {"n": i},
+                "created_at": now,
+                "updated_at": now,
+            }
+            for i in range(n)
+        ],
+    )
     db.session.commit()
     engage.recompute("all")
 
@@ -82,8 +51,12 @@ def test_two_thousand_recipients_each_get_exactly_one_email(app, smtp):
     inbox, _ = smtp
     add_customers(2000)
     broadcast = engage.create_broadcast(
-        "Big", channel="email", segments=["all"], subject="Hello {{ customer.n }}",
-        body="<p>Hi customer {{ customer.n }}</p>")
+        "Big",
+        channel="email",
+        segments=["all"],
+        subject="Hello {{ customer.n }}",
+        body="<p>Hi customer {{ customer.n }}</p>",
+    )
     started = time.perf_counter()
     engage.send_broadcast(broadcast)
     elapsed = time.perf_counter() - started
@@ -110,8 +83,9 @@ def test_one_smtp_connection_per_batch(app, smtp):
     inbox, _ = smtp
     app.config["ENGAGE_BATCH_SIZE"] = 7
     add_customers(30)
-    broadcast = engage.create_broadcast("Batches", channel="email", segments=["all"],
-                                        subject="S", body="B")
+    broadcast = engage.create_broadcast(
+        "Batches", channel="email", segments=["all"], subject="S", body="B"
+    )
     engage.send_broadcast(broadcast)
     assert sum(inbox.count().values()) == 30
     assert len(inbox.peers) == 5  # 7 + 7 + 7 + 7 + 2
@@ -130,11 +104,14 @@ def test_smtp_refusal_fails_the_message_and_the_rest_are_sent(app, smtp):
         return await original(server, session, envelope)
 
     inbox.handle_DATA = refuse_bad
-    broadcast = engage.create_broadcast("Mixed", channel="email", segments=["all"], subject="S",
-                                        body="B")
+    broadcast = engage.create_broadcast(
+        "Mixed", channel="email", segments=["all"], subject="S", body="B"
+    )
     engage.send_broadcast(broadcast)
-    rows = {m.customer.external_id: m for m in
-            db.session.query(Message).filter_by(broadcast_id=broadcast.id)}
+    rows = {
+        m.customer.external_id: m
+        for m in db.session.query(Message).filter_by(broadcast_id=broadcast.id)
+    }
     assert rows["1"].status == "sent"
     assert rows["2"].status == "failed" and "550" in rows["2"].error
     assert inbox.count() == Counter({"ok@example.com": 1})
@@ -154,8 +131,9 @@ def test_worker_killed_mid_send_resumes_with_at_most_one_duplicate(app, smtp):
     add_customers(total)
     # the web process queues the broadcast; the (unreachable) queue leaves it to the worker
     app.config["ENGAGE_REDIS_URL"] = "redis://127.0.0.1:9/0"
-    broadcast = engage.create_broadcast("Crash", channel="email", segments=["all"], subject="S",
-                                        body="B {{ customer.n }}")
+    broadcast = engage.create_broadcast(
+        "Crash", channel="email", segments=["all"], subject="S", body="B {{ customer.n }}"
+    )
     engage.send_broadcast(broadcast)
     from flask_engage.jobs import drain_outbox
 

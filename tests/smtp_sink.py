@@ -1,0 +1,36 @@
+"""A real SMTP server for the tests: aiosmtpd on 127.0.0.1, keeping what it receives."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections import Counter
+
+
+class Inbox:
+    """An aiosmtpd handler that keeps every message and the connections they came on."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.received: list[tuple[list[str], bytes]] = []
+        self.peers: set[tuple[str, int]] = set()
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        with self.lock:
+            self.received.append((list(envelope.rcpt_tos), envelope.original_content))
+            self.peers.add(session.peer)
+        return "250 OK"
+
+    def count(self) -> Counter:
+        with self.lock:
+            return Counter(rcpt for rcpts, _ in self.received for rcpt in rcpts)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
