@@ -19,6 +19,7 @@ from .models import Automation, Broadcast, Customer, Event, Segment, metadata, u
 from .segments import history as segment_history_module
 from .segments import service as segment_service
 from .segments.membership import Outcome
+from .values import as_aware
 
 if TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -270,8 +271,8 @@ class Engage:
         )
 
     def count(self, filters: Any, *, now: datetime | None = None) -> int:
-        """How many customers match ``filters`` (as of ``now``)."""
-        return segment_service.count(host_session(), filters, now)
+        """How many customers match ``filters`` (as of ``now``; naive means UTC)."""
+        return segment_service.count(host_session(), filters, _moment(now))
 
     def members(self, segment: Segment | int | str) -> Query[Customer]:
         """A query of the segment's current customers."""
@@ -282,7 +283,7 @@ class Engage:
     ) -> list[Outcome]:
         """Re-evaluate one segment or all, now; commits, and in inline mode finishes
         what the changes trigger (automation steps, sends)."""
-        now = now or utcnow()
+        now = _moment(now)
         with operation_session() as session:
             segment_service.ensure_default(session)
             if segment is None:
@@ -340,7 +341,9 @@ class Engage:
                 subject=subject,
                 body=body,
                 send_to_unsubscribed=send_to_unsubscribed,
-                scheduled_at=scheduled_at,
+                scheduled_at=None
+                if scheduled_at is None
+                else as_aware(scheduled_at, "scheduled_at"),
             )
 
     def send_broadcast(
@@ -354,7 +357,7 @@ class Engage:
 
         broadcast_id = broadcast.id if isinstance(broadcast, Broadcast) else broadcast
         with operation_session() as session:
-            request_send(session, broadcast_id, now or utcnow())
+            request_send(session, broadcast_id, _moment(now))
         # The commit above dispatched the work (inline: already sent). Answer its state now.
         with operation_session() as session:
             result = session.get(Broadcast, broadcast_id)
@@ -433,7 +436,7 @@ class Engage:
     def run_due(self, now: datetime | None = None) -> dict[str, int]:
         """Run whatever is due by ``now`` (waits, scheduled broadcasts, time-based
         segments, snapshots, outbox leftovers)."""
-        return jobs.run_due(now)
+        return jobs.run_due(_moment(now))
 
     def work(self, burst: bool = False) -> bool:
         """Run an RQ SimpleWorker for Engage's queue in this process."""
@@ -482,6 +485,11 @@ class Engage:
         if found is None:
             raise NotFound(f"automation: no automation {ref!r}")
         return found
+
+
+def _moment(now: datetime | None) -> datetime:
+    """``now`` for an operation: the current time, or the given one (naive means UTC)."""
+    return utcnow() if now is None else as_aware(now, "now")
 
 
 def _noop_set(target: Any, value: Any, oldvalue: Any, initiator: Any) -> Any:

@@ -75,9 +75,7 @@ def check_email(value: Any, field: str = "email") -> str | None:
 
 
 def check_timestamp(value: Any, field: str = "timestamp") -> datetime:
-    """An aware datetime from a datetime or an ISO 8601 string."""
-    if isinstance(value, datetime) and value.tzinfo is None:
-        raise ValidationError(f"{field}: datetime must be timezone-aware", field=field)
+    """An aware datetime from a datetime or an ISO 8601 string (naive means UTC)."""
     return parse_datetime(value, field)
 
 

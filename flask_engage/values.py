@@ -46,6 +46,13 @@ def check_name(name: Any, field: str) -> str:
     return name
 
 
+def as_aware(value: Any, field: str) -> datetime:
+    """A datetime made timezone-aware: a naive one is taken as UTC."""
+    if not isinstance(value, datetime):
+        raise ValidationError(f"{field}: expected a datetime, got {value!r}", field=field)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 def format_datetime(value: datetime) -> str:
     """The stored form of a datetime: fixed-width UTC text."""
     if value.tzinfo is None:

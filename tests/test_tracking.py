@@ -115,7 +115,7 @@ def test_track_creates_unknown_customer_and_keeps_timestamp(app):
         (lambda: engage.identify(1, attributes={"x" * 200: 1}), "longer than"),
         (lambda: engage.track(1, "E", {"a": object()}), "properties.a: unsupported value"),
         (lambda: engage.track(1, "E", timestamp="yesterday"), "timestamp"),
-        (lambda: engage.track(1, "E", timestamp=datetime(2026, 1, 1)), "timezone-aware"),
+        (lambda: engage.track(1, "E", timestamp=12), "timestamp: expected an ISO 8601"),
     ],
 )
 def test_bad_python_input_raises_and_writes_nothing(app, call, message):
@@ -123,3 +123,12 @@ def test_bad_python_input_raises_and_writes_nothing(app, call, message):
         call()
     db.session.commit()
     assert db.session.scalar(select(func.count()).select_from(Customer)) == 0
+
+
+def test_naive_datetimes_are_taken_as_utc(app):
+    event = engage.track("n", "Logged in", timestamp=datetime(2026, 1, 2, 3, 4))
+    db.session.commit()
+    assert event.occurred_at == datetime(2026, 1, 2, 3, 4, tzinfo=UTC)
+    window = {"event": "Logged in", "window": {"last_days": 1}}
+    assert engage.count(window, now=datetime(2026, 1, 2, 12, 0)) == 1
+    assert engage.count(window, now=datetime(2026, 1, 4, 12, 0)) == 0
