@@ -377,3 +377,13 @@ def test_customers_list_is_fast_with_100k_customers(app, db_kind, csrf_client):
         json={"filters": {"attribute": "plan", "op": "eq", "value": "pro"}},
     )
     assert count.get_json() == {"count": 10_000, "total": 100_000, "percent": 10.0}
+
+
+def test_customers_list_filters_by_segment(app, data, client):
+    engage.identify("free-one", email="free@example.com", plan="free")
+    db.session.commit()
+    everyone = client.get(f"{ADMIN}/customers/").get_data(as_text=True)
+    assert "ada@example.com" in everyone and "free@example.com" in everyone
+    pro_only = client.get(f"{ADMIN}/customers/?segment={data['segment_id']}").get_data(as_text=True)
+    assert "ada@example.com" in pro_only and "free@example.com" not in pro_only
+    assert 'selected>In Pro</option>' in pro_only

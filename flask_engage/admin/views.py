@@ -129,9 +129,13 @@ class CustomersView(EngageViewMixin, BaseView):
         session = host_session()
         q = request.args.get("q", "").strip()
         before = request.args.get("before", type=int)
+        segment_id = request.args.get("segment", type=int)
         query = select(Customer).order_by(Customer.id.desc()).limit(PAGE + 1)
         if before:
             query = query.where(Customer.id < before)
+        if segment_id:
+            inside = select(Membership.customer_id).where(Membership.segment_id == segment_id)
+            query = query.where(Customer.id.in_(inside))
         if q:
             needle = q.lower()
             query = query.where(
@@ -148,6 +152,8 @@ class CustomersView(EngageViewMixin, BaseView):
             "engage_admin/customers.html",
             customers=rows,
             q=q,
+            segment_id=segment_id,
+            segments=session.execute(select(Segment.id, Segment.name).order_by(Segment.name)).all(),
             total=session.scalar(select(func.count()).select_from(Customer)) or 0,
             next_before=rows[-1].id if more else None,
             first_page=before is None,
