@@ -19,6 +19,9 @@ from flask import Flask, current_app
 from sqlalchemy import Connection, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import StaticPool
+
+from .outbox import PENDING
 
 if TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -64,11 +67,40 @@ def host_session() -> Session:
     return get_state().db.session  # type: ignore[return-value]
 
 
+def _shared_host_connection(state: EngageState) -> Connection | None:
+    """The host's connection when an operation cannot have one of its own.
+
+    With a single shared connection (``sqlite://`` gets a ``StaticPool``), committing
+    a session of our own would also commit the host's uncommitted writes. While the
+    host has a transaction open there, operations run in a SAVEPOINT inside it
+    instead, and commit (or roll back) with the host's work.
+    """
+    if not isinstance(state.db.engine.pool, StaticPool):
+        return None
+    host = state.db.session()
+    if not host.in_transaction():
+        return None
+    connection = host.connection()
+    dbapi = connection.connection.dbapi_connection
+    return connection if getattr(dbapi, "in_transaction", False) else None
+
+
+def shares_host_transaction() -> bool:
+    """True when operations run inside the host's open transaction (see above)."""
+    return _shared_host_connection(get_state()) is not None
+
+
 @contextmanager
 def operation_session() -> Iterator[Session]:
     """A session of Engage's own on the host's engine; commits on success."""
     state = get_state()
-    session = Session(bind=state.db.engine, expire_on_commit=False)
+    shared = _shared_host_connection(state)
+    if shared is not None:
+        session = Session(
+            bind=shared, join_transaction_mode="create_savepoint", expire_on_commit=False
+        )
+    else:
+        session = Session(bind=state.db.engine, expire_on_commit=False)
     try:
         yield session
         session.commit()
@@ -77,8 +109,11 @@ def operation_session() -> Iterator[Session]:
         raise
     finally:
         session.close()
-    if session.info.pop("engage_outbox_pending", False) and state.on_outbox is not None:
-        state.on_outbox(current_app._get_current_object())
+    if session.info.pop(PENDING, False):
+        if shared is not None:  # dispatched when the host's transaction commits
+            state.db.session().info[PENDING] = True
+        elif state.on_outbox is not None:
+            state.on_outbox(current_app._get_current_object())
 
 
 def insert_ignoring_conflicts(conn: Connection | Session, table: Any, index_elements: list[str]):

@@ -21,9 +21,9 @@ from flask import Flask, current_app
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from .context import log, operation_session
+from .context import log, operation_session, shares_host_transaction
 from .models import Customer, OutboxItem, SchedulerState, Segment, utcnow
-from .outbox import PENDING
+from .outbox import PENDING, add_to_outbox
 
 #: Seconds before each retry of a failed job (RQ ``Retry``).
 JOB_RETRY_INTERVALS = [10, 60, 300]
@@ -192,6 +192,8 @@ def _drain(now: datetime | None = None, batch: int = 500) -> tuple[int, bool]:
                     computations.append(recompute_segment(session, segment, now).computation)
                 elif task == "broadcast":
                     triggered |= start_broadcast(session, key, now) > 0
+                elif task == "deliver":
+                    triggered = True
             done += len(claimed)
         if any(computations):
             triggered = True
@@ -219,6 +221,12 @@ def deliver_all(broadcast_id: int | None = None) -> int:
     """Deliver queued messages, batch after batch, in this process."""
     from .messages.delivery import deliver_batch
 
+    if shares_host_transaction():
+        # Sending now would commit the host's pending work on its shared connection:
+        # leave a note in the outbox, done once the host's transaction commits.
+        with operation_session() as session:
+            add_to_outbox(session, "deliver", [0])
+        return 0
     total = 0
     while True:
         sent = deliver_batch(broadcast_id=broadcast_id,

@@ -226,9 +226,10 @@ class SegmentSnapshot(Base):
 class OutboxItem(Base):
     """Work a commit created, written in the same transaction, done by a job.
 
-    ``task`` is ``evaluate`` (``key`` = customer id), ``broadcast`` (broadcast id)
-    or ``deliver`` (messages queued by automations). Rows are deleted in the
-    transaction that does their work, so each is processed exactly once.
+    ``task`` is ``evaluate`` (``key`` = customer id), ``recompute`` (segment id),
+    ``broadcast`` (broadcast id) or ``deliver`` (queued messages to send, key 0).
+    Rows are deleted in the transaction that does their work, so each is processed
+    exactly once.
     """
 
     __tablename__ = "engage_outbox"
