@@ -79,6 +79,11 @@ def check_timestamp(value: Any, field: str = "timestamp") -> datetime:
     return parse_datetime(value, field)
 
 
+def _params(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | list[dict[str, Any]]:
+    """One row as a plain execute (cheaper than an executemany of one), else the list."""
+    return rows[0] if len(rows) == 1 else list(rows)
+
+
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -112,16 +117,18 @@ def write_customers(
         if missing:
             inserted = conn.execute(
                 insert_ignoring_conflicts(conn, table, ["external_id"]).returning(*columns),
-                [
-                    {
-                        "external_id": key,
-                        "email": patches[key].email,
-                        "attributes": patches[key].apply({}),
-                        "created_at": patches[key].created_at or now,
-                        "updated_at": now,
-                    }
-                    for key in missing
-                ],
+                _params(
+                    [
+                        {
+                            "external_id": key,
+                            "email": patches[key].email,
+                            "attributes": patches[key].apply({}),
+                            "created_at": patches[key].created_at or now,
+                            "updated_at": now,
+                        }
+                        for key in missing
+                    ]
+                ),
             )
             for row in inserted:
                 found[row.external_id] = row
@@ -179,7 +186,7 @@ def write_events(
     table = Event.__table__
     for chunk in _chunks(rows):
         result = conn.execute(
-            table.insert().returning(table.c.id, sort_by_parameter_order=True), list(chunk)
+            table.insert().returning(table.c.id, sort_by_parameter_order=True), _params(chunk)
         )
         ids.extend(result.scalars())
     record_definitions(conn, "event", "", {row["name"]: "event" for row in rows}, now)
