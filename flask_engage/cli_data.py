@@ -63,3 +63,5 @@ def import_csv(csv_file: Path, id_column: str, email_column: str, dry_run: bool)
     took = time.perf_counter() - started
     click.echo(f"{result.imported} customers {verb}, {len(result.errors)} rows with errors, "
                f"took {took:.2f}s")
+    if result.errors:  # the good rows are in; the exit status still tells a script
+        raise SystemExit(1)

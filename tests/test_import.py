@@ -33,7 +33,7 @@ def test_good_rows_imported_bad_rows_reported_with_line_numbers(app, session, tm
     rich = engage.create_segment("Balance over 1000",
                                  {"attribute": "balance", "op": "gt", "value": 1000})
     result = app.test_cli_runner().invoke(args=["engage", "import", str(write_csv(tmp_path))])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # some rows failed; the good ones are in
     assert "3 customers imported, 3 rows with errors" in result.output
     assert "line 4: id: customer id must not be empty" in result.stderr
     assert "line 5: email: 'not-an-email' is not an email address" in result.stderr
@@ -58,6 +58,7 @@ def test_good_rows_imported_bad_rows_reported_with_line_numbers(app, session, tm
     result = app.test_cli_runner().invoke(
         args=["engage", "import", str(write_csv(tmp_path, update))]
     )
+    assert result.exit_code == 0, result.output
     assert "1 customers imported, 0 rows with errors" in result.output
     found = customers(session)
     assert len(found) == 3 and found["2"].attributes["plan"] == "pro"
@@ -68,7 +69,7 @@ def test_dry_run_writes_nothing(app, session, tmp_path):
     result = app.test_cli_runner().invoke(
         args=["engage", "import", str(write_csv(tmp_path)), "--dry-run"]
     )
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output
     assert "3 customers would be imported (dry run, nothing written), 3 rows with errors" in (
         result.output
     )
