@@ -10,7 +10,7 @@ workers race.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -422,19 +422,3 @@ def automation_stats(session: Session, automation: Automation) -> dict[str, Any]
         },
         "messages_by_step": per_step,
     }
-
-
-def resolve(session: Session, ref: int | Automation) -> Automation | None:
-    """An automation by instance or id."""
-    return session.get(Automation, ref.id if isinstance(ref, Automation) else ref)
-
-
-__all__: Sequence[str] = (
-    "advance_runs",
-    "automation_stats",
-    "create_automation",
-    "delete_automation",
-    "start_runs",
-    "update_automation",
-    "validate_steps",
-)

@@ -258,3 +258,33 @@ def test_filters_are_stored_as_given_and_slug_references_follow_a_rename(app):
     assert renamed.filters["all"][0] == {"segment": "premium"}
     engage.recompute(renamed)
     assert ids(renamed) == ["1"]
+
+
+def test_json_schema_is_served_and_agrees_with_validation(app, client):
+    import jsonschema
+
+    schema = client.get("/engage/api/filter-schema").get_json()
+    examples = [
+        {
+            "all": [
+                {"attribute": "plan", "op": "eq", "value": "pro"},
+                {"attribute": "city", "op": "eq", "value": "Lagos"},
+            ]
+        },
+        {"event": "Logged in", "window": {"last_days": 30}, "count": {"op": "eq", "value": 0}},
+        {
+            "event": "Purchase",
+            "window": {"calendar": "this_month"},
+            "sum": {"property": "amount", "op": "gt", "value": 1000},
+        },
+        {"not": {"channel": "email", "op": "unsubscribed"}},
+        {"segment": "all", "op": "in"},
+    ]
+    for filters in examples:
+        jsonschema.validate(filters, schema)
+        engage.count(filters)  # the server accepts what the schema accepts
+    bad = {"attribute": "plan", "op": "equals", "value": "pro"}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema)
+    with pytest.raises(InvalidFilter):
+        engage.count(bad)

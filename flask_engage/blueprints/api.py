@@ -12,6 +12,7 @@ from sqlalchemy import select
 from .. import signals
 from ..context import host_session
 from ..models import Customer, Event
+from ..segments.schema import json_schema
 from ..tracking import CustomerPatch, check_customer_id, check_email, check_event, store
 from ..values import normalize_mapping
 from .common import ApiError, bp, json_body, only_fields, require_api_key
@@ -116,3 +117,9 @@ def browser_track():
         raise ApiError(400, "event: required", "event")
     save({}, [check_event(customer_id, data["event"], data.get("properties"), None)])
     return jsonify({"ok": True})
+
+
+@bp.get("/api/filter-schema")
+def filter_schema():
+    """The segment filter format as JSON Schema, for builders and API clients."""
+    return jsonify(json_schema())

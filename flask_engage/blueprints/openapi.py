@@ -222,6 +222,18 @@ def build_spec(server: str) -> dict[str, Any]:
                 },
             ),
         },
+        "/api/filter-schema": {
+            "get": _op(
+                "The segment filter format as JSON Schema (draft 2020-12)",
+                "Segments",
+                {
+                    "200": {
+                        "description": "JSON Schema",
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+            )
+        },
         "/push/key": {
             "get": _op(
                 "The VAPID public key",

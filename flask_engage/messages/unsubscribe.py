@@ -103,8 +103,3 @@ def set_subscription(
             current_app._get_current_object(), customer=customer, channel=channel
         )
     return customer
-
-
-def is_unsubscribed(customer_id: int, channel: str) -> bool:
-    with operation_session() as session:
-        return session.get(Unsubscription, (customer_id, channel)) is not None

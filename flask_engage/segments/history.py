@@ -27,14 +27,6 @@ class HistoryPoint:
     def __getitem__(self, key: str) -> object:  # points read like dicts too
         return getattr(self, key)
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "date": self.date.isoformat(),
-            "members": self.members,
-            "total": self.total,
-            "percent": self.percent,
-        }
-
 
 def _zone() -> ZoneInfo:
     return ZoneInfo(current_app.config["ENGAGE_TIMEZONE"])

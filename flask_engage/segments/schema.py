@@ -13,7 +13,6 @@ path of the bad node, e.g. ``filters.all[2].op: unknown operator 'equals'``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from ..errors import InvalidFilter, ValidationError
@@ -364,11 +363,6 @@ def uses_relative_time(
         return False
 
     return walk(filters)
-
-
-def parse_instant(text: str) -> datetime:
-    """An ISO instant from a normalized window back to a datetime."""
-    return datetime.fromisoformat(text)
 
 
 def json_schema() -> dict[str, Any]:
