@@ -387,3 +387,18 @@ def test_customers_list_filters_by_segment(app, data, client):
     pro_only = client.get(f"{ADMIN}/customers/?segment={data['segment_id']}").get_data(as_text=True)
     assert "ada@example.com" in pro_only and "free@example.com" not in pro_only
     assert 'selected>In Pro</option>' in pro_only
+
+
+def test_deleting_an_automation_cancels_its_runs(app, data, csrf_client):
+    from flask_engage.models import Automation, AutomationRun
+
+    url = f"{ADMIN}/automations/{data['automation_id']}/delete"
+    page = csrf_client.get(f"{ADMIN}/automations/{data['automation_id']}").get_data(as_text=True)
+    assert url in page
+    response = csrf_client.post(url, data={"csrf_token": TOKEN}, follow_redirects=True)
+    assert response.status_code == 200
+    assert "deleted" in response.get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.get(Automation, data["automation_id"]) is None
+    live = db.session.query(AutomationRun).filter(AutomationRun.status.in_(("active", "waiting")))
+    assert live.count() == 0

@@ -706,3 +706,10 @@ class AutomationsView(EngageViewMixin, BaseView):
                 f"Automation {saved.name!r} is {'active' if saved.active else 'paused'}.", "success"
             )
         return self.back("details", automation_id=automation_id)
+
+    @expose("/<int:automation_id>/delete", methods=("POST",))
+    def delete(self, automation_id: int) -> Any:
+        automation = self._get(automation_id)
+        _engage().delete_automation(automation.id)
+        flash(f"Automation {automation.name!r} deleted; its live runs are cancelled.", "success")
+        return redirect(url_for(".index"))
