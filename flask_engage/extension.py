@@ -73,6 +73,7 @@ class Engage:
             raise ConfigurationError("init_app needs db=SQLAlchemy(...) (Flask-SQLAlchemy)")
         for key, value in DEFAULT_CONFIG.items():
             app.config.setdefault(key, value)
+        _check_config(app.config)
         app.extensions["engage"] = self
         self._states[app] = EngageState(extension=self, db=db, on_outbox=jobs.dispatch)
         self._listen(db)
@@ -485,6 +486,22 @@ class Engage:
         if found is None:
             raise NotFound(f"automation: no automation {ref!r}")
         return found
+
+
+def _check_config(config: Mapping[str, Any]) -> None:
+    """Refuse settings that would only fail later, deep inside a job."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(str(config["ENGAGE_TIMEZONE"]))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigurationError(
+            f"ENGAGE_TIMEZONE: unknown time zone {config['ENGAGE_TIMEZONE']!r}"
+        ) from None
+    for key in ("ENGAGE_RECOMPUTE_INTERVAL", "ENGAGE_SCHEDULE_INTERVAL", "ENGAGE_BATCH_SIZE"):
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigurationError(f"{key}: expected a whole number >= 1, got {value!r}")
 
 
 def _moment(now: datetime | None) -> datetime:

@@ -132,3 +132,19 @@ def test_naive_datetimes_are_taken_as_utc(app):
     window = {"event": "Logged in", "window": {"last_days": 1}}
     assert engage.count(window, now=datetime(2026, 1, 2, 12, 0)) == 1
     assert engage.count(window, now=datetime(2026, 1, 4, 12, 0)) == 0
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("ENGAGE_TIMEZONE", "Mars/Olympus"),
+        ("ENGAGE_BATCH_SIZE", 0),
+        ("ENGAGE_SCHEDULE_INTERVAL", "60"),
+    ],
+)
+def test_bad_configuration_is_refused_at_init(tmp_path, key, value):
+    from flask_engage.errors import ConfigurationError
+    from tests.hostapp import create_app
+
+    with pytest.raises(ConfigurationError, match=key):
+        create_app(f"sqlite:///{tmp_path / 'x.db'}", **{key: value})
