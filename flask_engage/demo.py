@@ -193,10 +193,11 @@ def _seed_definitions() -> list[Segment]:
     with operation_session() as session:
         existing = dict(session.execute(select(Segment.name, Segment.id)).all())
     for name, filters, description in SEGMENTS:
-        if name in existing:
-            engage.recompute(existing[name])
-        else:
-            engage.create_segment(name, filters, description=description)
+        if name not in existing:
+            existing[name] = engage.create_segment(name, filters, description=description).id
+        # Now, in this process (with Redis, create_segment only queues it): members are
+        # in before the automation exists, so seeding sends nobody a message.
+        engage.recompute(existing[name])
     with operation_session() as session:
         has_automation = session.scalar(
             select(exists().where(Automation.name == AUTOMATION["name"]))
