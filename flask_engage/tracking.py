@@ -26,6 +26,8 @@ from .outbox import add_to_outbox
 from .values import check_name, normalize_mapping, parse_datetime, value_type
 
 CHUNK = 500
+#: One validated event: (external id, name, properties, occurred_at).
+TrackItem = tuple[str, str, dict[str, Any], datetime]
 DEFINITION_REFRESH = timedelta(hours=1)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 
@@ -246,7 +248,7 @@ def record_definitions(
 def store(
     session: Session,
     patches: Mapping[str, CustomerPatch],
-    events: Sequence[tuple[str, str, dict[str, Any], datetime]] = (),
+    events: Sequence[TrackItem] = (),
     conn: Connection | None = None,
 ) -> tuple[dict[str, int], list[int]]:
     """Write customer patches and ``(external_id, name, properties, occurred_at)`` events.
@@ -300,13 +302,13 @@ def identify(
     ids, _ = store(session, {external_id: patch})
     customer = session.get(Customer, ids[external_id], populate_existing=True)
     assert customer is not None
-    signals.customer_identified.send(current_app._get_current_object(), customer=customer)
+    announce(session, customer_ids=[customer.id])
     return customer
 
 
 def check_event(
     customer_id: Any, event: Any, properties: Any, timestamp: Any, field: str = ""
-) -> tuple[str, str, dict[str, Any], datetime]:
+) -> TrackItem:
     """Validate one event; ``field`` prefixes error paths (``batch[3].``)."""
     external_id = check_customer_id(customer_id, f"{field}id")
     name = check_name(event, f"{field}event")
@@ -331,17 +333,28 @@ def track(
     return track_many([item])[0]
 
 
-def track_many(items: Sequence[tuple[str, str, dict[str, Any], datetime]]) -> list[Event]:
+def track_many(items: Sequence[TrackItem]) -> list[Event]:
     """Record already validated events with one write per table."""
     session = host_session()
     _, event_ids = store(session, {}, items)
     loaded = {e.id: e for e in session.scalars(select(Event).where(Event.id.in_(event_ids)))}
-    result = [loaded[i] for i in event_ids]
+    announce(session, event_ids=event_ids)
+    return [loaded[i] for i in event_ids]
+
+
+def announce(
+    session: Session, *, customer_ids: Sequence[int] = (), event_ids: Sequence[int] = ()
+) -> None:
+    """Send ``customer_identified`` / ``event_tracked`` for stored rows (only when
+    someone listens: no query otherwise)."""
     app = current_app._get_current_object()
-    if signals.event_tracked.receivers:
-        for event in result:
+    if customer_ids and signals.customer_identified.receivers:
+        for customer in session.scalars(select(Customer).where(Customer.id.in_(customer_ids))):
+            signals.customer_identified.send(app, customer=customer)
+    if event_ids and signals.event_tracked.receivers:
+        query = select(Event).where(Event.id.in_(event_ids)).order_by(Event.id)
+        for event in session.scalars(query):
             signals.event_tracked.send(app, event=event, customer=event.customer)
-    return result
 
 
 # --- track_model -------------------------------------------------------------------------
@@ -454,10 +467,10 @@ def changed_columns(instance: Any) -> dict[str, tuple[Any, Any]]:
 
 def collect_flush(
     session: Session, tracked: Mapping[type, TrackedModel]
-) -> tuple[dict[str, CustomerPatch], list[tuple[str, str, dict[str, Any], datetime]]]:
+) -> tuple[dict[str, CustomerPatch], list[TrackItem]]:
     """Customer patches and events for the tracked rows of one flush."""
     patches: dict[str, CustomerPatch] = {}
-    events: list[tuple[str, str, dict[str, Any], datetime]] = []
+    events: list[TrackItem] = []
     now = utcnow()
 
     def spec_of(instance: Any) -> TrackedModel | None:

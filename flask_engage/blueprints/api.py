@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 from flask import current_app, jsonify, request
-from sqlalchemy import select
 
-from .. import signals
 from ..context import host_session
-from ..models import Customer, Event
 from ..segments.schema import json_schema
-from ..tracking import CustomerPatch, check_customer_id, check_email, check_event, store
+from ..tracking import (
+    CustomerPatch,
+    TrackItem,
+    announce,
+    check_customer_id,
+    check_email,
+    check_event,
+    store,
+)
 from ..values import normalize_mapping
 from .common import ApiError, bp, json_body, only_fields, require_api_key
 
 TRACK_FIELDS = {"id", "event", "properties", "timestamp"}
-
-#: One validated event: (external id, name, properties, occurred_at).
-TrackItem = tuple[str, str, dict[str, Any], datetime]
 
 
 def save(patches: Mapping[str, CustomerPatch], events: Sequence[TrackItem] = ()) -> dict[str, int]:
@@ -35,15 +36,7 @@ def save(patches: Mapping[str, CustomerPatch], events: Sequence[TrackItem] = ())
     except Exception:
         session.rollback()
         raise
-    app = current_app._get_current_object()
-    if patches and signals.customer_identified.receivers:
-        touched = [ids[key] for key in patches]
-        for customer in session.scalars(select(Customer).where(Customer.id.in_(touched))):
-            signals.customer_identified.send(app, customer=customer)
-    if event_ids and signals.event_tracked.receivers:
-        query = select(Event).where(Event.id.in_(event_ids)).order_by(Event.id)
-        for event in session.scalars(query):
-            signals.event_tracked.send(app, event=event, customer=event.customer)
+    announce(session, customer_ids=[ids[key] for key in patches], event_ids=event_ids)
     return ids
 
 
