@@ -447,7 +447,7 @@ class Engage:
     def _finish(self, now: datetime) -> None:
         """Inline mode: finish what an operation triggered; Redis mode: queue it."""
         if current_app.config.get("ENGAGE_REDIS_URL"):
-            jobs.enqueue(jobs.job_drain_outbox)
+            jobs.request_drain()
         else:
             jobs.finish_inline(now, triggered=True)  # the recompute may have started runs
 
