@@ -25,7 +25,7 @@ from common import POSTGRES_URL, ensure_database, reset_schema, table
 from flask import Flask
 from sqlalchemy import insert, select
 
-from flask_engage.messages import email
+from flask_engage.channels import email
 from flask_engage.messages.templates import render
 from flask_engage.messages.unsubscribe import make_token
 from flask_engage.messages.urls import external_url

@@ -21,7 +21,7 @@ from typing import Any
 from common import POSTGRES_URL, percentile, table
 from sqlalchemy import func, select
 
-from flask_engage.context import operation_session
+from flask_engage.db import operation_session
 from flask_engage.models import Customer, Segment
 from flask_engage.segments import service as segment_service
 from flask_engage.segments.membership import evaluate_customers

@@ -19,7 +19,7 @@ from typing import Any
 from common import POSTGRES_URL, ensure_database, reset_schema, table, timed
 from sqlalchemy import func, select, text
 
-from flask_engage.context import operation_session
+from flask_engage.db import operation_session
 from flask_engage.models import Customer, Event, Segment
 from flask_engage.segments import service as segment_service
 from flask_engage.segments.compiler import calendar_bounds

@@ -19,11 +19,11 @@ from flask import current_app
 from sqlalchemy import and_, case, exists, func, insert, literal, select, update
 from sqlalchemy.orm import Session
 
-from .context import insert_ignoring_conflicts
+from .channels import get_channel
+from .db import insert_ignoring_conflicts
 from .errors import InvalidAutomation, InvalidFilter, ValidationError
 from .models import Automation, AutomationRun, Customer, MembershipChange, Message, Segment, utcnow
 
-CHANNELS = ("email", "push", "in_app")
 LIVE = ("active", "waiting")
 
 
@@ -36,7 +36,6 @@ def _fail(path: str, message: str) -> InvalidAutomation:
 
 def validate_steps(session: Session, steps: Any) -> list[dict[str, Any]]:
     """Check steps, naming the bad one (``steps[2].send.channel: ...``)."""
-    from .messages.templates import check_template
     from .segments.service import check_filters
 
     if not isinstance(steps, list) or not steps:
@@ -55,26 +54,7 @@ def validate_steps(session: Session, steps: Any) -> list[dict[str, Any]]:
             except InvalidFilter as exc:
                 raise _fail(f"{path}.if", str(exc)) from None
         elif kind == "send":
-            if not isinstance(spec, dict):
-                raise _fail(f"{path}.send", "expected {'channel', 'subject', 'body'}")
-            extra = set(spec) - {"channel", "subject", "body"}
-            if extra:
-                raise _fail(f"{path}.send.{sorted(extra)[0]}", "unknown field")
-            if spec.get("channel") not in CHANNELS:
-                raise _fail(f"{path}.send.channel", f"expected one of {', '.join(CHANNELS)}")
-            if spec["channel"] in ("email", "push") and not spec.get("subject"):
-                raise _fail(f"{path}.send.subject", f"a {spec['channel']} message needs a subject")
-            if not isinstance(spec.get("body"), str) or not spec["body"].strip():
-                raise _fail(f"{path}.send.body", "a message needs a body")
-            try:
-                if spec.get("subject") is not None:
-                    check_template(spec["subject"], f"{path}.send.subject")
-                check_template(spec["body"], f"{path}.send.body")
-            except ValidationError as exc:
-                raise _fail(exc.field or f"{path}.send", str(exc).split(": ", 1)[-1]) from None
-            result.append(
-                {"send": {k: spec[k] for k in ("channel", "subject", "body") if k in spec}}
-            )
+            result.append({"send": _check_send(spec, f"{path}.send")})
         elif kind == "exit":
             if spec is not True:
                 raise _fail(f"{path}.exit", "expected true")
@@ -82,6 +62,19 @@ def validate_steps(session: Session, steps: Any) -> list[dict[str, Any]]:
         else:
             raise _fail(path, f"unknown step {kind!r}; expected 'wait', 'if', 'send' or 'exit'")
     return result
+
+
+def _check_send(spec: Any, path: str) -> dict[str, Any]:
+    if not isinstance(spec, dict):
+        raise _fail(path, "expected {'channel', 'subject', 'body'}")
+    try:
+        channel = get_channel(spec.get("channel"), f"{path}.channel")
+        extra = set(spec) - {"channel", "subject", "body", *channel.options}
+        if extra:
+            raise _fail(f"{path}.{sorted(extra)[0]}", "unknown field")
+        return channel.check(spec, f"{path}.")
+    except ValidationError as exc:
+        raise InvalidAutomation(str(exc), field=exc.field) from None
 
 
 def _check_wait(spec: Any, path: str) -> dict[str, Any]:

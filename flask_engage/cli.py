@@ -27,7 +27,7 @@ def db_upgrade(revision: str) -> None:
     from .migrations import current, upgrade
 
     upgrade(revision)
-    from .context import operation_session
+    from .db import operation_session
     from .segments.service import ensure_default
 
     with operation_session() as session:
@@ -93,7 +93,7 @@ def recompute(segment: str | None) -> None:
 @engage_cli.command("vapid-keys")
 def vapid_keys() -> None:
     """Print a new VAPID key pair for web push."""
-    from .messages.webpush import generate_vapid_keys
+    from .channels.webpush import generate_vapid_keys
 
     private, public = generate_vapid_keys()
     click.echo(f"ENGAGE_VAPID_PRIVATE_KEY={private}")

@@ -17,7 +17,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import exists, func, select
 
-from .context import operation_session
+from .db import operation_session
 from .models import Automation, Broadcast, Customer, Event, Segment, utcnow
 from .tracking import CustomerPatch, record_definitions, write_customers
 

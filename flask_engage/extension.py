@@ -13,7 +13,8 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Query, Session
 
 from . import jobs, tracking
-from .context import EngageState, get_state, host_session, log, operation_session
+from .config import apply_defaults, unknown_keys
+from .db import EngageState, get_state, host_session, log, operation_session
 from .errors import ConfigurationError, NotFound
 from .models import Automation, Broadcast, Customer, Event, Segment, metadata, utcnow
 from .segments import history as segment_history_module
@@ -24,28 +25,6 @@ from .values import as_aware
 if TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
 
-DEFAULT_CONFIG: dict[str, Any] = {
-    "ENGAGE_REDIS_URL": None,
-    "ENGAGE_QUEUE": "engage",
-    "ENGAGE_URL_PREFIX": "/engage",
-    "ENGAGE_ADMIN_URL": "/engage/admin",
-    "ENGAGE_ADMIN_ACCESS": None,
-    "ENGAGE_IDENTITY": None,
-    "ENGAGE_API_KEYS": (),
-    "ENGAGE_MAIL_SENDER": None,
-    "ENGAGE_VAPID_PRIVATE_KEY": None,
-    "ENGAGE_VAPID_PUBLIC_KEY": None,
-    "ENGAGE_VAPID_SUBJECT": None,
-    "ENGAGE_TIMEZONE": "UTC",
-    "ENGAGE_RECOMPUTE_INTERVAL": 300,
-    "ENGAGE_SCHEDULE_INTERVAL": 60,
-    "ENGAGE_BATCH_SIZE": 500,
-    "ENGAGE_MAX_BODY": 1024 * 1024,
-    "ENGAGE_MAX_BATCH": 1000,
-    "ENGAGE_BASE_URL": None,
-    "ENGAGE_SEND_LEASE": 300,
-    "ENGAGE_FREQUENCY_CAP": None,
-}
 
 _LISTENED: weakref.WeakSet[type] = weakref.WeakSet()
 
@@ -71,9 +50,9 @@ class Engage:
             db = app.extensions.get("sqlalchemy")
         if db is None:
             raise ConfigurationError("init_app needs db=SQLAlchemy(...) (Flask-SQLAlchemy)")
-        for key, value in DEFAULT_CONFIG.items():
-            app.config.setdefault(key, value)
-        _check_config(app.config)
+        apply_defaults(app.config)
+        for key in unknown_keys(app.config):
+            log.warning("flask-engage: unknown setting %s is ignored", key)
         app.extensions["engage"] = self
         self._states[app] = EngageState(extension=self, db=db, on_outbox=jobs.dispatch)
         self._listen(db)
@@ -486,22 +465,6 @@ class Engage:
         if found is None:
             raise NotFound(f"automation: no automation {ref!r}")
         return found
-
-
-def _check_config(config: Mapping[str, Any]) -> None:
-    """Refuse settings that would only fail later, deep inside a job."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        ZoneInfo(str(config["ENGAGE_TIMEZONE"]))
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ConfigurationError(
-            f"ENGAGE_TIMEZONE: unknown time zone {config['ENGAGE_TIMEZONE']!r}"
-        ) from None
-    for key in ("ENGAGE_RECOMPUTE_INTERVAL", "ENGAGE_SCHEDULE_INTERVAL", "ENGAGE_BATCH_SIZE"):
-        value = config[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigurationError(f"{key}: expected a whole number >= 1, got {value!r}")
 
 
 def _moment(now: datetime | None) -> datetime:

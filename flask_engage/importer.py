@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from .context import operation_session
+from .db import operation_session
 from .errors import ValidationError
 from .outbox import add_to_outbox
 from .tracking import CustomerPatch, check_customer_id, check_email, write_customers

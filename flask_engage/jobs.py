@@ -21,7 +21,7 @@ from flask import Flask, current_app
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from .context import log, operation_session, shares_host_transaction
+from .db import log, operation_session, shares_host_transaction
 from .models import Customer, OutboxItem, SchedulerState, Segment, utcnow
 from .outbox import PENDING, add_to_outbox
 

@@ -7,7 +7,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from . import signals
-from .context import operation_session
+from .db import operation_session
 from .errors import NotFound, ValidationError
 from .models import (
     AutomationRun,

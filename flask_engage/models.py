@@ -9,6 +9,7 @@ This module imports no other Engage module.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -41,6 +42,60 @@ NAMING_CONVENTION = {
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 #: 64-bit ids on PostgreSQL; SQLite needs plain INTEGER for rowid aliasing.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class BroadcastStatus(StrEnum):
+    """Where a broadcast is: draft -> scheduled -> queued -> sending -> sent / partial / failed."""
+
+    DRAFT = "draft"
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    PARTIAL = "partial"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class MessageStatus(StrEnum):
+    """A message is queued, then sent, failed or skipped (``error`` says why)."""
+
+    QUEUED = "queued"
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class RunStatus(StrEnum):
+    """An automation run: live (``active``, ``waiting``) or ended."""
+
+    ACTIVE = "active"
+    WAITING = "waiting"
+    COMPLETED = "completed"
+    EXITED = "exited"
+    CANCELLED = "cancelled"
+
+
+#: Runs that still have steps ahead of them.
+LIVE_RUNS = (RunStatus.ACTIVE, RunStatus.WAITING)
+
+
+class ChangeKind(StrEnum):
+    """A membership change."""
+
+    JOINED = "joined"
+    LEFT = "left"
+
+
+class OutboxTask(StrEnum):
+    """Work a commit leaves for a job (see :class:`OutboxItem`)."""
+
+    #: Re-evaluate a customer's segments (key: customer id).
+    EVALUATE = "evaluate"
+    #: Snapshot a queued broadcast's recipients (key: broadcast id).
+    BROADCAST = "broadcast"
+    #: Deliver queued messages (key: 0).
+    DELIVER = "deliver"
 
 
 def utcnow() -> datetime:
@@ -226,8 +281,7 @@ class SegmentSnapshot(Base):
 class OutboxItem(Base):
     """Work a commit created, written in the same transaction, done by a job.
 
-    ``task`` is ``evaluate`` (``key`` = customer id), ``recompute`` (segment id),
-    ``broadcast`` (broadcast id) or ``deliver`` (queued messages to send, key 0).
+    ``task`` is an :class:`OutboxTask`.
     Rows are deleted in the transaction that does their work, so each is processed
     exactly once.
     """

@@ -8,7 +8,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import func, select
 
-from .context import operation_session
+from .db import operation_session
 from .jobs import get_queue, get_state_value
 from .models import Message, OutboxItem, Segment, utcnow
 

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, bindparam, inspect, select, update
 from sqlalchemy.orm import Session
 
 from . import signals
-from .context import get_state, host_session, insert_ignoring_conflicts
+from .db import get_state, host_session, insert_ignoring_conflicts
 from .errors import ValidationError
 from .models import AttributeDefinition, Customer, Event, utcnow
 from .outbox import add_to_outbox

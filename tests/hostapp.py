@@ -53,13 +53,15 @@ engage.track_model(
 def create_app(database_url: str, **config) -> Flask:
     app = Flask(__name__)
     app.config.update(
-        SQLALCHEMY_DATABASE_URI=database_url,
-        TESTING=True,
-        SECRET_KEY="test-secret",
-        ENGAGE_MAIL_SENDER="news@example.com",
-        ENGAGE_API_KEYS=["test-key", "sdk-key:sdk-secret"],
-        ENGAGE_BASE_URL="https://app.example.com",
-        **config,
+        {
+            "SQLALCHEMY_DATABASE_URI": database_url,
+            "TESTING": True,
+            "SECRET_KEY": "test-secret",
+            "ENGAGE_MAIL_SENDER": "news@example.com",
+            "ENGAGE_API_KEYS": ["test-key", "sdk-key:sdk-secret"],
+            "ENGAGE_BASE_URL": "https://app.example.com",
+            **config,
+        }
     )
     db.init_app(app)
     engage.init_app(app, db=db)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from flask_engage.extension import DEFAULT_CONFIG
+from flask_engage.config import DEFAULTS as DEFAULT_CONFIG
 from flask_engage.segments.schema import OPERATORS, WINDOW_KINDS, validate_filter
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from flask import request
 
-from flask_engage.messages.webpush import generate_vapid_keys
+from flask_engage.channels.webpush import generate_vapid_keys
 from flask_engage.models import Message, PushSubscription
 from tests.hostapp import db, engage
 

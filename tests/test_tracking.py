@@ -138,8 +138,13 @@ def test_naive_datetimes_are_taken_as_utc(app):
     ("key", "value"),
     [
         ("ENGAGE_TIMEZONE", "Mars/Olympus"),
+        ("ENGAGE_TIMEZONE", "America"),
         ("ENGAGE_BATCH_SIZE", 0),
-        ("ENGAGE_SCHEDULE_INTERVAL", "60"),
+        ("ENGAGE_SCHEDULE_INTERVAL", "sixty"),
+        ("ENGAGE_API_KEYS", ""),
+        ("ENGAGE_API_KEYS", ["good", "  "]),
+        ("ENGAGE_API_KEYS", ["key:"]),
+        ("ENGAGE_API_KEYS", [":secret"]),
     ],
 )
 def test_bad_configuration_is_refused_at_init(tmp_path, key, value):
@@ -148,3 +153,19 @@ def test_bad_configuration_is_refused_at_init(tmp_path, key, value):
 
     with pytest.raises(ConfigurationError, match=key):
         create_app(f"sqlite:///{tmp_path / 'x.db'}", **{key: value})
+
+
+def test_numeric_settings_accept_numeric_strings(tmp_path):
+    """Settings read from environment variables arrive as strings."""
+    from tests.hostapp import create_app
+
+    app = create_app(f"sqlite:///{tmp_path / 'x.db'}", ENGAGE_BATCH_SIZE=" 250 ")
+    assert app.config["ENGAGE_BATCH_SIZE"] == 250
+
+
+def test_unknown_engage_settings_are_named_with_a_suggestion(tmp_path, caplog):
+    from tests.hostapp import create_app
+
+    with caplog.at_level("WARNING", logger="flask_engage"):
+        create_app(f"sqlite:///{tmp_path / 'x.db'}", ENGAGE_BATCH_SIZ=10)
+    assert "ENGAGE_BATCH_SIZ (did you mean ENGAGE_BATCH_SIZE?)" in caplog.text

@@ -15,8 +15,10 @@ from flask_admin import AdminIndexView, BaseView, expose
 from sqlalchemy import Text, cast, func, or_, select
 from werkzeug.exceptions import abort
 
-from ..context import host_session
+from ..channels import get_channel
+from ..db import host_session
 from ..errors import EngageError, ValidationError
+from ..messages.compose import compose
 from ..models import (
     AttributeDefinition,
     Automation,
@@ -473,15 +475,10 @@ class BroadcastsView(EngageViewMixin, BaseView):
 
     @staticmethod
     def _render(broadcast: Broadcast, customer: Customer) -> Any:
-        from ..messages.templates import render
-        from ..messages.unsubscribe import make_token
-        from ..messages.urls import external_url
-
-        unsubscribe_url = external_url(
-            "engage.unsubscribe", token=make_token(customer.id or 0, broadcast.channel)
+        composed = compose(
+            customer, get_channel(broadcast.channel), broadcast.subject, broadcast.body
         )
-        context = {"customer": customer.template_context(), "unsubscribe_url": unsubscribe_url}
-        return render(broadcast.subject, broadcast.body, context), unsubscribe_url
+        return composed.rendered, composed.unsubscribe_url
 
     @expose("/<int:broadcast_id>")
     def details(self, broadcast_id: int) -> Any:
@@ -547,7 +544,7 @@ class BroadcastsView(EngageViewMixin, BaseView):
 
     @expose("/<int:broadcast_id>/test", methods=("POST",))
     def test(self, broadcast_id: int) -> Any:
-        from ..messages.email import build
+        from ..channels.email import build
 
         broadcast = self._get(broadcast_id)
         address = request.form.get("email", "").strip()

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import current_app, jsonify, request
 
-from ..context import host_session
+from ..db import host_session
 from ..segments.schema import json_schema
 from ..tracking import (
     CustomerPatch,

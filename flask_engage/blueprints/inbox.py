@@ -7,7 +7,7 @@ from typing import Any
 from flask import current_app, jsonify, request
 from sqlalchemy import func, select, update
 
-from ..context import operation_session
+from ..db import operation_session
 from ..messages.templates import html_to_text, is_html
 from ..models import Customer, Message, utcnow
 from .common import ApiError, bp

@@ -7,9 +7,9 @@ from urllib.parse import urlparse
 from flask import current_app, jsonify, send_from_directory
 from sqlalchemy import delete, select
 
-from ..context import operation_session
+from ..channels.webpush import vapid_keys
+from ..db import operation_session
 from ..errors import ConfigurationError
-from ..messages.webpush import vapid_keys
 from ..models import Customer, PushSubscription
 from ..outbox import add_to_outbox
 from ..tracking import CustomerPatch, write_customers

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import render_template, request
 
-from ..context import operation_session
+from ..db import operation_session
 from ..errors import NotFound, ValidationError
 from ..messages.unsubscribe import read_token, set_subscription
 from ..models import Customer

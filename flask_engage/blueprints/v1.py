@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import jsonify, request
 
-from ..context import host_session
+from ..db import host_session
 from ..errors import ValidationError
 from ..merge import merge_customers
 from ..models import Customer, utcnow

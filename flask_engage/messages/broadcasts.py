@@ -11,25 +11,23 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, and_, case, exists, func, literal, not_, select, update
+from sqlalchemy import String, case, exists, func, literal, not_, select, update
 from sqlalchemy.orm import Session
 
-from ..context import insert_ignoring_conflicts
+from ..channels import get_channel
+from ..db import insert_ignoring_conflicts
 from ..errors import NotFound, StateError, ValidationError
 from ..models import (
     Broadcast,
     Customer,
     Membership,
     Message,
-    PushSubscription,
     Segment,
     Unsubscription,
     utcnow,
 )
 from ..outbox import add_to_outbox
-from .templates import check_template
 
-CHANNELS = ("email", "push", "in_app")
 FINAL = ("sent", "cancelled", "failed")
 
 
@@ -49,10 +47,7 @@ def create_broadcast(
 
     if not isinstance(name, str) or not name.strip():
         raise ValidationError("name: a broadcast needs a name", field="name")
-    if channel not in CHANNELS:
-        raise ValidationError(
-            f"channel: expected one of {', '.join(CHANNELS)}, got {channel!r}", field="channel"
-        )
+    kind = get_channel(channel)
     if not segments:
         raise ValidationError("segments: choose at least one segment", field="segments")
     segment_ids = []
@@ -63,13 +58,7 @@ def create_broadcast(
                 f"segments[{index}]: no segment {ref!r}", field=f"segments[{index}]"
             )
         segment_ids.append(found.id)
-    if channel in ("email", "push") and not (subject or "").strip():
-        raise ValidationError(f"subject: a {channel} broadcast needs a subject", field="subject")
-    if not isinstance(body, str) or not body.strip():
-        raise ValidationError("body: a broadcast needs a body", field="body")
-    if subject is not None:
-        check_template(subject, "subject")
-    check_template(body, "body")
+    kind.check({"subject": subject, "body": body}, noun="broadcast")
     if scheduled_at is not None and (
         not isinstance(scheduled_at, datetime) or scheduled_at.tzinfo is None
     ):
@@ -145,12 +134,7 @@ def start_broadcast(session: Session, broadcast_id: int, now: datetime | None = 
     opted_out = exists().where(
         Unsubscription.customer_id == customers.c.id, Unsubscription.channel == channel
     )
-    if channel == "email":
-        reachable = and_(customers.c.email.is_not(None), customers.c.email != "")
-    elif channel == "push":
-        reachable = exists().where(PushSubscription.customer_id == customers.c.id)
-    else:
-        reachable = literal(True)
+    reachable = get_channel(channel).reachable()
     blocked = literal(False) if broadcast.send_to_unsubscribed else opted_out
     status = case((not_(reachable), "skipped"), (blocked, "skipped"), else_="queued")
     reason = case((not_(reachable), "no_address"), (blocked, "unsubscribed"), else_=None)

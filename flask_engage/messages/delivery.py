@@ -14,9 +14,9 @@ unsubscribes while a broadcast is being sent gets nothing more from it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,13 +25,11 @@ from sqlalchemy import Connection, func, select, update
 from sqlalchemy.orm import Session
 
 from .. import signals
-from ..context import get_state, log
-from ..models import Automation, Broadcast, Message, Unsubscription, utcnow
-from . import SkipMessage, email, inapp, webpush
+from ..channels import Channel, Outgoing, SkipMessage, get_channel
+from ..db import get_state, log
+from ..models import Automation, Broadcast, Message, MessageStatus, Unsubscription, utcnow
 from .broadcasts import finish_broadcasts
-from .templates import render
-from .unsubscribe import make_token
-from .urls import external_url
+from .compose import compose
 
 
 @dataclass(frozen=True)
@@ -41,6 +39,8 @@ class Source:
     subject: str | None
     body: str
     ignore_opt_out: bool = False
+    #: The channel's own settings (beyond subject and body).
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 def claim_batch(
@@ -54,7 +54,7 @@ def claim_batch(
         free = (Message.claimed_at.is_(None)) | (Message.claimed_at < now - lease)
         query = (
             select(Message.id)
-            .where(Message.status == "queued", free)
+            .where(Message.status == MessageStatus.QUEUED, free)
             .order_by(Message.id)
             .limit(limit)
         )
@@ -68,7 +68,7 @@ def claim_batch(
         token = uuid.uuid4().hex
         session.execute(
             update(Message)
-            .where(Message.id.in_(ids), Message.status == "queued", free)
+            .where(Message.id.in_(ids), Message.status == MessageStatus.QUEUED, free)
             .values(claim=token, claimed_at=now)
         )
         session.commit()
@@ -97,7 +97,15 @@ def _source(session: Session, message: Message, cache: dict[Any, Source | None])
             if automation is not None and message.step is not None:
                 if message.step < len(automation.steps):
                     spec = automation.steps[message.step].get("send")
-            cache[key] = Source(spec.get("subject"), spec["body"]) if spec else None
+            cache[key] = (
+                Source(
+                    spec.get("subject"),
+                    spec["body"],
+                    options={k: v for k, v in spec.items() if k not in _COMMON},
+                )
+                if spec
+                else None
+            )
     source = cache[key]
     if source is None:
         raise SkipMessage("source_deleted")
@@ -114,47 +122,54 @@ def _over_cap(session: Session, message: Message, now: datetime) -> bool:
         select(func.count()).where(
             Message.customer_id == message.customer_id,
             Message.channel == message.channel,
-            Message.status == "sent",
+            Message.status == MessageStatus.SENT,
             Message.sent_at >= now - timedelta(seconds=seconds),
         )
     )
     return (sent or 0) >= limit
 
 
-@contextmanager
-def _email_connection(needed: bool) -> Iterator[Any]:
-    """One Flask-Mail (SMTP) connection for the whole batch."""
-    if not needed:
-        yield None
-        return
-    with current_app.extensions["mail"].connect() as connection:
-        yield connection
+_COMMON = ("channel", "subject", "body")
+
+
+class _Connections:
+    """Each channel's batch connection, opened when its first message comes."""
+
+    def __init__(self, stack: ExitStack) -> None:
+        self.stack = stack
+        self.open: dict[str, Any] = {}
+
+    def get(self, channel: Channel) -> Any:
+        if channel.name not in self.open:
+            self.open[channel.name] = self.stack.enter_context(channel.connect())
+        return self.open[channel.name]
 
 
 def _deliver(
-    session: Session, message: Message, source: Source, connection: Any, opted_out: bool
+    session: Session,
+    message: Message,
+    source: Source,
+    connections: _Connections,
+    opted_out: bool,
 ) -> None:
     """Render and send one message; raises SkipMessage or any delivery error."""
     if opted_out and not source.ignore_opt_out:
         raise SkipMessage("unsubscribed")
+    channel = get_channel(message.channel)
     customer = message.customer
-    if message.channel == "email" and not customer.email:
-        raise SkipMessage("no_address")
-    unsubscribe_url = external_url(
-        "engage.unsubscribe", token=make_token(customer.id, message.channel)
-    )
-    rendered = render(
-        source.subject,
-        source.body,
-        {"customer": customer.template_context(), "unsubscribe_url": unsubscribe_url},
-    )
+    composed = compose(customer, channel, source.subject, source.body)
+    rendered = composed.rendered
     message.subject, message.body = rendered.subject, rendered.html or rendered.text
-    if message.channel == "email":
-        email.send(connection, customer, rendered, unsubscribe_url)
-    elif message.channel == "push":
-        webpush.send(session, customer, rendered, message.id)
-    else:
-        inapp.send(rendered)
+    outgoing = Outgoing(
+        session=session,
+        message=message,
+        customer=customer,
+        rendered=rendered,
+        unsubscribe_url=composed.unsubscribe_url,
+        context=composed.context,
+        options=source.options,
+    )
+    channel.send(outgoing, connections.get(channel))
 
 
 @contextmanager
@@ -216,29 +231,30 @@ def _deliver_claimed(session: Session, token: str) -> int:
     }
     session.commit()
     session.expunge_all()  # statuses are written with guarded UPDATEs below
-    with _email_connection(any(m.channel == "email" for m in messages)) as connection:
+    with ExitStack() as stack:
+        connections = _Connections(stack)
         for message in messages:
             now = utcnow()
-            status, error = "sent", None
+            status, error = MessageStatus.SENT, None
             try:
                 if _over_cap(session, message, now):
                     raise SkipMessage("frequency_cap")
                 source = _source(session, message, cache)
                 blocked = (message.customer_id, message.channel) in opted_out
-                _deliver(session, message, source, connection, blocked)
+                _deliver(session, message, source, connections, blocked)
             except SkipMessage as skip:
-                status, error = "skipped", str(skip)
+                status, error = MessageStatus.SKIPPED, str(skip)
             except Exception as exc:  # one bad message must not stop the batch
-                status, error = "failed", f"{type(exc).__name__}: {exc}"[:2000]
+                status, error = MessageStatus.FAILED, f"{type(exc).__name__}: {exc}"[:2000]
                 log.warning("flask-engage: message %s failed: %s", message.id, error)
             message.status, message.error = status, error
-            message.sent_at = now if status == "sent" else None
+            message.sent_at = now if status == MessageStatus.SENT else None
             written = session.execute(
                 update(Message)
                 .where(
                     Message.id == message.id,
                     Message.claim == token,
-                    Message.status == "queued",
+                    Message.status == MessageStatus.QUEUED,
                 )
                 .values(
                     status=status,
@@ -255,9 +271,9 @@ def _deliver_claimed(session: Session, token: str) -> int:
                 touched.add(message.broadcast_id)
             if not written:  # cancelled, or re-claimed after the lease ran out
                 continue
-            if status == "sent":
+            if status == MessageStatus.SENT:
                 signals.message_sent.send(app, message=message, customer=message.customer)
-            elif status == "failed":
+            elif status == MessageStatus.FAILED:
                 signals.message_failed.send(
                     app, message=message, customer=message.customer, error=error
                 )

@@ -14,13 +14,13 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import delete, select
 
 from .. import signals
-from ..context import insert_ignoring_conflicts, operation_session
+from ..channels import opt_out_channels
+from ..db import insert_ignoring_conflicts, operation_session
 from ..errors import ConfigurationError, NotFound, ValidationError
 from ..models import Customer, Unsubscription, utcnow
 from ..outbox import add_to_outbox
 from ..tracking import check_customer_id
 
-CHANNELS = ("email", "push", "in_app")
 SALT = "flask-engage-unsubscribe"
 
 
@@ -48,16 +48,18 @@ def read_token(token: str) -> tuple[int, str]:
         not isinstance(data, list)
         or len(data) != 2
         or not isinstance(data[0], int)
-        or data[1] not in CHANNELS
+        or data[1] not in opt_out_channels()
     ):
         raise ValidationError("token: invalid unsubscribe token", field="token")
     return data[0], data[1]
 
 
 def check_channel(channel: Any) -> str:
-    if channel not in CHANNELS:
+    """A channel customers can opt out of; ValidationError otherwise."""
+    names = opt_out_channels()
+    if channel not in names:
         raise ValidationError(
-            f"channel: expected one of {', '.join(CHANNELS)}, got {channel!r}", field="channel"
+            f"channel: expected one of {', '.join(names)}, got {channel!r}", field="channel"
         )
     return channel
 

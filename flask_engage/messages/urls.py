@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import current_app, has_request_context, url_for
 
-from ..context import log
+from ..db import log
 
 _warned: set[int] = set()
 

@@ -36,7 +36,7 @@ def current() -> str | None:
     """The revision the database is at (None when never migrated)."""
     from alembic.runtime.migration import MigrationContext
 
-    from ..context import get_state
+    from ..db import get_state
 
     with get_state().db.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from flask_engage.context import get_state
+from flask_engage.db import get_state
 from flask_engage.migrations import VERSION_TABLE, is_engage_table
 from flask_engage.models import metadata
 

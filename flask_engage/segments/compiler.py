@@ -49,7 +49,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
-from ..models import Customer, Event, PushSubscription, Unsubscription
+from ..channels import get_channel
+from ..models import Customer, Event, Unsubscription
 from ..values import format_datetime, looks_like_datetime, parse_datetime
 from .schema import DURATION_VALUE, TEXT_VALUE
 
@@ -439,13 +440,7 @@ class Compiler:
         )
         if node.get("op", "subscribed") == "unsubscribed":
             return opted_out
-        if channel == "email":
-            reachable = and_(customers.c.email.is_not(None), customers.c.email != "")
-        elif channel == "push":
-            reachable = exists(select(1).where(PushSubscription.customer_id == customers.c.id))
-        else:
-            reachable = true()
-        return and_(reachable, not_(opted_out))
+        return and_(get_channel(channel).reachable(), not_(opted_out))
 
 
 def _numeric(expr: ColumnElement[Any], op: str, value: Any) -> ColumnElement[bool]:

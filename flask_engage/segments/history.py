@@ -10,7 +10,7 @@ from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ..context import insert_ignoring_conflicts
+from ..db import insert_ignoring_conflicts
 from ..models import Customer, Membership, Segment, SegmentSnapshot
 from .membership import make_compiler
 

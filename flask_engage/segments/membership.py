@@ -32,7 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from .. import signals
-from ..context import get_state, log
+from ..db import get_state, log
 from ..models import (
     AttributeDefinition,
     Customer,

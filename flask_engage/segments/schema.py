@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..channels import opt_out_channels
 from ..errors import InvalidFilter, ValidationError
 from ..values import check_name, format_datetime, looks_like_datetime, parse_datetime
 
@@ -46,7 +47,6 @@ DURATION_VALUE = {"within_last", "more_than_ago"}
 ORDER_VALUE = {"gt", "gte", "lt", "lte"}
 NUMERIC_OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "between")
 AGGREGATES = ("sum", "avg", "min", "max")
-CHANNELS = ("email", "push", "in_app")
 CALENDAR = ("today", "this_week", "this_month", "last_month")
 WINDOW_KINDS = (
     "last_days",
@@ -302,8 +302,8 @@ class _Validator:
 
     def channel(self, node: dict[str, Any], path: str) -> dict[str, Any]:
         self.only(node, path, {"channel", "op"})
-        if node.get("channel") not in CHANNELS:
-            raise self.fail(f"{path}.channel", f"expected one of {', '.join(CHANNELS)}")
+        if node.get("channel") not in opt_out_channels():
+            raise self.fail(f"{path}.channel", f"expected one of {', '.join(opt_out_channels())}")
         if node.get("op", "subscribed") not in ("subscribed", "unsubscribed"):
             raise self.fail(f"{path}.op", "expected 'subscribed' or 'unsubscribed'")
         return {"channel": node["channel"], "op": node.get("op", "subscribed")}
@@ -487,7 +487,7 @@ def json_schema() -> dict[str, Any]:
                 "required": ["channel"],
                 "additionalProperties": False,
                 "properties": {
-                    "channel": {"enum": list(CHANNELS)},
+                    "channel": {"enum": list(opt_out_channels())},
                     "op": {"enum": ["subscribed", "unsubscribed"]},
                 },
             },

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 from flask import current_app
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, delete, exists, select
 from sqlalchemy.orm import Session
 
 from ..errors import ConfigurationError
+from ..messages.templates import Rendered
 from ..models import Customer, PushSubscription
-from . import SkipMessage
-from .templates import Rendered
+from .base import Channel, Outgoing, SkipMessage
 
 GONE = (404, 410)
 
@@ -47,7 +48,22 @@ def _b64url(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def send(session: Session, customer: Customer, rendered: Rendered, message_id: int) -> None:
+class WebPushChannel(Channel):
+    """Web Push to every browser the customer subscribed."""
+
+    name = "push"
+    label = "Web push"
+    needs_subject = True
+
+    def reachable(self) -> ColumnElement[bool]:
+        customers = Customer.__table__
+        return exists(select(1).where(PushSubscription.customer_id == customers.c.id))
+
+    def send(self, outgoing: Outgoing, connection: Any) -> None:
+        push(outgoing.session, outgoing.customer, outgoing.rendered, outgoing.message.id)
+
+
+def push(session: Session, customer: Customer, rendered: Rendered, message_id: int) -> None:
     """Push to every subscription of the customer; expired ones are deleted.
 
     Raises when no subscription accepted the message.
@@ -91,3 +107,4 @@ def send(session: Session, customer: Customer, rendered: Rendered, message_id: i
             errors.append(f"push service unreachable: {exc}")
     if not delivered:
         raise RuntimeError("; ".join(errors) or "no subscription accepted the message")
+

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from email import policy
 from email.generator import BytesGenerator
 from typing import Any
 
 from flask import current_app
 from flask_mail import Message as FlaskMailMessage
+from sqlalchemy import ColumnElement, and_
 
 from ..errors import ConfigurationError
+from ..messages.templates import Rendered
 from ..models import Customer
-from .templates import Rendered
+from .base import Channel, Outgoing, SkipMessage
 
 _WIRE = policy.compat32.clone(linesep="\r\n", max_line_length=998)  # RFC 5322 hard limit
 
@@ -65,6 +69,25 @@ def build(customer: Customer, rendered: Rendered, unsubscribe_url: str) -> MailM
     )
 
 
-def send(connection: Any, customer: Customer, rendered: Rendered, unsubscribe_url: str) -> None:
-    """Send through an open Flask-Mail connection (one per batch)."""
-    connection.send(build(customer, rendered, unsubscribe_url))
+class EmailChannel(Channel):
+    """Email through Flask-Mail, one SMTP connection per batch."""
+
+    name = "email"
+    label = "Email"
+    needs_subject = True
+
+    def reachable(self) -> ColumnElement[bool]:
+        customers = Customer.__table__
+        return and_(customers.c.email.is_not(None), customers.c.email != "")
+
+    @contextmanager
+    def connect(self) -> Iterator[Any]:
+        with current_app.extensions["mail"].connect() as connection:
+            yield connection
+
+    def send(self, outgoing: Outgoing, connection: Any) -> None:
+        if not outgoing.customer.email:
+            raise SkipMessage("no_address")
+        assert outgoing.unsubscribe_url is not None
+        connection.send(build(outgoing.customer, outgoing.rendered, outgoing.unsubscribe_url))
+

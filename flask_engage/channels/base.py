@@ -1,0 +1,134 @@
+"""What a channel is, and the one registry of channels.
+
+A channel (email, web push, in-app...) is one class in this package: its name,
+whether its messages need a subject, which customers it can reach (as SQL on
+``engage_customers``), how a send step or broadcast for it is checked, and how
+one rendered message is delivered. Everything else (the ``channel`` filter
+condition, broadcasts, automation send steps, delivery, unsubscribe tokens, the
+admin's forms) reads this registry: a new channel is a new module here.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from sqlalchemy import ColumnElement, true
+from sqlalchemy.orm import Session
+
+from ..errors import EngageError, ValidationError
+from ..messages.templates import Rendered, check_template
+from ..models import Customer, Message
+
+
+class SkipMessage(EngageError):
+    """A message is not sent, for a reason that is not a failure (the message says why)."""
+
+
+@dataclass
+class Outgoing:
+    """One rendered message on its way to a channel."""
+
+    session: Session
+    message: Message
+    customer: Customer
+    rendered: Rendered
+    #: The customer's unsubscribe link (``None`` for channels without opt-out links).
+    unsubscribe_url: str | None
+    #: What the templates were rendered with (channels that render more templates use it).
+    context: dict[str, Any] = field(default_factory=dict)
+    #: The channel's own settings of the send (beyond subject and body).
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Channel(ABC):
+    """One way of reaching a customer. Subclass, then :func:`register` an instance."""
+
+    #: The name used in filters, broadcasts and send steps (``"email"``).
+    name: ClassVar[str]
+    #: What the admin shows.
+    label: ClassVar[str]
+    #: Messages need a subject (an email's subject, a notification's title).
+    needs_subject: ClassVar[bool] = False
+    #: Customers can opt out of it (``channel`` conditions, unsubscribe links).
+    opt_out: ClassVar[bool] = True
+    #: Settings a send takes beyond ``subject`` and ``body``.
+    options: ClassVar[tuple[str, ...]] = ()
+
+    def reachable(self) -> ColumnElement[bool]:
+        """SQL condition on ``engage_customers``: the customer has an address here."""
+        return true()
+
+    def check(
+        self, spec: Mapping[str, Any], path: str = "", noun: str = "message"
+    ) -> dict[str, Any]:
+        """Validate a send's ``subject``, ``body`` and options; return the stored form.
+
+        ``path`` prefixes error fields (``steps[2].send.``); ``noun`` names the thing
+        in messages (``a email broadcast needs a subject``).
+        """
+        subject, body = spec.get("subject"), spec.get("body")
+        if self.needs_subject and not (isinstance(subject, str) and subject.strip()):
+            raise ValidationError(
+                f"{path}subject: a {self.name} {noun} needs a subject", field=f"{path}subject"
+            )
+        if not isinstance(body, str) or not body.strip():
+            raise ValidationError(f"{path}body: a {noun} needs a body", field=f"{path}body")
+        if subject is not None:
+            check_template(subject, f"{path}subject")
+        check_template(body, f"{path}body")
+        checked: dict[str, Any] = {"channel": self.name, "body": body}
+        if subject is not None:
+            checked["subject"] = subject
+        checked.update(self.check_options(spec, path))
+        return checked
+
+    def check_options(self, spec: Mapping[str, Any], path: str) -> dict[str, Any]:
+        """Validate the channel's own settings of a send (none by default)."""
+        return {}
+
+    @contextmanager
+    def connect(self) -> Iterator[Any]:
+        """A connection shared by one batch of sends (none by default)."""
+        yield None
+
+    @abstractmethod
+    def send(self, outgoing: Outgoing, connection: Any) -> None:
+        """Deliver one message; raise :class:`SkipMessage` or any error to fail it."""
+
+
+_registry: dict[str, Channel] = {}
+
+
+def register(channel: Channel) -> Channel:
+    """Add a channel to the registry (a later one of the same name replaces it)."""
+    _registry[channel.name] = channel
+    return channel
+
+
+def channel_names() -> tuple[str, ...]:
+    """Names of every registered channel, in registration order."""
+    return tuple(_registry)
+
+
+def opt_out_channels() -> tuple[str, ...]:
+    """Names of the channels customers can unsubscribe from."""
+    return tuple(name for name, channel in _registry.items() if channel.opt_out)
+
+
+def get_channel(name: Any, field: str = "channel") -> Channel:
+    """The registered channel called ``name``; ValidationError naming ``field`` otherwise."""
+    channel = _registry.get(name) if isinstance(name, str) else None
+    if channel is None:
+        raise ValidationError(
+            f"{field}: expected one of {', '.join(_registry)}, got {name!r}", field=field
+        )
+    return channel
+
+
+def all_channels() -> list[Channel]:
+    """Every registered channel (for forms and docs)."""
+    return list(_registry.values())

@@ -1,0 +1,124 @@
+"""Engage's settings: every ``ENGAGE_*`` key with its default, and the start-up checks.
+
+``init_app`` applies :data:`DEFAULTS` with ``app.config.setdefault`` and then
+:func:`check_config`: settings that could only fail later, deep inside a job,
+are refused at start-up with a :class:`~flask_engage.errors.ConfigurationError`
+naming the key. Every key is documented in ``docs/configuration.md`` (a test
+keeps the two in step).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from .errors import ConfigurationError
+
+DEFAULTS: dict[str, Any] = {
+    #: RQ's Redis URL. ``None``: jobs run inline, after the host's commit.
+    "ENGAGE_REDIS_URL": None,
+    #: Name of Engage's RQ queue.
+    "ENGAGE_QUEUE": "engage",
+    #: Where the blueprint (API, unsubscribe, push, inbox, ``engage.js``) mounts.
+    "ENGAGE_URL_PREFIX": "/engage",
+    #: Where Engage's own Flask-Admin mounts when the host has none.
+    "ENGAGE_ADMIN_URL": "/engage/admin",
+    #: ``callable() -> bool``: who may use the admin. ``None``: only in debug or testing.
+    "ENGAGE_ADMIN_ACCESS": None,
+    #: ``callable() -> customer id or None`` for the current request. ``None``: Flask-Login.
+    "ENGAGE_IDENTITY": None,
+    #: Keys of the server-to-server API: ``"key"`` (Bearer) or ``"key:secret"`` (also Basic).
+    "ENGAGE_API_KEYS": (),
+    #: From address of emails; falls back to ``MAIL_DEFAULT_SENDER``.
+    "ENGAGE_MAIL_SENDER": None,
+    #: Web Push private key (``flask engage vapid-keys`` makes a pair).
+    "ENGAGE_VAPID_PRIVATE_KEY": None,
+    #: Web Push public key, served at ``<prefix>/push/key``.
+    "ENGAGE_VAPID_PUBLIC_KEY": None,
+    #: Web Push contact, e.g. ``mailto:you@example.com``.
+    "ENGAGE_VAPID_SUBJECT": None,
+    #: Time zone of calendar windows and of ``wait until`` steps without a customer zone.
+    "ENGAGE_TIMEZONE": "UTC",
+    #: Seconds between re-evaluations of time-based segments.
+    "ENGAGE_RECOMPUTE_INTERVAL": 300,
+    #: Seconds between the schedule's ticks (``run_due``).
+    "ENGAGE_SCHEDULE_INTERVAL": 60,
+    #: Recipients per send job.
+    "ENGAGE_BATCH_SIZE": 500,
+    #: Largest HTTP API body accepted, in bytes.
+    "ENGAGE_MAX_BODY": 1024 * 1024,
+    #: Most events in one ``POST /api/track`` batch.
+    "ENGAGE_MAX_BATCH": 1000,
+    #: Absolute base of links in messages; ``None``: ``SERVER_NAME`` + ``PREFERRED_URL_SCHEME``.
+    "ENGAGE_BASE_URL": None,
+    #: Seconds a worker holds claimed messages before another may take them over.
+    "ENGAGE_SEND_LEASE": 300,
+    #: Per-channel caps, e.g. ``{"email": (3, 86400)}``; ``None``: no cap.
+    "ENGAGE_FREQUENCY_CAP": None,
+}
+
+#: Settings that must be whole numbers >= 1 (numeric strings from the environment are accepted).
+POSITIVE_INTEGERS = (
+    "ENGAGE_RECOMPUTE_INTERVAL",
+    "ENGAGE_SCHEDULE_INTERVAL",
+    "ENGAGE_BATCH_SIZE",
+    "ENGAGE_MAX_BODY",
+    "ENGAGE_MAX_BATCH",
+    "ENGAGE_SEND_LEASE",
+)
+
+
+def apply_defaults(config: MutableMapping[str, Any]) -> None:
+    """Set every missing ``ENGAGE_*`` key to its default, then check and normalise them."""
+    for key, value in DEFAULTS.items():
+        config.setdefault(key, value)
+    check_config(config)
+
+
+def check_config(config: MutableMapping[str, Any]) -> None:
+    """Refuse settings that would only fail later; turn numeric strings into numbers."""
+    for key in POSITIVE_INTEGERS:
+        config[key] = _positive_integer(key, config[key])
+    try:
+        ZoneInfo(str(config["ENGAGE_TIMEZONE"]))
+    except Exception:  # ZoneInfoNotFoundError, but also OSError for names like "America"
+        raise ConfigurationError(
+            f"ENGAGE_TIMEZONE: unknown time zone {config['ENGAGE_TIMEZONE']!r}"
+        ) from None
+    _check_api_keys(config["ENGAGE_API_KEYS"])
+
+
+def _positive_integer(key: str, value: Any) -> int:
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{key}: expected a whole number >= 1, got {value!r}")
+    return value
+
+
+def _check_api_keys(keys: Any) -> None:
+    entries = [keys] if isinstance(keys, str) else keys
+    if not isinstance(entries, list | tuple | set | frozenset):
+        raise ConfigurationError(
+            f"ENGAGE_API_KEYS: expected a list of keys, got {type(keys).__name__}"
+        )
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, str):
+            raise ConfigurationError(f"ENGAGE_API_KEYS[{index}]: expected a string")
+        key, colon, secret = entry.partition(":")
+        if not key.strip() or (colon and not secret.strip()):
+            raise ConfigurationError(
+                f"ENGAGE_API_KEYS[{index}]: a key (and a secret after ':') must not be blank"
+            )
+
+
+def unknown_keys(config: Mapping[str, Any]) -> list[str]:
+    """``ENGAGE_*`` keys that Engage does not read, each with a suggestion when one is close."""
+    known = set(DEFAULTS)
+    notes = []
+    for key in sorted(k for k in config if k.startswith("ENGAGE_") and k not in known):
+        close = difflib.get_close_matches(key, sorted(known), n=1)
+        notes.append(f"{key} (did you mean {close[0]}?)" if close else key)
+    return notes

@@ -1,0 +1,40 @@
+"""A message rendered for one customer: the template context, the unsubscribe link.
+
+Delivery, the admin's preview and test sends all compose messages here, so what
+an admin previews is what a customer gets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..channels import Channel
+from ..models import Customer
+from .templates import Rendered, render
+from .unsubscribe import make_token
+from .urls import external_url
+
+
+@dataclass
+class Composed:
+    """A rendered message and what it was rendered with."""
+
+    rendered: Rendered
+    unsubscribe_url: str | None
+    context: dict[str, Any]
+
+
+def compose(customer: Customer, channel: Channel, subject: str | None, body: str) -> Composed:
+    """Render ``subject`` and ``body`` for ``customer`` on ``channel``.
+
+    Raises :class:`~flask_engage.errors.InvalidTemplate` when a template fails for
+    this customer's data.
+    """
+    unsubscribe_url = None
+    if channel.opt_out:
+        unsubscribe_url = external_url(
+            "engage.unsubscribe", token=make_token(customer.id or 0, channel.name)
+        )
+    context = {"customer": customer.template_context(), "unsubscribe_url": unsubscribe_url}
+    return Composed(render(subject, body, context), unsubscribe_url, context)
