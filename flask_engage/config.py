@@ -57,6 +57,9 @@ DEFAULTS: dict[str, Any] = {
     "ENGAGE_SEND_LEASE": 300,
     #: Per-channel caps, e.g. ``{"email": (3, 86400)}``; ``None``: no cap.
     "ENGAGE_FREQUENCY_CAP": None,
+    #: Inline mode: run the schedule after requests (at most once per interval, any
+    #: number of processes), so scheduled work happens without a worker.
+    "ENGAGE_INLINE_SCHEDULE": True,
 }
 
 #: Settings that must be whole numbers >= 1 (numeric strings from the environment are accepted).

@@ -1,15 +1,19 @@
-"""Per-app state and the two kinds of session Engage uses.
+"""Per-app state, the two kinds of session Engage uses, and the work a commit leaves.
 
-* The **host session** (``db.session``): tracked writes go there, so they commit or
-  roll back with the host's transaction.
+* The **host session** (``db.session``, or any session of the host's): tracked
+  writes go there, so they commit or roll back with the host's transaction.
 * **Operation sessions**: short sessions of Engage's own on the host's engine, for
   work that commits by itself (recompute, sends, the outbox).
+
+Either kind notes in :func:`pending_work` what must follow its commit (outbox
+rows to dispatch, customers and events to announce); :mod:`flask_engage.hooks`
+runs it once the outermost transaction has committed, and drops it on rollback.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,14 +25,46 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
-from .outbox import PENDING
-
 if TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
 
     from .extension import Engage
 
 log = logging.getLogger("flask_engage")
+
+
+#: ``session.info`` key of the session's :class:`PendingWork`.
+PENDING = "engage_pending"
+#: ``session.info`` key marking Engage's own operation sessions.
+OWN = "engage_operation"
+
+
+@dataclass
+class PendingWork:
+    """What a transaction leaves for after its commit."""
+
+    #: Outbox rows were written: hand them to a worker (or run them inline).
+    outbox: bool = False
+    #: Customers identified (``customer_identified`` after commit).
+    customer_ids: set[int] = field(default_factory=set)
+    #: Events recorded (``event_tracked`` after commit).
+    event_ids: list[int] = field(default_factory=list)
+
+    def merge(self, other: PendingWork) -> None:
+        self.outbox |= other.outbox
+        self.customer_ids |= other.customer_ids
+        self.event_ids += other.event_ids
+
+    def __bool__(self) -> bool:
+        return self.outbox or bool(self.customer_ids) or bool(self.event_ids)
+
+
+def pending_work(session: Session) -> PendingWork:
+    """The work ``session``'s current transaction leaves for after its commit."""
+    work = session.info.get(PENDING)
+    if work is None:
+        work = session.info[PENDING] = PendingWork()
+    return work
 
 
 @dataclass
@@ -39,12 +75,14 @@ class EngageState:
     db: SQLAlchemy
     #: (kind, scope, name) -> last time ``last_seen`` was written by this process.
     seen_definitions: dict[tuple[str, str, str], datetime] = field(default_factory=dict)
-    #: Called with the app after a commit that wrote outbox rows.
-    on_outbox: Any = None
+    #: Called with the app and the :class:`PendingWork` of a committed transaction.
+    after_commit: Callable[[Flask, PendingWork], None] | None = None
     #: The default segment is known to exist.
     default_ready: bool = False
     #: Incremental evaluation's cached all-segments query (segments/membership.py).
     evaluation_plan: Any = None
+    #: (segment id, last computed) of segments incremental evaluation failed on.
+    unevaluable: set[tuple[int, datetime | None]] = field(default_factory=set)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -101,6 +139,7 @@ def operation_session() -> Iterator[Session]:
         )
     else:
         session = Session(bind=state.db.engine, expire_on_commit=False)
+    session.info[OWN] = True
     try:
         yield session
         session.commit()
@@ -109,11 +148,12 @@ def operation_session() -> Iterator[Session]:
         raise
     finally:
         session.close()
-    if session.info.pop(PENDING, False):
-        if shared is not None:  # dispatched when the host's transaction commits
-            state.db.session().info[PENDING] = True
-        elif state.on_outbox is not None:
-            state.on_outbox(current_app._get_current_object())
+    work = session.info.pop(PENDING, None)
+    if work:
+        if shared is not None:  # done when the host's transaction commits
+            pending_work(state.db.session()).merge(work)
+        elif state.after_commit is not None:
+            state.after_commit(current_app._get_current_object(), work)
 
 
 def insert_ignoring_conflicts(conn: Connection | Session, table: Any, index_elements: list[str]):

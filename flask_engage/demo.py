@@ -24,12 +24,48 @@ from .tracking import CustomerPatch, record_definitions, write_customers
 #: Demo customers' external ids start with this prefix (never a host user's id).
 PREFIX = "demo-"
 CHUNK = 250
-CITIES = (("Lagos", 24), ("Nairobi", 14), ("Accra", 12), ("Cape Town", 10), ("London", 12),
-          ("Berlin", 8), ("New York", 12), ("São Paulo", 8))
-FIRST_NAMES = ("Ada", "Chidi", "Amara", "Tunde", "Zainab", "Kofi", "Wanjiru", "Thabo", "Emma",
-               "Liam", "Sofia", "Lucas", "Mia", "Noah", "Ngozi", "Femi", "Yaw", "Aisha")
-MERCHANTS = ("Jumia", "Uber", "Bolt", "Netflix", "Spotify", "Shoprite", "Amazon",
-             "Chicken Republic", "Glovo", "Apple")
+CITIES = (
+    ("Lagos", 24),
+    ("Nairobi", 14),
+    ("Accra", 12),
+    ("Cape Town", 10),
+    ("London", 12),
+    ("Berlin", 8),
+    ("New York", 12),
+    ("São Paulo", 8),
+)
+FIRST_NAMES = (
+    "Ada",
+    "Chidi",
+    "Amara",
+    "Tunde",
+    "Zainab",
+    "Kofi",
+    "Wanjiru",
+    "Thabo",
+    "Emma",
+    "Liam",
+    "Sofia",
+    "Lucas",
+    "Mia",
+    "Noah",
+    "Ngozi",
+    "Femi",
+    "Yaw",
+    "Aisha",
+)
+MERCHANTS = (
+    "Jumia",
+    "Uber",
+    "Bolt",
+    "Netflix",
+    "Spotify",
+    "Shoprite",
+    "Amazon",
+    "Chicken Republic",
+    "Glovo",
+    "Apple",
+)
 
 #: Event names and the types of their properties (recorded for the segment builder).
 EVENT_PROPERTIES: dict[str, dict[str, str]] = {
@@ -42,36 +78,69 @@ EVENT_PROPERTIES: dict[str, dict[str, str]] = {
 }
 
 SEGMENTS: list[tuple[str, dict[str, Any], str]] = [
-    ("Customers in Lagos", {"attribute": "city", "op": "eq", "value": "Lagos"},
-     "Everyone whose city is Lagos."),
+    (
+        "Customers in Lagos",
+        {"attribute": "city", "op": "eq", "value": "Lagos"},
+        "Everyone whose city is Lagos.",
+    ),
     ("Pro plan", {"attribute": "plan", "op": "eq", "value": "pro"}, "Paying customers."),
-    ("Pro in Lagos", {"all": [{"attribute": "plan", "op": "eq", "value": "pro"},
-                              {"attribute": "city", "op": "eq", "value": "Lagos"}]},
-     "Pro customers in Lagos."),
-    ("Not logged in for 30 days",
-     {"event": "Logged in", "window": {"last_days": 30}, "count": {"op": "eq", "value": 0}},
-     "No login in the last 30 days."),
-    ("Spent over $1,000 this month",
-     {"event": "Purchase", "window": {"calendar": "this_month"},
-      "sum": {"property": "amount", "op": "gt", "value": 1000}},
-     "Purchases this calendar month add up to more than $1,000."),
-    ("KYC pending after 3 days",
-     {"all": [{"event": "Signed up", "window": {"older_than_days": 3}},
-              {"event": "Completed KYC", "count": {"op": "eq", "value": 0}}]},
-     "Signed up more than 3 days ago and KYC not done."),
-    ("Virtual card used more than 5 times this month",
-     {"event": "Card used", "window": {"calendar": "this_month"},
-      "count": {"op": "gt", "value": 5}},
-     "Heavy card users this month."),
+    (
+        "Pro in Lagos",
+        {
+            "all": [
+                {"attribute": "plan", "op": "eq", "value": "pro"},
+                {"attribute": "city", "op": "eq", "value": "Lagos"},
+            ]
+        },
+        "Pro customers in Lagos.",
+    ),
+    (
+        "Not logged in for 30 days",
+        {"event": "Logged in", "window": {"last_days": 30}, "count": {"op": "eq", "value": 0}},
+        "No login in the last 30 days.",
+    ),
+    (
+        "Spent over $1,000 this month",
+        {
+            "event": "Purchase",
+            "window": {"calendar": "this_month"},
+            "sum": {"property": "amount", "op": "gt", "value": 1000},
+        },
+        "Purchases this calendar month add up to more than $1,000.",
+    ),
+    (
+        "KYC pending after 3 days",
+        {
+            "all": [
+                {"event": "Signed up", "window": {"older_than_days": 3}},
+                {"event": "Completed KYC", "count": {"op": "eq", "value": 0}},
+            ]
+        },
+        "Signed up more than 3 days ago and KYC not done.",
+    ),
+    (
+        "Virtual card used more than 5 times this month",
+        {
+            "event": "Card used",
+            "window": {"calendar": "this_month"},
+            "count": {"op": "gt", "value": 5},
+        },
+        "Heavy card users this month.",
+    ),
 ]
 
 AUTOMATION = {
     "name": "KYC reminder",
     "trigger_segment": "kyc-pending-after-3-days",
     "steps": [
-        {"send": {"channel": "email", "subject": "{{ customer.first_name }}, finish your KYC",
-                  "body": "Hi {{ customer.first_name }}, verify your identity in two minutes to "
-                          "unlock your virtual card.\n\nUnsubscribe: {{ unsubscribe_url }}"}},
+        {
+            "send": {
+                "channel": "email",
+                "subject": "{{ customer.first_name }}, finish your KYC",
+                "body": "Hi {{ customer.first_name }}, verify your identity in two minutes to "
+                "unlock your virtual card.\n\nUnsubscribe: {{ unsubscribe_url }}",
+            }
+        },
         {"wait": {"days": 3}},
         {"if": {"event": "Completed KYC", "count": {"op": "eq", "value": 0}}},
         {"send": {"channel": "in_app", "body": "Your virtual card is waiting: complete KYC."}},
@@ -84,7 +153,7 @@ BROADCAST = {
     "segments": ["pro-in-lagos"],
     "subject": "5% cashback on your virtual card this week",
     "body": "Hi {{ customer.first_name }}, every card purchase in Lagos earns 5% back until "
-            "Sunday.\n\nUnsubscribe: {{ unsubscribe_url }}",
+    "Sunday.\n\nUnsubscribe: {{ unsubscribe_url }}",
 }
 
 
@@ -140,8 +209,12 @@ def _customer(rng: random.Random, number: int, now: datetime) -> tuple[str, Cust
                     events.append(("Card used", {"merchant": merchant, "amount": amount}, moment))
     patch = CustomerPatch(
         email=f"{first_name.lower()}.{number}@example.com",
-        attributes={"first_name": first_name, "plan": plan, "city": rng.choices(cities, weights)[0],
-                    "kyc_done": kyc_done},
+        attributes={
+            "first_name": first_name,
+            "plan": plan,
+            "city": rng.choices(cities, weights)[0],
+            "kyc_done": kyc_done,
+        },
         created_at=signed_up,
     )
     return f"{PREFIX}{number}", patch, events
@@ -153,7 +226,10 @@ def _chunks(start: int, total: int) -> Iterator[range]:
 
 
 def seed(
-    customers: int = 3000, *, seed_value: int = 7, now: datetime | None = None,
+    customers: int = 3000,
+    *,
+    seed_value: int = 7,
+    now: datetime | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> SeedResult:
     """Write ``customers`` demo customers with a few months of events, then the seed
@@ -162,7 +238,9 @@ def seed(
     rng = random.Random(seed_value)
     with operation_session() as session:
         start = 1 + session.scalar(
-            select(func.count()).select_from(Customer).where(Customer.external_id.startswith(PREFIX))
+            select(func.count())
+            .select_from(Customer)
+            .where(Customer.external_id.startswith(PREFIX))
         )
     written_events = 0
     for numbers in _chunks(start, customers):
@@ -172,7 +250,8 @@ def seed(
             ids = write_customers(conn, {key: patch for key, patch, _ in generated}, now)
             rows = [
                 {"customer_id": ids[key], "name": name, "properties": props, "occurred_at": at}
-                for key, _, events in generated for name, props, at in events
+                for key, _, events in generated
+                for name, props, at in events
             ]
             conn.execute(Event.__table__.insert(), rows)  # executemany, no RETURNING
         written_events += len(rows)
@@ -205,7 +284,8 @@ def _seed_definitions() -> list[Segment]:
         has_broadcast = session.scalar(select(exists().where(Broadcast.name == BROADCAST["name"])))
     if not has_automation:
         engage.create_automation(
-            AUTOMATION["name"], trigger={"joins": AUTOMATION["trigger_segment"]},
+            AUTOMATION["name"],
+            trigger={"joins": AUTOMATION["trigger_segment"]},
             steps=AUTOMATION["steps"],
         )
     if not has_broadcast:

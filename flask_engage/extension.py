@@ -8,25 +8,32 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, current_app, make_response
-from sqlalchemy import event, select
+from flask import Flask, make_response
+from flask_mail import Mail
+from sqlalchemy import inspect, select
 from sqlalchemy.orm import Query, Session
 
-from . import jobs, tracking
+from . import hooks, jobs, operations, tracking
+from .admin import init_admin
+from .automations import service as automation_service
+from .blueprints import register_blueprints
+from .cli import engage_cli
 from .config import apply_defaults, unknown_keys
 from .db import EngageState, get_state, host_session, log, operation_session
-from .errors import ConfigurationError, NotFound
+from .errors import ConfigurationError, NotFound, ValidationError
+from .merge import merge_customers
+from .messages import broadcasts as broadcast_service
+from .messages.unsubscribe import set_subscription
+from .migrations import skip_in_host_autogenerate
 from .models import Automation, Broadcast, Customer, Event, Segment, metadata, utcnow
 from .segments import history as segment_history_module
 from .segments import service as segment_service
 from .segments.membership import Outcome
+from .status import collect_status
 from .values import as_aware
 
 if TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
-
-
-_LISTENED: weakref.WeakSet[type] = weakref.WeakSet()
 
 
 class Engage:
@@ -54,34 +61,15 @@ class Engage:
         for key in unknown_keys(app.config):
             log.warning("flask-engage: unknown setting %s is ignored", key)
         app.extensions["engage"] = self
-        self._states[app] = EngageState(extension=self, db=db, on_outbox=jobs.dispatch)
-        self._listen(db)
+        self._states[app] = EngageState(extension=self, db=db, after_commit=operations.after_commit)
+        hooks.install()
         if "mail" not in app.extensions:
-            from flask_mail import Mail
-
             Mail(app)
-
-        from .blueprints import register_blueprints
-        from .cli import engage_cli
-
         register_blueprints(app)
         app.cli.add_command(engage_cli)
-        from .admin import init_admin
-
         init_admin(app)
-        from .migrations import skip_in_host_autogenerate
-
         skip_in_host_autogenerate(app)
-
-    def _listen(self, db: SQLAlchemy) -> None:
-        session_class = db.session.session_factory.class_  # type: ignore[attr-defined]
-        if session_class in _LISTENED:
-            return
-        _LISTENED.add(session_class)
-        event.listen(session_class, "after_flush", _after_flush)
-        event.listen(session_class, "after_commit", jobs.after_commit)
-        event.listen(session_class, "after_rollback", jobs.after_rollback)
-        event.listen(session_class, "after_transaction_end", jobs.after_transaction_end)
+        jobs.schedule.install_inline_schedule(app)
 
     @property
     def metadata(self):
@@ -153,32 +141,40 @@ class Engage:
         def register(cls: type) -> type:
             spec = tracking.TrackedModel.build(cls, **options)
             self._tracked[cls] = spec
-            for column in spec.changes:
-                event.listen(getattr(cls, column), "set", _noop_set, active_history=True)
+            hooks.follow_changes(cls, list(spec.changes))
             return cls
 
         return register if model is None else register(model)
 
     def track_view(
         self, event: str, properties: Mapping[str, Any] | Callable[[], Any] | None = None
-    ):
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """View decorator: record ``event`` for the current identity when the view
-        answers below 400, and commit it."""
+        answers below 400.
+
+        The identity is read before the view runs (so a logout view is recorded),
+        or after it when there was none (a login view). The event is written and
+        committed in a transaction of Engage's own: whatever the view left pending in
+        the host's session is neither committed nor rolled back.
+        """
 
         def decorator(view: Callable[..., Any]) -> Callable[..., Any]:
             @functools.wraps(view)
             def wrapped(*args: Any, **kwargs: Any) -> Any:
+                before = tracking.current_identity()
                 response = make_response(view(*args, **kwargs))
-                if response.status_code < 400:
-                    customer_id = self.current_identity()
-                    if customer_id is not None:
-                        props = properties() if callable(properties) else properties
-                        try:
-                            tracking.track(customer_id, event, props)
-                            host_session().commit()
-                        except Exception:
-                            host_session().rollback()
-                            log.exception("flask-engage: track_view(%r) failed", event)
+                if response.status_code >= 400:
+                    return response
+                customer_id = before if before is not None else tracking.current_identity()
+                if customer_id is None:
+                    return response
+                try:
+                    props = properties() if callable(properties) else properties
+                    item = tracking.check_event(customer_id, event, props, None)
+                    with operation_session() as session:
+                        tracking.store(session, {}, [item])
+                except Exception:
+                    log.exception("flask-engage: track_view(%r) failed", event)
                 return response
 
             return wrapped
@@ -187,22 +183,10 @@ class Engage:
 
     def current_identity(self) -> str | None:
         """The customer id of the current request (``ENGAGE_IDENTITY`` or Flask-Login)."""
-        identity = current_app.config["ENGAGE_IDENTITY"]
-        if identity is not None:
-            value = identity()
-            return None if value is None else str(value)
-        try:
-            from flask_login import current_user
-        except ImportError:
-            return None
-        if current_user and getattr(current_user, "is_authenticated", False):
-            return str(current_user.get_id())
-        return None
+        return tracking.current_identity()
 
     def merge(self, source_id: int | str, destination_id: int | str) -> Customer:
         """Move a customer's events, attributes and subscriptions onto another; delete it."""
-        from .merge import merge_customers
-
         return merge_customers(source_id, destination_id)
 
     # -- segments ----------------------------------------------------------------------
@@ -271,14 +255,12 @@ class Engage:
             else:
                 ids = [self._segment(session, segment).id]
         outcomes = [jobs.recompute_one(segment_id, now) for segment_id in ids]
-        self._finish(now)
+        operations.finish(now)
         return [o for o in outcomes if o is not None]
 
     def segment_history(self, segment: Segment | int | str, days: int = 30) -> list[Any]:
         """Oldest first, one point per day (``date``, ``members``, ``total``, ``percent``)."""
         if not isinstance(days, int) or days < 1 or days > 3660:
-            from .errors import ValidationError
-
             raise ValidationError("days: expected a whole number from 1 to 3660", field="days")
         with operation_session() as session:
             return segment_history_module.segment_history(
@@ -288,14 +270,10 @@ class Engage:
     # -- messages ----------------------------------------------------------------------
     def unsubscribe(self, customer_id: int | str, channel: str = "email") -> None:
         """Opt a customer out of a channel (they stay in their segments)."""
-        from .messages.unsubscribe import set_subscription
-
         set_subscription(customer_id, channel, subscribed=False)
 
     def resubscribe(self, customer_id: int | str, channel: str = "email") -> None:
         """Undo an unsubscribe."""
-        from .messages.unsubscribe import set_subscription
-
         set_subscription(customer_id, channel, subscribed=True)
 
     def create_broadcast(
@@ -310,10 +288,8 @@ class Engage:
         scheduled_at: datetime | None = None,
     ) -> Broadcast:
         """Create a broadcast draft (validated, templates checked)."""
-        from .messages.broadcasts import create_broadcast
-
         with operation_session() as session:
-            return create_broadcast(
+            return broadcast_service.create_broadcast(
                 session,
                 name,
                 channel=channel,
@@ -331,34 +307,28 @@ class Engage:
     ) -> Broadcast:
         """Queue a broadcast (or schedule it if ``scheduled_at`` is in the future).
 
-        Sending one that is already queued, sending or sent does nothing.
+        Sending one that is already queued, sending or sent does nothing. Returns
+        the broadcast as it is after the call (inline mode: already sent).
         """
-        from .messages.broadcasts import request_send
-
         broadcast_id = broadcast.id if isinstance(broadcast, Broadcast) else broadcast
         with operation_session() as session:
-            request_send(session, broadcast_id, _moment(now))
-        # The commit above dispatched the work (inline: already sent). Answer its state now.
+            broadcast_service.request_send(session, broadcast_id, _moment(now))
         with operation_session() as session:
             result = session.get(Broadcast, broadcast_id)
-        if isinstance(broadcast, Broadcast) and result is not None:
-            for field in ("status", "started_at", "finished_at"):
-                setattr(broadcast, field, getattr(result, field))
+        assert result is not None
+        if isinstance(broadcast, Broadcast):
+            _refresh_instance(broadcast, result, ("status", "started_at", "finished_at"))
         return result
 
     def cancel_broadcast(self, broadcast: Broadcast | int) -> Broadcast:
         """Cancel a draft or scheduled broadcast (a send in progress stops)."""
-        from .messages.broadcasts import cancel
-
         with operation_session() as session:
-            return cancel(session, broadcast.id if isinstance(broadcast, Broadcast) else broadcast)
+            return broadcast_service.cancel(session, _id(broadcast))
 
     def broadcast_counts(self, broadcast: Broadcast | int) -> dict[str, int]:
         """Messages of a broadcast by status and skip reason."""
-        from .messages.broadcasts import counts
-
         with operation_session() as session:
-            return counts(session, broadcast.id if isinstance(broadcast, Broadcast) else broadcast)
+            return broadcast_service.counts(session, _id(broadcast))
 
     # -- automations -------------------------------------------------------------------
     def create_automation(
@@ -372,10 +342,8 @@ class Engage:
         exit_on_leave: bool = False,
     ) -> Automation:
         """Create an automation started when a customer joins or leaves a segment."""
-        from . import automations
-
         with operation_session() as session:
-            return automations.create_automation(
+            return automation_service.create_automation(
                 session,
                 name,
                 trigger=trigger,
@@ -387,30 +355,21 @@ class Engage:
 
     def update_automation(self, automation: Automation | int, **changes: Any) -> Automation:
         """Change an automation (``active=False`` pauses it: its runs are held)."""
-        from . import automations
-
         with operation_session() as session:
             found = self._automation(session, automation)
-            if isinstance(changes.get("trigger"), Mapping):
-                changes["trigger"] = {
-                    k: (v.id if isinstance(v, Segment) else v)
-                    for k, v in changes["trigger"].items()
-                }
-            return automations.update_automation(session, found, **changes)
+            return automation_service.update_automation(session, found, **changes)
 
     def delete_automation(self, automation: Automation | int) -> None:
         """Delete an automation; its live runs are cancelled."""
-        from . import automations
-
         with operation_session() as session:
-            automations.delete_automation(session, self._automation(session, automation))
+            automation_service.delete_automation(session, self._automation(session, automation))
 
     def automation_stats(self, automation: Automation | int) -> dict[str, Any]:
         """Runs by status and messages per step."""
-        from . import automations
-
         with operation_session() as session:
-            return automations.automation_stats(session, self._automation(session, automation))
+            return automation_service.automation_stats(
+                session, self._automation(session, automation)
+            )
 
     # -- jobs --------------------------------------------------------------------------
     def run_due(self, now: datetime | None = None) -> dict[str, int]:
@@ -418,31 +377,28 @@ class Engage:
         segments, snapshots, outbox leftovers)."""
         return jobs.run_due(_moment(now))
 
-    def work(self, burst: bool = False) -> bool:
-        """Run an RQ SimpleWorker for Engage's queue in this process."""
-        return jobs.work(burst=burst)
+    def work(self, burst: bool = False, **options: Any) -> bool:
+        """Run an RQ SimpleWorker for Engage's queue in this process, and the schedule.
+
+        ``options``: ``queues``, ``name``, ``log_level``, ``max_jobs`` (see
+        ``flask engage worker --help``).
+        """
+        return jobs.work(burst=burst, **options)
+
+    def status(self) -> dict[str, Any]:
+        """Operational facts: ``last_tick``, ``schedule_ok``, ``outbox``, ``parked``,
+        the queue, failing segments (also ``flask engage status`` and the dashboard)."""
+        return collect_status()
 
     # -- helpers -----------------------------------------------------------------------
-    def _finish(self, now: datetime) -> None:
-        """Inline mode: finish what an operation triggered; Redis mode: queue it."""
-        if current_app.config.get("ENGAGE_REDIS_URL"):
-            jobs.request_drain()
-        else:
-            jobs.finish_inline(now, triggered=True)  # the recompute may have started runs
-
-    def _refresh(self, segment: Segment) -> None:
-        if current_app.config.get("ENGAGE_REDIS_URL"):
-            if jobs.enqueue(jobs.job_recompute, segment.id):
-                return
-        jobs.recompute_one(segment.id)
-        if not current_app.config.get("ENGAGE_REDIS_URL"):
-            jobs.finish_inline(triggered=True)
+    def _refresh(self, segment: Segment, *, trigger: bool = True) -> None:
+        operations.refresh_segment(segment.id, trigger=trigger)
         with operation_session() as session:
             fresh = session.get(Segment, segment.id)
-            if fresh is not None:
-                segment.member_count = fresh.member_count
-                segment.last_computed_at = fresh.last_computed_at
-                segment.last_duration_ms = fresh.last_duration_ms
+        if fresh is not None:
+            _refresh_instance(
+                segment, fresh, ("member_count", "last_computed_at", "last_duration_ms")
+            )
 
     @staticmethod
     def _ensure_default() -> None:
@@ -472,19 +428,20 @@ def _moment(now: datetime | None) -> datetime:
     return utcnow() if now is None else as_aware(now, "now")
 
 
-def _noop_set(target: Any, value: Any, oldvalue: Any, initiator: Any) -> Any:
-    """Registered with ``active_history=True`` so old values of change columns load."""
-    return value
+def _id(ref: Any) -> Any:
+    return ref.id if hasattr(ref, "id") else ref
 
 
-def _after_flush(session: Session, flush_context: Any) -> None:
-    from flask import has_app_context
+def _refresh_instance(target: Any, fresh: Any, fields: tuple[str, ...]) -> None:
+    """Show ``fresh``'s values on the caller's ``target``.
 
-    if not has_app_context():
-        return
-    extension = current_app.extensions.get("engage")
-    if not isinstance(extension, Engage) or not extension._tracked:
-        return
-    patches, events = tracking.collect_flush(session, extension._tracked)
-    if patches or events:
-        tracking.store(session, patches, events, conn=session.connection())
+    A detached instance (what Engage's API returns) gets them copied; an instance
+    of the host's session has them expired instead, so it reloads them and its next
+    commit does not write stale values back over what a worker wrote.
+    """
+    state = inspect(target)
+    if state.session is None:
+        for name in fields:
+            setattr(target, name, getattr(fresh, name))
+    elif state.persistent:
+        state.session.expire(target, list(fields))

@@ -74,10 +74,19 @@ class RunStatus(StrEnum):
     COMPLETED = "completed"
     EXITED = "exited"
     CANCELLED = "cancelled"
+    #: A step kept failing: the run waits for someone to retry it (``error`` says why).
+    PARKED = "parked"
 
 
 #: Runs that still have steps ahead of them.
 LIVE_RUNS = (RunStatus.ACTIVE, RunStatus.WAITING)
+
+
+class TriggerKind(StrEnum):
+    """What starts an automation."""
+
+    JOINS = "joins"
+    LEAVES = "leaves"
 
 
 class ChangeKind(StrEnum):
@@ -283,7 +292,9 @@ class OutboxItem(Base):
 
     ``task`` is an :class:`OutboxTask`.
     Rows are deleted in the transaction that does their work, so each is processed
-    exactly once.
+    exactly once. An item whose work fails is put back with ``attempts`` + 1 and
+    ``available_at`` later (backoff); after too many attempts it is parked
+    (``parked_at``) with its ``error``, visible in ``engage.status()``.
     """
 
     __tablename__ = "engage_outbox"
@@ -293,6 +304,14 @@ class OutboxItem(Base):
     task: Mapped[str] = mapped_column(String(32))
     key: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: Failed attempts so far; the item is retried with backoff, then parked.
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: Not claimed before this moment (backoff after a failure); None: at once.
+    available_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Set when the item is parked: no job takes it until someone retries it.
+    parked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The last failure.
+    error: Mapped[str | None] = mapped_column(Text)
 
 
 class SchedulerState(Base):
@@ -362,8 +381,9 @@ class Automation(Base):
 class AutomationRun(Base):
     """One customer's walk through an automation (one per entry).
 
-    ``status``: ``active`` (a step is due at ``due_at``), ``waiting`` (in a wait
-    step until ``due_at``), ``completed``, ``exited`` or ``cancelled``.
+    ``status`` is a :class:`RunStatus`: ``active`` (a step is due at ``due_at``),
+    ``waiting`` (in a wait step until ``due_at``), ``completed``, ``exited``,
+    ``cancelled``, or ``parked`` (a step kept failing; ``error`` says why).
     """
 
     __tablename__ = "engage_automation_runs"
@@ -381,8 +401,12 @@ class AutomationRun(Base):
     )
     entry: Mapped[int] = mapped_column(Integer, default=1)
     step: Mapped[int] = mapped_column(Integer, default=0)
-    status: Mapped[str] = mapped_column(String(16), default="active")
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.ACTIVE)
     due_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: Failed attempts at the current step (retried with backoff, then parked).
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: The last failure, when a step failed.
+    error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -390,10 +414,12 @@ class AutomationRun(Base):
 class Message(Base):
     """One message to one customer from one send (broadcast or automation step).
 
-    ``status`` is ``queued``, ``sent``, ``failed`` or ``skipped`` (``error`` says
-    why: ``unsubscribed``, ``no_address``, ``frequency_cap``...). A queued message
-    is claimed by a worker (``claimed_at``/``claim``) before delivery, so two
-    workers never deliver it twice.
+    ``status`` is a :class:`MessageStatus`: ``queued``, ``sent``, ``failed`` or
+    ``skipped`` (``error`` says why: ``unsubscribed``, ``no_address``,
+    ``frequency_cap``...). A queued message is claimed by a worker
+    (``claimed_at``/``claim``) before delivery, so two workers never deliver it
+    twice. A failure that may pass is retried with backoff (``attempts``,
+    ``retry_at``) before the message is marked failed.
     """
 
     __tablename__ = "engage_messages"
@@ -426,6 +452,10 @@ class Message(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     claim: Mapped[str | None] = mapped_column(String(32))
+    #: Delivery attempts that failed for a reason that may pass (a dead SMTP server).
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: A queued message is not tried again before this moment.
+    retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

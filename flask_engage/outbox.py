@@ -1,8 +1,8 @@
 """The durable outbox: work a transaction creates, written in that transaction.
 
-Services add rows here; :mod:`flask_engage.jobs` hands them to a worker (or runs
-them inline) once the transaction has committed, and deletes each row in the
-transaction that does its work.
+Services add rows here; once the transaction has committed,
+:mod:`flask_engage.operations` hands them to a worker (or runs them inline), and
+:mod:`flask_engage.jobs` deletes each row in the transaction that does its work.
 """
 
 from __future__ import annotations
@@ -12,10 +12,8 @@ from collections.abc import Iterable
 from sqlalchemy import Connection, insert
 from sqlalchemy.orm import Session
 
+from .db import pending_work
 from .models import OutboxItem, utcnow
-
-#: ``session.info`` key set when a transaction wrote outbox rows.
-PENDING = "engage_outbox_pending"
 
 
 def add_to_outbox(
@@ -26,4 +24,4 @@ def add_to_outbox(
     if not rows:
         return
     (conn or session.connection()).execute(insert(OutboxItem.__table__), rows)
-    session.info[PENDING] = True
+    pending_work(session).outbox = True

@@ -1,45 +1,74 @@
-"""Operational facts for ``flask engage status`` and the admin dashboard."""
+"""Operational facts for ``engage.status()``, ``flask engage status`` and the dashboard."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
+from redis.exceptions import RedisError
 from sqlalchemy import func, select
 
 from .db import operation_session
-from .jobs import get_queue, get_state_value
-from .models import Message, OutboxItem, Segment, utcnow
+from .jobs import dispatch, last_tick
+from .jobs.outbox import counts as outbox_counts
+from .models import AutomationRun, Message, MessageStatus, RunStatus, Segment, utcnow
 
 
-def collect() -> dict[str, Any]:
-    """Queue depth, failed jobs, outbox backlog, queued messages, last tick, stale segments."""
-    facts: dict[str, Any] = {}
-    queue = get_queue()
-    if queue is None:
-        facts["mode"] = "inline (no ENGAGE_REDIS_URL)"
-    else:
-        try:
-            facts["queue"] = f"{queue.name}: {len(queue)} job(s)"
-            facts["failed jobs"] = queue.failed_job_registry.count
-            facts["scheduled jobs"] = queue.scheduled_job_registry.count
-        except Exception as exc:  # Redis down: say so, keep going
-            facts["queue"] = f"unreachable ({type(exc).__name__})"
-    stale_after = utcnow() - timedelta(seconds=2 * current_app.config["ENGAGE_RECOMPUTE_INTERVAL"])
+def schedule_ok(tick: datetime | None, now: datetime | None = None) -> bool:
+    """A tick within two ``ENGAGE_RECOMPUTE_INTERVAL`` of now."""
+    interval = timedelta(seconds=2 * current_app.config["ENGAGE_RECOMPUTE_INTERVAL"])
+    return tick is not None and (now or utcnow()) - tick <= interval
+
+
+def collect_status() -> dict[str, Any]:
+    """Everything an operator checks, as plain values.
+
+    ``last_tick`` (aware datetime or None), ``schedule_ok`` (bool), ``outbox``
+    (items waiting), ``parked`` (outbox items and automation runs that gave up),
+    ``queued_messages``, ``failing_segments`` (slug -> error), ``stale_segments``
+    (time-based segments not recomputed for two intervals, and failing ones), ``mode`` and, with
+    Redis, ``queue`` (jobs waiting, or ``None`` when unreachable), ``failed_jobs``.
+    """
+    now = utcnow()
+    tick = last_tick()
+    waiting, parked_items = outbox_counts()
     with operation_session() as session:
-        facts["outbox backlog"] = session.scalar(select(func.count()).select_from(OutboxItem))
-        facts["queued messages"] = session.scalar(
-            select(func.count()).where(Message.status == "queued")
+        parked_runs = session.scalar(
+            select(func.count()).where(AutomationRun.status == RunStatus.PARKED)
         )
+        queued = session.scalar(select(func.count()).where(Message.status == MessageStatus.QUEUED))
+        failing = dict(
+            session.execute(
+                select(Segment.slug, Segment.last_error).where(Segment.last_error.is_not(None))
+            ).all()
+        )
+        stale_after = now - timedelta(seconds=2 * current_app.config["ENGAGE_RECOMPUTE_INTERVAL"])
         stale = session.scalars(
-            select(Segment.slug).where(
-                Segment.last_error.is_not(None)
-                | (Segment.is_time_based.is_(True)
-                   & (Segment.last_computed_at.is_(None)
-                      | (Segment.last_computed_at < stale_after)))
+            select(Segment.slug)
+            .where(
+                Segment.is_time_based.is_(True),
+                Segment.last_computed_at.is_(None) | (Segment.last_computed_at < stale_after),
             )
+            .order_by(Segment.slug)
         ).all()
-    facts["last tick"] = get_state_value("last_tick") or "never"
-    facts["stale segments"] = ", ".join(stale) or "none"
+    facts: dict[str, Any] = {
+        "mode": "inline" if dispatch.is_inline() else "redis",
+        "last_tick": tick,
+        "schedule_ok": schedule_ok(tick, now),
+        "outbox": waiting,
+        "parked": parked_items + (parked_runs or 0),
+        "parked_runs": parked_runs or 0,
+        "queued_messages": queued or 0,
+        "failing_segments": failing,
+        "stale_segments": sorted({*stale, *failing}),
+    }
+    queue = dispatch.get_queue()
+    if queue is not None:
+        try:
+            facts["queue"] = len(queue)
+            facts["failed_jobs"] = queue.failed_job_registry.count
+        except (RedisError, OSError):
+            facts["queue"] = None
+            facts["failed_jobs"] = None
     return facts

@@ -18,12 +18,16 @@ from flask import current_app
 from sqlalchemy import Connection, bindparam, inspect, select, update
 from sqlalchemy.orm import Session
 
-from . import signals
-from .db import get_state, host_session, insert_ignoring_conflicts
+from .db import get_state, host_session, insert_ignoring_conflicts, pending_work
 from .errors import ValidationError
-from .models import AttributeDefinition, Customer, Event, utcnow
+from .models import AttributeDefinition, Customer, Event, OutboxTask, utcnow
 from .outbox import add_to_outbox
 from .values import check_name, normalize_mapping, parse_datetime, value_type
+
+try:  # optional: Flask-Login's current user is the default identity
+    from flask_login import current_user
+except ImportError:  # pragma: no cover - Flask-Login is not installed
+    current_user = None
 
 CHUNK = 500
 #: One validated event: (external id, name, properties, occurred_at).
@@ -53,6 +57,20 @@ class CustomerPatch:
         self.attributes.update(other.attributes)
         self.email = other.email if other.email is not None else self.email
         self.created_at = other.created_at or self.created_at
+
+
+def current_identity() -> str | None:
+    """The customer id of the current request: ``ENGAGE_IDENTITY()``, else
+    Flask-Login's ``current_user`` when it is installed and signed in."""
+    identity = current_app.config["ENGAGE_IDENTITY"]
+    if identity is not None:
+        value = identity()
+        return None if value is None else str(value)
+    if current_user is None:
+        return None
+    if getattr(current_user, "is_authenticated", False):
+        return str(current_user.get_id())
+    return None
 
 
 def check_customer_id(value: Any, field: str = "id") -> str:
@@ -254,7 +272,9 @@ def store(
     """Write customer patches and ``(external_id, name, properties, occurred_at)`` events.
 
     Every customer named is created if unknown; the touched customers are queued
-    for segment re-evaluation in the same transaction.
+    for segment re-evaluation in the same transaction, and announced
+    (``customer_identified`` for patched ones, ``event_tracked`` for events) once
+    it has committed.
     """
     conn = conn or session.connection()
     now = utcnow()
@@ -279,7 +299,10 @@ def store(
         if events
         else []
     )
-    add_to_outbox(session, "evaluate", ids.values(), conn=conn)
+    add_to_outbox(session, OutboxTask.EVALUATE, ids.values(), conn=conn)
+    work = pending_work(session)
+    work.customer_ids.update(ids[key] for key in patches)
+    work.event_ids.extend(event_ids)
     return ids, event_ids
 
 
@@ -302,7 +325,6 @@ def identify(
     ids, _ = store(session, {external_id: patch})
     customer = session.get(Customer, ids[external_id], populate_existing=True)
     assert customer is not None
-    announce(session, customer_ids=[customer.id])
     return customer
 
 
@@ -338,23 +360,7 @@ def track_many(items: Sequence[TrackItem]) -> list[Event]:
     session = host_session()
     _, event_ids = store(session, {}, items)
     loaded = {e.id: e for e in session.scalars(select(Event).where(Event.id.in_(event_ids)))}
-    announce(session, event_ids=event_ids)
     return [loaded[i] for i in event_ids]
-
-
-def announce(
-    session: Session, *, customer_ids: Sequence[int] = (), event_ids: Sequence[int] = ()
-) -> None:
-    """Send ``customer_identified`` / ``event_tracked`` for stored rows (only when
-    someone listens: no query otherwise)."""
-    app = current_app._get_current_object()
-    if customer_ids and signals.customer_identified.receivers:
-        for customer in session.scalars(select(Customer).where(Customer.id.in_(customer_ids))):
-            signals.customer_identified.send(app, customer=customer)
-    if event_ids and signals.event_tracked.receivers:
-        query = select(Event).where(Event.id.in_(event_ids)).order_by(Event.id)
-        for event in session.scalars(query):
-            signals.event_tracked.send(app, event=event, customer=event.customer)
 
 
 # --- track_model -------------------------------------------------------------------------

@@ -60,6 +60,8 @@ def create_app(database_url: str, **config) -> Flask:
             "ENGAGE_MAIL_SENDER": "news@example.com",
             "ENGAGE_API_KEYS": ["test-key", "sdk-key:sdk-secret"],
             "ENGAGE_BASE_URL": "https://app.example.com",
+            # tests move time with run_due(now=...); the inline schedule has its own tests
+            "ENGAGE_INLINE_SCHEDULE": False,
             **config,
         }
     )

@@ -267,7 +267,7 @@ def redis_port():
 def test_redis_killed_and_restarted_while_tracking_loses_nothing(app, redis_port, monkeypatch):
     port, processes = redis_port
     # a short breaker, so the worker is back on Redis right after the restart
-    monkeypatch.setattr(jobs, "REDIS_RETRY_AFTER", 0.2)
+    monkeypatch.setattr(jobs.dispatch, "REDIS_RETRY_AFTER", 0.2)
     app.config.update(
         ENGAGE_REDIS_URL=f"redis://127.0.0.1:{port}/0",
         ENGAGE_QUEUE=f"engage-fault-{uuid.uuid4().hex[:8]}",

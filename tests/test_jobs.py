@@ -61,7 +61,7 @@ def test_tracked_change_updates_membership_after_commit(app, session, mode):
     session.commit()
     if mode == "redis":
         queue = jobs.get_queue()
-        assert [j.func_name for j in queue.jobs] == ["flask_engage.jobs.job_drain_outbox"]
+        assert [j.func_name for j in queue.jobs] == ["flask_engage.jobs.rqjobs.job_drain_outbox"]
         assert member_ids(pro) == []
         job = queue.jobs[0]
         engage.work(burst=True)

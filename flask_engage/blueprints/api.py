@@ -12,7 +12,6 @@ from ..segments.schema import json_schema
 from ..tracking import (
     CustomerPatch,
     TrackItem,
-    announce,
     check_customer_id,
     check_email,
     check_event,
@@ -25,18 +24,18 @@ TRACK_FIELDS = {"id", "event", "properties", "timestamp"}
 
 
 def save(patches: Mapping[str, CustomerPatch], events: Sequence[TrackItem] = ()) -> dict[str, int]:
-    """Store validated data in the host session, commit, then send the tracking signals.
+    """Store validated data in the host session and commit (the tracking signals go
+    out after the commit).
 
     Returns external id -> ``Customer.id`` of every customer touched.
     """
     session = host_session()
     try:
-        ids, event_ids = store(session, patches, events)
+        ids, _ = store(session, patches, events)
         session.commit()
     except Exception:
         session.rollback()
         raise
-    announce(session, customer_ids=[ids[key] for key in patches], event_ids=event_ids)
     return ids
 
 

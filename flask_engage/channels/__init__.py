@@ -8,6 +8,7 @@ from __future__ import annotations
 from .base import (
     Channel,
     Outgoing,
+    RetryLater,
     SkipMessage,
     all_channels,
     channel_names,
@@ -26,6 +27,7 @@ register(InAppChannel())
 __all__ = [
     "Channel",
     "Outgoing",
+    "RetryLater",
     "SkipMessage",
     "all_channels",
     "channel_names",

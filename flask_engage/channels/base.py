@@ -28,6 +28,13 @@ class SkipMessage(EngageError):
     """A message is not sent, for a reason that is not a failure (the message says why)."""
 
 
+class RetryLater(EngageError):
+    """Delivery failed for a reason that may pass (a server down, a 4xx SMTP reply).
+
+    The message stays queued and is tried again with backoff, then marked failed.
+    """
+
+
 @dataclass
 class Outgoing:
     """One rendered message on its way to a channel."""
@@ -97,7 +104,11 @@ class Channel(ABC):
 
     @abstractmethod
     def send(self, outgoing: Outgoing, connection: Any) -> None:
-        """Deliver one message; raise :class:`SkipMessage` or any error to fail it."""
+        """Deliver one message.
+
+        Raise :class:`SkipMessage` to skip it, :class:`RetryLater` for a failure
+        that may pass, any other error to fail it.
+        """
 
 
 _registry: dict[str, Channel] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import smtplib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email import policy
@@ -16,7 +17,7 @@ from sqlalchemy import ColumnElement, and_
 from ..errors import ConfigurationError
 from ..messages.templates import Rendered
 from ..models import Customer
-from .base import Channel, Outgoing, SkipMessage
+from .base import Channel, Outgoing, RetryLater, SkipMessage
 
 _WIRE = policy.compat32.clone(linesep="\r\n", max_line_length=998)  # RFC 5322 hard limit
 
@@ -82,12 +83,29 @@ class EmailChannel(Channel):
 
     @contextmanager
     def connect(self) -> Iterator[Any]:
-        with current_app.extensions["mail"].connect() as connection:
-            yield connection
+        try:
+            connection = current_app.extensions["mail"].connect()
+            opened = connection.__enter__()
+        except (OSError, smtplib.SMTPException) as exc:
+            raise RetryLater(f"SMTP server unreachable: {exc}") from None
+        try:
+            yield opened
+        finally:
+            try:
+                connection.__exit__(None, None, None)
+            except (OSError, smtplib.SMTPException):
+                pass  # the server went away: the statuses are already written
 
     def send(self, outgoing: Outgoing, connection: Any) -> None:
         if not outgoing.customer.email:
             raise SkipMessage("no_address")
         assert outgoing.unsubscribe_url is not None
-        connection.send(build(outgoing.customer, outgoing.rendered, outgoing.unsubscribe_url))
-
+        message = build(outgoing.customer, outgoing.rendered, outgoing.unsubscribe_url)
+        try:
+            connection.send(message)
+        except smtplib.SMTPResponseException as exc:
+            if 400 <= exc.smtp_code < 500:
+                raise RetryLater(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}") from None
+            raise
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            raise RetryLater(f"SMTP connection lost: {exc}") from None

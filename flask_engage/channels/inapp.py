@@ -17,4 +17,3 @@ class InAppChannel(Channel):
         rendered = outgoing.rendered
         if not rendered.text.strip() and not (rendered.html or "").strip():
             raise ValueError("in-app message is empty")
-

@@ -107,4 +107,3 @@ def push(session: Session, customer: Customer, rendered: Rendered, message_id: i
             errors.append(f"push service unreachable: {exc}")
     if not delivered:
         raise RuntimeError("; ".join(errors) or "no subscription accepted the message")
-

@@ -19,16 +19,26 @@ from ..db import insert_ignoring_conflicts
 from ..errors import NotFound, StateError, ValidationError
 from ..models import (
     Broadcast,
+    BroadcastStatus,
     Customer,
     Membership,
     Message,
+    MessageStatus,
+    OutboxTask,
     Segment,
     Unsubscription,
     utcnow,
 )
 from ..outbox import add_to_outbox
+from ..segments.service import find_segment
 
-FINAL = ("sent", "cancelled", "failed")
+#: Broadcasts that are over.
+FINAL = (
+    BroadcastStatus.SENT,
+    BroadcastStatus.PARTIAL,
+    BroadcastStatus.FAILED,
+    BroadcastStatus.CANCELLED,
+)
 
 
 def create_broadcast(
@@ -43,8 +53,6 @@ def create_broadcast(
     scheduled_at: datetime | None = None,
 ) -> Broadcast:
     """Validate and insert a draft broadcast."""
-    from ..segments.service import find_segment
-
     if not isinstance(name, str) or not name.strip():
         raise ValidationError("name: a broadcast needs a name", field="name")
     kind = get_channel(channel)
@@ -73,7 +81,7 @@ def create_broadcast(
         body=body,
         send_to_unsubscribed=bool(send_to_unsubscribed),
         scheduled_at=scheduled_at,
-        status="draft",
+        status=BroadcastStatus.DRAFT,
     )
     session.add(broadcast)
     session.flush()
@@ -90,10 +98,10 @@ def _get(session: Session, broadcast_id: int) -> Broadcast:
 def request_send(session: Session, broadcast_id: int, now: datetime) -> Broadcast:
     """Schedule (future ``scheduled_at``) or queue a draft; anything else: no-op."""
     broadcast = _get(session, broadcast_id)
-    if broadcast.status != "draft":
+    if broadcast.status != BroadcastStatus.DRAFT:
         return broadcast
     if broadcast.scheduled_at is not None and broadcast.scheduled_at > now:
-        broadcast.status = "scheduled"
+        broadcast.status = BroadcastStatus.SCHEDULED
     else:
         queue_broadcast(session, broadcast.id, now)
     session.flush()
@@ -104,12 +112,15 @@ def queue_broadcast(session: Session, broadcast_id: int, now: datetime) -> None:
     """Draft or scheduled -> queued, with an outbox row for the worker (same transaction)."""
     moved = session.execute(
         update(Broadcast)
-        .where(Broadcast.id == broadcast_id, Broadcast.status.in_(("draft", "scheduled")))
-        .values(status="queued")
+        .where(
+            Broadcast.id == broadcast_id,
+            Broadcast.status.in_((BroadcastStatus.DRAFT, BroadcastStatus.SCHEDULED)),
+        )
+        .values(status=BroadcastStatus.QUEUED)
         .execution_options(synchronize_session="fetch")
     ).rowcount
     if moved:
-        add_to_outbox(session, "broadcast", [broadcast_id])
+        add_to_outbox(session, OutboxTask.BROADCAST, [broadcast_id])
 
 
 def due_broadcasts(session: Session, now: datetime) -> list[int]:
@@ -117,7 +128,7 @@ def due_broadcasts(session: Session, now: datetime) -> list[int]:
     return list(
         session.scalars(
             select(Broadcast.id).where(
-                Broadcast.status == "scheduled", Broadcast.scheduled_at <= now
+                Broadcast.status == BroadcastStatus.SCHEDULED, Broadcast.scheduled_at <= now
             )
         )
     )
@@ -127,7 +138,7 @@ def start_broadcast(session: Session, broadcast_id: int, now: datetime | None = 
     """Snapshot recipients (queued -> sending); returns messages queued. Idempotent."""
     now = now or utcnow()
     broadcast = session.get(Broadcast, broadcast_id)
-    if broadcast is None or broadcast.status != "queued":
+    if broadcast is None or broadcast.status != BroadcastStatus.QUEUED:
         return 0
     customers = Customer.__table__
     channel = broadcast.channel
@@ -136,7 +147,8 @@ def start_broadcast(session: Session, broadcast_id: int, now: datetime | None = 
     )
     reachable = get_channel(channel).reachable()
     blocked = literal(False) if broadcast.send_to_unsubscribed else opted_out
-    status = case((not_(reachable), "skipped"), (blocked, "skipped"), else_="queued")
+    skipped, queued = MessageStatus.SKIPPED.value, MessageStatus.QUEUED.value
+    status = case((not_(reachable), skipped), (blocked, skipped), else_=queued)
     reason = case((not_(reachable), "no_address"), (blocked, "unsubscribed"), else_=None)
     recipients = select(Membership.customer_id).where(
         Membership.segment_id.in_(broadcast.segment_ids)
@@ -157,13 +169,13 @@ def start_broadcast(session: Session, broadcast_id: int, now: datetime | None = 
             ).where(customers.c.id.in_(recipients)),
         )
     )
-    broadcast.status = "sending"
+    broadcast.status = BroadcastStatus.SENDING
     broadcast.started_at = now
     session.flush()
     queued = (
         session.scalar(
             select(func.count()).where(
-                Message.broadcast_id == broadcast.id, Message.status == "queued"
+                Message.broadcast_id == broadcast.id, Message.status == MessageStatus.QUEUED
             )
         )
         or 0
@@ -174,14 +186,27 @@ def start_broadcast(session: Session, broadcast_id: int, now: datetime | None = 
 
 
 def finish_broadcasts(session: Session, broadcast_ids: list[int], now: datetime) -> None:
-    """Mark sending broadcasts with nothing left queued as sent."""
+    """Close sending broadcasts with nothing left queued: ``sent`` when every message
+    was sent or skipped, ``failed`` when none was sent and some failed, else ``partial``."""
     if not broadcast_ids:
         return
-    pending = exists().where(Message.broadcast_id == Broadcast.id, Message.status == "queued")
+    of_broadcast = Message.broadcast_id == Broadcast.id
+    pending = exists().where(of_broadcast, Message.status == MessageStatus.QUEUED)
+    failed = exists().where(of_broadcast, Message.status == MessageStatus.FAILED)
+    sent = exists().where(of_broadcast, Message.status == MessageStatus.SENT)
+    outcome = case(
+        (~failed, BroadcastStatus.SENT.value),
+        (~sent, BroadcastStatus.FAILED.value),
+        else_=BroadcastStatus.PARTIAL.value,
+    )
     session.execute(
         update(Broadcast)
-        .where(Broadcast.id.in_(broadcast_ids), Broadcast.status == "sending", ~pending)
-        .values(status="sent", finished_at=now)
+        .where(
+            Broadcast.id.in_(broadcast_ids),
+            Broadcast.status == BroadcastStatus.SENDING,
+            ~pending,
+        )
+        .values(status=outcome, finished_at=now)
         .execution_options(synchronize_session=False)
     )
 
@@ -191,12 +216,12 @@ def cancel(session: Session, broadcast_id: int) -> Broadcast:
     broadcast = _get(session, broadcast_id)
     if broadcast.status in FINAL:
         raise StateError(f"broadcast {broadcast.name!r} is already {broadcast.status}")
-    broadcast.status = "cancelled"
+    broadcast.status = BroadcastStatus.CANCELLED
     broadcast.finished_at = utcnow()
     session.execute(
         update(Message)
-        .where(Message.broadcast_id == broadcast.id, Message.status == "queued")
-        .values(status="skipped", error="cancelled")
+        .where(Message.broadcast_id == broadcast.id, Message.status == MessageStatus.QUEUED)
+        .values(status=MessageStatus.SKIPPED, error="cancelled")
         .execution_options(synchronize_session=False)
     )
     session.flush()
@@ -217,7 +242,7 @@ def counts(session: Session, broadcast_id: int) -> dict[str, int]:
     ):
         result[status] = result.get(status, 0) + n
         result["total"] += n
-        if status == "skipped" and error:
+        if status == MessageStatus.SKIPPED and error:
             result[error] = result.get(error, 0) + n
     return result
 

@@ -9,6 +9,10 @@ moment of the crash can be delivered twice.
 
 Opt-outs are checked again when a batch is claimed, so a customer who
 unsubscribes while a broadcast is being sent gets nothing more from it.
+
+A failure that may pass (the channel raises ``RetryLater``: an SMTP server down)
+leaves the message queued with ``retry_at`` set, tried again with backoff, and
+failed after :data:`MAX_ATTEMPTS`. Any other failure fails that message alone.
 """
 
 from __future__ import annotations
@@ -21,11 +25,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from .. import signals
-from ..channels import Channel, Outgoing, SkipMessage, get_channel
+from ..channels import Channel, Outgoing, RetryLater, SkipMessage, get_channel
 from ..db import get_state, log
 from ..models import Automation, Broadcast, Message, MessageStatus, Unsubscription, utcnow
 from .broadcasts import finish_broadcasts
@@ -43,15 +47,30 @@ class Source:
     options: Mapping[str, Any] = field(default_factory=dict)
 
 
+#: Delivery attempts (for failures that may pass) before a message is failed.
+MAX_ATTEMPTS = 5
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """Backoff before attempt ``attempts + 1``: 1, 4, 16, 64 minutes."""
+    return timedelta(minutes=4 ** max(attempts - 1, 0))
+
+
 def claim_batch(
-    limit: int, broadcast_id: int | None = None, now: datetime | None = None
+    limit: int, broadcast_id: int | None = None, due: datetime | None = None
 ) -> str | None:
-    """Claim up to ``limit`` queued messages; returns the claim token (None if none)."""
-    now = now or utcnow()
+    """Claim up to ``limit`` queued messages; returns the claim token (None if none).
+
+    ``due`` is the moment retries are due by (default: now).
+    """
+    now = utcnow()
+    due = due or now
     lease = timedelta(seconds=current_app.config["ENGAGE_SEND_LEASE"])
     session = Session(bind=get_state().db.engine)
     try:
-        free = (Message.claimed_at.is_(None)) | (Message.claimed_at < now - lease)
+        free = or_(Message.claimed_at.is_(None), Message.claimed_at < now - lease) & or_(
+            Message.retry_at.is_(None), Message.retry_at <= due
+        )
         query = (
             select(Message.id)
             .where(Message.status == MessageStatus.QUEUED, free)
@@ -133,15 +152,26 @@ _COMMON = ("channel", "subject", "body")
 
 
 class _Connections:
-    """Each channel's batch connection, opened when its first message comes."""
+    """Each channel's batch connection, opened when its first message comes.
+
+    A connection that cannot be opened is not tried again in the same batch: the
+    channel's other messages are retried later at once.
+    """
 
     def __init__(self, stack: ExitStack) -> None:
         self.stack = stack
         self.open: dict[str, Any] = {}
+        self.down: dict[str, RetryLater] = {}
 
     def get(self, channel: Channel) -> Any:
+        if channel.name in self.down:
+            raise self.down[channel.name]
         if channel.name not in self.open:
-            self.open[channel.name] = self.stack.enter_context(channel.connect())
+            try:
+                self.open[channel.name] = self.stack.enter_context(channel.connect())
+            except RetryLater as exc:
+                self.down[channel.name] = exc
+                raise
         return self.open[channel.name]
 
 
@@ -198,22 +228,30 @@ def _async_commits(connection: Connection) -> Iterator[None]:
         connection.commit()
 
 
-def deliver_batch(*, limit: int = 500, broadcast_id: int | None = None) -> int:
-    """Claim and deliver one batch; returns how many messages were processed."""
-    token = claim_batch(limit, broadcast_id)
+def deliver_batch(
+    *, limit: int = 500, broadcast_id: int | None = None, now: datetime | None = None
+) -> int:
+    """Claim and deliver one batch; returns how many messages were processed.
+
+    ``now`` is the moment retries are due by (``run_due(now)`` moves it forward).
+    """
+    token = claim_batch(limit, broadcast_id, now)
     if token is None:
         return 0
     # One connection for the whole batch, with commits that do not wait for the disk.
     with get_state().db.engine.connect() as db_connection, _async_commits(db_connection):
         session = Session(bind=db_connection, expire_on_commit=False)
         try:
-            return _deliver_claimed(session, token)
+            return _deliver_claimed(session, token, now)
         finally:
             session.close()
 
 
-def _deliver_claimed(session: Session, token: str) -> int:
-    """Deliver the messages of one claim, committing each status as it is known."""
+def _deliver_claimed(session: Session, token: str, due: datetime | None = None) -> int:
+    """Deliver the messages of one claim, committing each status as it is known.
+
+    A message to retry is due again after a backoff from ``due`` (default: now).
+    """
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     processed = 0
     touched: set[int] = set()
@@ -235,7 +273,8 @@ def _deliver_claimed(session: Session, token: str) -> int:
         connections = _Connections(stack)
         for message in messages:
             now = utcnow()
-            status, error = MessageStatus.SENT, None
+            status, error, retry_at = MessageStatus.SENT, None, None
+            attempts = message.attempts or 0
             try:
                 if _over_cap(session, message, now):
                     raise SkipMessage("frequency_cap")
@@ -244,6 +283,17 @@ def _deliver_claimed(session: Session, token: str) -> int:
                 _deliver(session, message, source, connections, blocked)
             except SkipMessage as skip:
                 status, error = MessageStatus.SKIPPED, str(skip)
+            except RetryLater as exc:
+                attempts += 1
+                if attempts >= MAX_ATTEMPTS:
+                    status, error = (
+                        MessageStatus.FAILED,
+                        f"gave up after {attempts} attempts: {exc}",
+                    )
+                else:
+                    status, error = MessageStatus.QUEUED, str(exc)
+                    retry_at = max(now, due or now) + retry_delay(attempts)
+                log.warning("flask-engage: message %s not delivered: %s", message.id, exc)
             except Exception as exc:  # one bad message must not stop the batch
                 status, error = MessageStatus.FAILED, f"{type(exc).__name__}: {exc}"[:2000]
                 log.warning("flask-engage: message %s failed: %s", message.id, error)
@@ -258,11 +308,14 @@ def _deliver_claimed(session: Session, token: str) -> int:
                 )
                 .values(
                     status=status,
-                    error=error,
+                    error=error[:2000] if error else None,
                     sent_at=message.sent_at,
                     subject=message.subject,
                     body=message.body,
                     claim=None,
+                    claimed_at=None,
+                    attempts=attempts,
+                    retry_at=retry_at,
                 )
             ).rowcount
             session.commit()

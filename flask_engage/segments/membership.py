@@ -2,8 +2,9 @@
 
 Both end the same way: the changes of one *computation* are written to
 ``engage_membership_changes`` and :func:`apply_computation` turns them into
-memberships (one INSERT ... SELECT and one DELETE) and automation runs, in the
-same transaction. Signals fire only after that transaction commits
+memberships (one INSERT ... SELECT and one DELETE). The caller, in the same
+transaction, starts what the changes trigger (automation runs) from the
+computation id; signals fire only after that transaction commits
 (:func:`send_signals`).
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -35,6 +36,7 @@ from .. import signals
 from ..db import get_state, log
 from ..models import (
     AttributeDefinition,
+    ChangeKind,
     Customer,
     Membership,
     MembershipChange,
@@ -103,7 +105,7 @@ def recompute_segment(session: Session, segment: Segment, now: datetime | None =
             select(
                 literal(segment.id),
                 customers.c.id,
-                literal("joined"),
+                literal(ChangeKind.JOINED.value),
                 literal(now, changes.c.at.type),
                 literal(computation),
             ).where(condition, ~is_member),
@@ -118,13 +120,13 @@ def recompute_segment(session: Session, segment: Segment, now: datetime | None =
             select(
                 literal(segment.id),
                 memberships.c.customer_id,
-                literal("left"),
+                literal(ChangeKind.LEFT.value),
                 literal(now, changes.c.at.type),
                 literal(computation),
             ).where(memberships.c.segment_id == segment.id, ~still_matches.exists()),
         )
     )
-    joined, left = apply_computation(session, computation, now)
+    joined, left = apply_computation(session, computation)
     took = int((time.perf_counter() - started) * 1000)
     count = session.scalar(select(func.count()).where(memberships.c.segment_id == segment.id))
     session.execute(
@@ -143,12 +145,42 @@ def recompute_segment(session: Session, segment: Segment, now: datetime | None =
 
 @dataclass
 class _EvaluationPlan:
-    """The cached all-segments query of incremental evaluation."""
+    """The cached all-segments query of incremental evaluation.
+
+    ``columns`` holds one labelled boolean condition per segment, so a segment can
+    be evaluated on its own when the combined statement fails.
+    """
 
     key: tuple[Any, ...]
     segment_ids: list[int]
+    columns: list[Any]
     statement: Select[Any]
     compiler: Compiler
+
+
+@dataclass
+class Evaluation:
+    """What incremental evaluation did for a few customers."""
+
+    #: Computation id when memberships changed, else None.
+    computation: str | None = None
+    #: Segments that could not be evaluated (now marked with ``last_error``).
+    broken: dict[int, str] = field(default_factory=dict)
+
+
+def _fail_segment(session: Session, segment_id: int, error: str) -> None:
+    """A segment could not be evaluated: say so on it, and leave it out of incremental
+    evaluation in this process until it is recomputed (or edited)."""
+    log.warning("flask-engage: segment %s cannot be evaluated: %s", segment_id, error)
+    last_computed = session.scalar(select(Segment.last_computed_at).where(Segment.id == segment_id))
+    session.execute(
+        update(Segment)
+        .where(Segment.id == segment_id)
+        .values(last_error=error[:2000], updated_at=Segment.updated_at)
+    )
+    state = get_state()
+    state.unevaluable.add((segment_id, last_computed))
+    state.evaluation_plan = None
 
 
 def _evaluation_plan(session: Session, now: datetime) -> _EvaluationPlan:
@@ -156,67 +188,113 @@ def _evaluation_plan(session: Session, now: datetime) -> _EvaluationPlan:
 
     Built once and reused while no segment and no attribute type changes (checked
     with one cheap query); only its parameters (now, ids) change between calls.
+    Segments that failed here are left out until their next recompute.
     """
-    segments = session.execute(select(Segment.id, Segment.updated_at).order_by(Segment.id)).all()
-    types = session.scalar(select(func.count()).where(AttributeDefinition.kind == "attribute"))
-    key = (tuple((row.id, row.updated_at) for row in segments), types)
     state = get_state()
+    rows = session.execute(
+        select(Segment.id, Segment.updated_at, Segment.last_computed_at).order_by(Segment.id)
+    ).all()
+    healthy = [row for row in rows if (row.id, row.last_computed_at) not in state.unevaluable]
+    types = session.scalar(select(func.count()).where(AttributeDefinition.kind == "attribute"))
+    key = (tuple((row.id, row.updated_at) for row in healthy), types)
     plan = state.evaluation_plan
     if plan is not None and plan.key == key:
         return plan
     compiler = make_compiler(session, now, customer_ids=[])
     filters = dict(session.execute(select(Segment.id, Segment.filters)).all())
-    columns = [compiler.condition(filters[row.id]).label(f"s{row.id}") for row in segments]
+    ids, columns = [], []
+    for row in healthy:
+        try:
+            columns.append(compiler.condition(filters[row.id]).label(f"s{row.id}"))
+        except Exception as exc:  # a filter that no longer compiles stays local to its segment
+            _fail_segment(session, row.id, f"{type(exc).__name__}: {exc}")
+            continue
+        ids.append(row.id)
     statement = select(customers.c.id, *columns).where(*compiler.scope())
-    plan = _EvaluationPlan(key, [row.id for row in segments], statement, compiler)
+    plan = _EvaluationPlan(key, ids, columns, statement, compiler)
     state.evaluation_plan = plan
     return plan
 
 
+def _desired(
+    session: Session, plan: _EvaluationPlan, ids: list[int], now: datetime
+) -> tuple[set[tuple[int, int]], dict[int, str]]:
+    """(segment id, customer id) pairs that should be memberships, and broken segments.
+
+    One statement for every segment; if it fails, segment by segment in savepoints,
+    so a segment that cannot be evaluated fails alone.
+    """
+    params = plan.compiler.params(now, ids)
+    desired: set[tuple[int, int]] = set()
+    try:
+        with session.begin_nested():
+            rows = session.execute(plan.statement, params).all()
+    except Exception:
+        log.warning("flask-engage: evaluating %d segments together failed; one by one", len(ids))
+    else:
+        for row in rows:
+            for seg_id, inside in zip(plan.segment_ids, row[1:], strict=True):
+                if inside:
+                    desired.add((seg_id, row[0]))
+        return desired, {}
+    broken: dict[int, str] = {}
+    scope = plan.compiler.scope()
+    for seg_id, column in zip(plan.segment_ids, plan.columns, strict=True):
+        try:
+            with session.begin_nested():
+                rows = session.execute(select(customers.c.id, column).where(*scope), params).all()
+        except Exception as exc:
+            broken[seg_id] = f"{type(exc).__name__}: {exc}"
+            continue
+        desired.update((seg_id, row[0]) for row in rows if row[1])
+    return desired, broken
+
+
 def evaluate_customers(
     session: Session, customer_ids: Sequence[int], now: datetime | None = None
-) -> str | None:
+) -> Evaluation:
     """Re-evaluate a few customers against every segment in one query.
 
-    Returns the computation id when memberships changed, else None.
+    A segment that cannot be evaluated keeps its current members, is marked with
+    ``last_error`` and left out until a recompute succeeds; the other segments are
+    evaluated as usual.
     """
     now = now or utcnow()
     ids = list(dict.fromkeys(customer_ids))
     if not ids:
-        return None
+        return Evaluation()
     plan = _evaluation_plan(session, now)
     if not plan.segment_ids:
-        return None
-    desired = set()
-    for row in session.execute(plan.statement, plan.compiler.params(now, ids)):
-        for seg_id, inside in zip(plan.segment_ids, row[1:], strict=True):
-            if inside:
-                desired.add((seg_id, row[0]))
+        return Evaluation()
+    desired, broken = _desired(session, plan, ids, now)
+    for seg_id, error in broken.items():
+        _fail_segment(session, seg_id, error)
+    evaluated = [seg_id for seg_id in plan.segment_ids if seg_id not in broken]
     current = {
         (seg_id, customer_id)
         for seg_id, customer_id in session.execute(
             select(memberships.c.segment_id, memberships.c.customer_id).where(
-                memberships.c.customer_id.in_(ids)
+                memberships.c.customer_id.in_(ids), memberships.c.segment_id.in_(evaluated)
             )
         )
     }
     joined, left = desired - current, current - desired
     if not joined and not left:
-        return None
+        return Evaluation(None, broken)
     computation = uuid.uuid4().hex
     session.execute(
         insert(changes),
         [
             {"segment_id": s, "customer_id": c, "kind": kind, "at": now, "computation": computation}
-            for kind, pairs in (("joined", joined), ("left", left))
+            for kind, pairs in ((ChangeKind.JOINED, joined), (ChangeKind.LEFT, left))
             for s, c in pairs
         ],
     )
-    apply_computation(session, computation, now)
+    apply_computation(session, computation)
     deltas: dict[int, int] = {}
-    for kind, pairs in (("joined", joined), ("left", left)):
+    for delta, pairs in ((1, joined), (-1, left)):
         for seg_id, _ in pairs:
-            deltas[seg_id] = deltas.get(seg_id, 0) + (1 if kind == "joined" else -1)
+            deltas[seg_id] = deltas.get(seg_id, 0) + delta
     # Sorted, so concurrent workers lock segment rows in the same order (no deadlock).
     counts = [{"b_id": seg_id, "delta": delta} for seg_id, delta in sorted(deltas.items()) if delta]
     if counts:
@@ -230,19 +308,17 @@ def evaluate_customers(
             ),
             counts,
         )
-    return computation
+    return Evaluation(computation, broken)
 
 
-def apply_computation(session: Session, computation: str, now: datetime) -> tuple[int, int]:
-    """Turn one computation's change rows into memberships and automation runs."""
-    from ..automations import start_runs
-
+def apply_computation(session: Session, computation: str) -> tuple[int, int]:
+    """Turn one computation's change rows into memberships."""
     of_computation = changes.c.computation == computation
     joined = session.execute(
         insert(memberships).from_select(
             ["segment_id", "customer_id", "joined_at"],
             select(changes.c.segment_id, changes.c.customer_id, changes.c.at).where(
-                of_computation, changes.c.kind == "joined"
+                of_computation, changes.c.kind == ChangeKind.JOINED
             ),
         ),
         execution_options={"preserve_rowcount": True},  # INSERT rowcount is -1 otherwise
@@ -251,12 +327,11 @@ def apply_computation(session: Session, computation: str, now: datetime) -> tupl
         delete(memberships).where(
             tuple_(memberships.c.segment_id, memberships.c.customer_id).in_(
                 select(changes.c.segment_id, changes.c.customer_id).where(
-                    of_computation, changes.c.kind == "left"
+                    of_computation, changes.c.kind == ChangeKind.LEFT
                 )
             )
         )
     ).rowcount
-    start_runs(session, computation, now)
     return joined, left
 
 
@@ -287,7 +362,8 @@ def send_signals(session: Session, computations: Iterable[str | None], chunk: in
             )
         }
         for row in rows:
-            signal = signals.segment_joined if row.kind == "joined" else signals.segment_left
+            joined = row.kind == ChangeKind.JOINED
+            signal = signals.segment_joined if joined else signals.segment_left
             segment, customer = segments.get(row.segment_id), loaded.get(row.customer_id)
             if segment is not None and customer is not None:
                 try:

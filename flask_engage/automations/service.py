@@ -1,0 +1,123 @@
+"""Automations as users see them: create, update, pause, delete, and their numbers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from ..models import (
+    LIVE_RUNS,
+    Automation,
+    AutomationRun,
+    Message,
+    RunStatus,
+    Segment,
+    TriggerKind,
+    utcnow,
+)
+from ..segments.service import find_segment
+from .steps import check_steps, fail
+
+
+def check_trigger(session: Session, trigger: Any) -> tuple[str, int]:
+    """``{"joins": segment}`` / ``{"leaves": segment}`` -> (kind, segment id)."""
+    if not isinstance(trigger, Mapping) or len(trigger) != 1:
+        raise fail("trigger", "expected {'joins': segment} or {'leaves': segment}")
+    ((kind, ref),) = trigger.items()
+    if kind not in tuple(TriggerKind):
+        raise fail(f"trigger.{kind}", "expected 'joins' or 'leaves'")
+    segment = find_segment(session, ref.id if isinstance(ref, Segment) else ref)
+    if segment is None:
+        raise fail(f"trigger.{kind}", f"no segment {ref!r}")
+    return kind, segment.id
+
+
+def create_automation(
+    session: Session,
+    name: str,
+    *,
+    trigger: Any,
+    steps: Any,
+    active: bool = True,
+    reentry: bool = False,
+    exit_on_leave: bool = False,
+) -> Automation:
+    """Insert a validated automation."""
+    if not isinstance(name, str) or not name.strip():
+        raise fail("name", "an automation needs a name")
+    kind, segment_id = check_trigger(session, trigger)
+    automation = Automation(
+        name=name.strip(),
+        trigger_kind=kind,
+        trigger_segment_id=segment_id,
+        steps=check_steps(session, steps),
+        active=bool(active),
+        reentry=bool(reentry),
+        exit_on_leave=bool(exit_on_leave),
+    )
+    session.add(automation)
+    session.flush()
+    return automation
+
+
+def update_automation(session: Session, automation: Automation, **changes: Any) -> Automation:
+    """Change name, trigger, steps or flags (validated like creation).
+
+    ``active=False`` pauses: live runs are held where they are (and resume, with
+    whatever became due, once re-activated); customers who join or leave while it
+    is paused do not start a run.
+    """
+    unknown = set(changes) - {"name", "trigger", "steps", "active", "reentry", "exit_on_leave"}
+    if unknown:
+        raise fail(sorted(unknown)[0], "unknown field")
+    if changes.get("name") is not None:
+        if not str(changes["name"]).strip():
+            raise fail("name", "an automation needs a name")
+        automation.name = str(changes["name"]).strip()
+    if changes.get("trigger") is not None:
+        automation.trigger_kind, automation.trigger_segment_id = check_trigger(
+            session, changes["trigger"]
+        )
+    if changes.get("steps") is not None:
+        automation.steps = check_steps(session, changes["steps"])
+    for flag in ("active", "reentry", "exit_on_leave"):
+        if changes.get(flag) is not None:
+            setattr(automation, flag, bool(changes[flag]))
+    session.flush()
+    return automation
+
+
+def delete_automation(session: Session, automation: Automation) -> None:
+    """Cancel its live runs and delete it (sent messages stay, unlinked)."""
+    session.execute(
+        update(AutomationRun)
+        .where(AutomationRun.automation_id == automation.id, AutomationRun.status.in_(LIVE_RUNS))
+        .values(status=RunStatus.CANCELLED, updated_at=utcnow())
+    )
+    session.delete(automation)
+    session.flush()
+
+
+def automation_stats(session: Session, automation: Automation) -> dict[str, Any]:
+    """Runs by status, and messages by step and status, for the admin."""
+    runs = dict(
+        session.execute(
+            select(AutomationRun.status, func.count())
+            .where(AutomationRun.automation_id == automation.id)
+            .group_by(AutomationRun.status)
+        ).all()
+    )
+    per_step: dict[int, dict[str, int]] = {}
+    for step, status, n in session.execute(
+        select(Message.step, Message.status, func.count())
+        .where(Message.automation_id == automation.id)
+        .group_by(Message.step, Message.status)
+    ):
+        per_step.setdefault(step, {})[status] = n
+    return {
+        "runs": {status.value: runs.get(status, 0) for status in RunStatus},
+        "messages_by_step": per_step,
+    }
