@@ -3,9 +3,8 @@ inside your Flask app."""
 
 from __future__ import annotations
 
+from .config import VERSION as __version__
 from .errors import EngageError
 from .extension import Engage
-
-__version__ = "0.1.0"
 
 __all__ = ["Engage", "EngageError", "__version__"]

@@ -16,6 +16,9 @@ from zoneinfo import ZoneInfo
 
 from .errors import ConfigurationError
 
+#: The package's version (``flask_engage.__version__``).
+VERSION = "0.2.0"
+
 DEFAULTS: dict[str, Any] = {
     #: RQ's Redis URL. ``None``: jobs run inline, after the host's commit.
     "ENGAGE_REDIS_URL": None,

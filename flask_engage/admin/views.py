@@ -16,8 +16,10 @@ from sqlalchemy import Text, cast, func, or_, select
 from werkzeug.exceptions import abort
 
 from ..channels import get_channel
+from ..channels.email import build
 from ..db import host_session
 from ..errors import EngageError, ValidationError
+from ..messages.broadcasts import segment_names
 from ..messages.compose import compose
 from ..models import (
     AttributeDefinition,
@@ -482,8 +484,6 @@ class BroadcastsView(EngageViewMixin, BaseView):
 
     @expose("/<int:broadcast_id>")
     def details(self, broadcast_id: int) -> Any:
-        from ..messages.broadcasts import segment_names
-
         session = host_session()
         broadcast = self._get(broadcast_id)
         customer = self._preview_customer(broadcast)
@@ -544,8 +544,6 @@ class BroadcastsView(EngageViewMixin, BaseView):
 
     @expose("/<int:broadcast_id>/test", methods=("POST",))
     def test(self, broadcast_id: int) -> Any:
-        from ..channels.email import build
-
         broadcast = self._get(broadcast_id)
         address = request.form.get("email", "").strip()
         if "@" not in address or "\n" in address or " " in address:

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import current_app, jsonify, request
 
-from .. import __version__
+from ..config import VERSION
 from .common import bp
 from .v1 import TEXT_FIELDS
 
@@ -428,7 +428,7 @@ def build_spec(server: str) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {
             "title": "flask-engage",
-            "version": __version__,
+            "version": VERSION,
             "description": "Customer data in, web push, in-app inbox, unsubscribe links "
             "and an Engage.so-compatible v1 user API.",
         },

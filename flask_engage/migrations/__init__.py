@@ -11,7 +11,10 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from flask import Flask, appcontext_pushed
+
+from ..db import get_state
 
 VERSION_TABLE = "engage_alembic_version"
 HERE = Path(__file__).parent
@@ -34,10 +37,6 @@ def downgrade(revision: str = "-1") -> None:
 
 def current() -> str | None:
     """The revision the database is at (None when never migrated)."""
-    from alembic.runtime.migration import MigrationContext
-
-    from ..db import get_state
-
     with get_state().db.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
         return context.get_current_revision()
