@@ -163,9 +163,13 @@ def test_numeric_settings_accept_numeric_strings(tmp_path):
     assert app.config["ENGAGE_BATCH_SIZE"] == 250
 
 
-def test_unknown_engage_settings_are_named_with_a_suggestion(tmp_path, caplog):
+def test_unknown_engage_settings_are_named_with_a_suggestion(tmp_path, caplog, monkeypatch):
+    import logging
+
     from tests.hostapp import create_app
 
+    # Alembic's fileConfig (run by another test's Flask-Migrate) disables existing loggers
+    monkeypatch.setattr(logging.getLogger("flask_engage"), "disabled", False)
     with caplog.at_level("WARNING", logger="flask_engage"):
         create_app(f"sqlite:///{tmp_path / 'x.db'}", ENGAGE_BATCH_SIZ=10)
     assert "ENGAGE_BATCH_SIZ (did you mean ENGAGE_BATCH_SIZE?)" in caplog.text
