@@ -7,10 +7,15 @@ Usage:
   python tests/fault_worker.py run_due DATABASE_URL NOW SMTP_PORT LEASE
       ``run_due(NOW)`` with real SMTP delivery, in batches of 10, with a send lease
       of LEASE seconds.
+  python tests/fault_worker.py worker DATABASE_URL REDIS_URL QUEUE INTERVAL
+      ``flask engage worker`` (not burst): RQ on QUEUE and a schedule tick every
+      INTERVAL seconds, until killed.
 """
 
 from __future__ import annotations
 
+import faulthandler
+import signal
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -39,9 +44,25 @@ def run_due(url: str, now: str, port: int, lease: int) -> None:
         engage.run_due(datetime.fromisoformat(now))
 
 
+def worker(url: str, redis_url: str, queue: str, interval: int) -> None:
+    app = create_app(
+        url,
+        ENGAGE_REDIS_URL=redis_url,
+        ENGAGE_QUEUE=queue,
+        ENGAGE_SCHEDULE_INTERVAL=interval,
+        ENGAGE_RECOMPUTE_INTERVAL=interval,
+    )
+    app.testing = False  # a production worker
+    with app.app_context():
+        engage.work()
+
+
 if __name__ == "__main__":
+    faulthandler.register(signal.SIGUSR1)  # a stuck worker's stacks, for the test's report
     command, *args = sys.argv[1:]
     if command == "recompute":
         recompute(args[0], args[1], Path(args[2]))
+    elif command == "worker":
+        worker(args[0], args[1], args[2], int(args[3]))
     else:
         run_due(args[0], args[1], int(args[2]), int(args[3]))

@@ -61,11 +61,13 @@ def kill(process: subprocess.Popen) -> None:
     assert process.wait() == -signal.SIGKILL, "the process ended before it was killed"
 
 
-def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
+def wait_for(
+    condition: Callable[[], object], timeout: float, what: str, every: float = 0.002
+) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.002)
+        time.sleep(every)
 
 
 def add_customers(n: int, **attributes: object) -> None:
@@ -412,3 +414,79 @@ def test_clock_jumps_keep_segments_exact_and_send_each_message_once(app):
         .group_by(AutomationRun.customer_id)
     ).all()
     assert len(runs) == 10 and {n for _, n in runs} == {1}  # no re-entry on re-joining
+
+
+# --- 6. Redis goes away under a running `flask engage worker` -------------------------------
+
+
+@pytest.mark.skipif(not os.environ.get("ENGAGE_TEST_REDIS_URL"), reason="needs Redis")
+def test_redis_outage_under_a_running_worker_the_schedule_goes_on(app, queue_name):
+    from redis import Redis
+    from rq import Queue
+
+    from flask_engage.jobs import job_run_due
+    from tests.tcp_proxy import TcpProxy
+
+    redis = make_url_parts(os.environ["ENGAGE_TEST_REDIS_URL"])
+    proxy = TcpProxy((redis["host"], redis["port"])).start()
+    redis_url = f"redis://127.0.0.1:{proxy.port}/{redis['db']}"
+    pro = engage.create_segment("Pro", PRO)
+    worker = start_worker("worker", app.config["SQLALCHEMY_DATABASE_URI"], redis_url, queue_name, 1)
+    app.config.update(ENGAGE_REDIS_URL=redis_url, ENGAGE_QUEUE=queue_name)
+    try:
+        wait_for(lambda: engage.status()["last_tick"] is not None, 30, "a first tick", 0.1)
+        engage.identify("before", plan="pro")
+        db.session.commit()
+        wait_for(lambda: members(pro.id) == 1, 10, "the worker to evaluate a tracked change", 0.1)
+
+        proxy.cut()  # Redis is gone for six seconds
+        cut_at = utcnow()
+        engage.identify("during", plan="pro")
+        db.session.commit()  # Redis down: the work waits in the outbox
+        wait_for(lambda: members(pro.id) == 2, 5, "the tick to drain the outbox", 0.1)
+        wait_for(lambda: engage.status()["last_tick"] > cut_at + timedelta(seconds=1), 5, "a tick")
+        time.sleep(max(0.0, 6 - (utcnow() - cut_at).total_seconds()))
+        proxy.restore()
+
+        # RQ's loop comes back: a job queued now is done by the worker
+        queue = Queue(queue_name, connection=Redis.from_url(redis_url))
+        job = queue.enqueue(job_run_due)
+        try:
+            wait_for(lambda: job.get_status(refresh=True) == "finished", 40, "RQ's loop to resume")
+        except AssertionError:
+            worker.send_signal(signal.SIGUSR1)  # its stacks, in the captured output
+            time.sleep(1)
+            raise
+        assert worker.poll() is None  # the worker process never died
+        assert engage.status()["schedule_ok"]
+    finally:
+        proxy.stop()
+        if worker.poll() is None:
+            kill(worker)
+
+
+def make_url_parts(url: str) -> dict[str, Any]:
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    return {
+        "host": parsed.hostname or "127.0.0.1",
+        "port": parsed.port or 6379,
+        "db": int(parsed.path.strip("/") or 0),
+    }
+
+
+@pytest.mark.skipif(not os.environ.get("ENGAGE_TEST_REDIS_URL"), reason="needs Redis")
+def test_sigterm_stops_a_running_worker(app, queue_name):
+    """Warm shutdown: the worker (RQ loop and ticker) ends on SIGTERM, idle or not."""
+    worker = start_worker(
+        "worker", app.config["SQLALCHEMY_DATABASE_URI"], os.environ["ENGAGE_TEST_REDIS_URL"],
+        queue_name, 1,
+    )
+    try:
+        wait_for(lambda: engage.status()["last_tick"] is not None, 30, "a first tick", 0.1)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=15) == 0
+    finally:
+        if worker.poll() is None:
+            kill(worker)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import time
+
 from flask import current_app
-from rq import SimpleWorker
+from redis.exceptions import RedisError
+from rq import Queue, SimpleWorker
 
 from ..db import log
 from .dispatch import enqueue, get_queue, request_drain
 from .rqjobs import job_drain_outbox, job_run_due
 from .schedule import Ticker, run_due
+
+#: Longest pause before RQ's loop is started again after Redis went away.
+RESTART_MAX_WAIT = 30
 
 
 def work(
@@ -36,26 +42,61 @@ def work(
         run_due()
         return False
     names = [queue.name, *(q for q in queues if q != queue.name)]
-    worker = SimpleWorker(names, connection=queue.connection, name=name)
     if burst:
+        worker = SimpleWorker(names, connection=queue.connection, name=name)
         return bool(worker.work(burst=True, with_scheduler=True, logging_level="WARNING"))
     request_drain(job_drain_outbox)
     ticker = Ticker(app)
     ticker.start()
     log.info(
-        "flask-engage: worker %s on %s, schedule every %ss",
-        worker.name,
+        "flask-engage: worker on %s, schedule every %ss",
         ", ".join(names),
         app.config["ENGAGE_SCHEDULE_INTERVAL"],
     )
     try:
-        return bool(
-            worker.work(
-                burst=False,
-                with_scheduler=True,
-                logging_level=log_level.upper(),
-                max_jobs=max_jobs,
-            )
-        )
+        return _work_until_stopped(names, queue, name, log_level, max_jobs)
     finally:
         ticker.stop()
+
+
+def _work_until_stopped(
+    names: list[str], queue: Queue, name: str | None, log_level: str, max_jobs: int | None
+) -> bool:
+    """Run RQ's loop; start it again when it gave up on a Redis connection error.
+
+    RQ's loop quits on a connection error outside its dequeue (a heartbeat, its
+    maintenance); the ticker keeps the schedule going meanwhile, and the loop comes
+    back once Redis answers. A stop request (SIGTERM, Ctrl-C) or ``max_jobs`` ends it.
+    """
+    worked, restarts = False, 0
+    while True:
+        worker = SimpleWorker(
+            names,
+            connection=queue.connection,
+            name=f"{name}-{restarts}" if name and restarts else name,
+        )
+        try:
+            worked |= bool(
+                worker.work(
+                    burst=False,
+                    with_scheduler=True,
+                    logging_level=log_level.upper(),
+                    max_jobs=max_jobs,
+                )
+            )
+        except (RedisError, OSError) as exc:  # RQ's teardown could not reach Redis either
+            log.warning("flask-engage: the RQ worker lost Redis (%s)", exc)
+        if stop_requested(worker) or max_jobs is not None:
+            return worked
+        restarts += 1
+        log.warning("flask-engage: the RQ worker stopped (Redis unreachable?); restarting it")
+        time.sleep(min(2**restarts, RESTART_MAX_WAIT))
+
+
+def stop_requested(worker: SimpleWorker) -> bool:
+    """Whether RQ's loop ended because someone asked it to (SIGTERM, SIGINT).
+
+    RQ 3.0 notes the request's time (idle or busy); ``test_faults`` proves a
+    SIGTERM still ends ``flask engage worker``, should RQ rename it.
+    """
+    return worker._shutdown_requested_date is not None or bool(worker._stop_requested)
