@@ -3,9 +3,10 @@ inside your Flask app."""
 
 from __future__ import annotations
 
-from .errors import EngageError
-from .extension import Engage
-
+# Set before the imports below: modules they load (the OpenAPI document) read it.
 __version__ = "0.1.0"
+
+from .errors import EngageError  # noqa: E402
+from .extension import Engage  # noqa: E402
 
 __all__ = ["Engage", "EngageError", "__version__"]
