@@ -39,16 +39,21 @@ MAX_URL_LENGTH = 2048
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
-def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address stands for (mapped, 6to4, Teredo, NAT64), if any."""
+def _translated_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a connection to ``address`` really reaches (IPv4-mapped, NAT64)."""
     if address.ipv4_mapped is not None:
         return address.ipv4_mapped
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def _tunnelled_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address inside a 6to4 or Teredo address, if any."""
     if address.sixtofour is not None:
         return address.sixtofour
     if address.teredo is not None:
         return address.teredo[1]
-    if address in _NAT64:
-        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return None
 
 
@@ -56,13 +61,17 @@ def is_public(address: str | IPAddress) -> bool:
     """True for a globally routable unicast address.
 
     Private, loopback, link-local, multicast, reserved, unspecified and shared
-    (carrier-grade NAT) ranges are not public, in IPv4 and IPv6, also when an IPv4
-    address hides inside an IPv6 one (``::ffff:127.0.0.1``).
+    (carrier-grade NAT) ranges are not public, in IPv4 and IPv6. An IPv6 address
+    standing for an IPv4 one (``::ffff:127.0.0.1``, NAT64's ``64:ff9b::/96``) is
+    judged by that IPv4 address; 6to4 and Teredo addresses must be public on both.
     """
     ip = ipaddress.ip_address(address.split("%", 1)[0] if isinstance(address, str) else address)
     if isinstance(ip, ipaddress.IPv6Address):
-        embedded = _embedded_ipv4(ip)
-        if embedded is not None and not is_public(embedded):
+        translated = _translated_ipv4(ip)
+        if translated is not None:
+            return is_public(translated)
+        tunnelled = _tunnelled_ipv4(ip)
+        if tunnelled is not None and not is_public(tunnelled):
             return False
     return ip.is_global and not (
         ip.is_private
