@@ -10,6 +10,7 @@ keeps the two in step).
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -63,6 +64,14 @@ DEFAULTS: dict[str, Any] = {
     #: Inline mode: run the schedule after requests (at most once per interval, any
     #: number of processes), so scheduled work happens without a worker.
     "ENGAGE_INLINE_SCHEDULE": True,
+    #: Accept push endpoints on private, loopback and link-local hosts (and plain
+    #: ``http`` to them): for a push service on the developer's machine, never in production.
+    "ENGAGE_PUSH_ALLOW_PRIVATE": False,
+    #: Event names ``/browser/track`` accepts (a list); ``None``: any name.
+    "ENGAGE_BROWSER_EVENTS": None,
+    #: Requests per signed-in visitor and endpoint to the browser endpoints that write
+    #: (``"60/minute"``; units second, minute, hour, day); ``None``: no limit.
+    "ENGAGE_BROWSER_RATE_LIMIT": "60/minute",
 }
 
 #: Settings that must be whole numbers >= 1 (numeric strings from the environment are accepted).
@@ -94,6 +103,12 @@ def check_config(config: MutableMapping[str, Any]) -> None:
             f"ENGAGE_TIMEZONE: unknown time zone {config['ENGAGE_TIMEZONE']!r}"
         ) from None
     _check_api_keys(config["ENGAGE_API_KEYS"])
+    config["ENGAGE_PUSH_ALLOW_PRIVATE"] = _boolean(
+        "ENGAGE_PUSH_ALLOW_PRIVATE", config["ENGAGE_PUSH_ALLOW_PRIVATE"]
+    )
+    _check_browser_events(config["ENGAGE_BROWSER_EVENTS"])
+    if config["ENGAGE_BROWSER_RATE_LIMIT"] is not None:
+        parse_rate_limit(config["ENGAGE_BROWSER_RATE_LIMIT"], "ENGAGE_BROWSER_RATE_LIMIT")
 
 
 def _positive_integer(key: str, value: Any) -> int:
@@ -118,6 +133,45 @@ def _check_api_keys(keys: Any) -> None:
             raise ConfigurationError(
                 f"ENGAGE_API_KEYS[{index}]: a key (and a secret after ':') must not be blank"
             )
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+def _boolean(key: str, value: Any) -> bool:
+    """A bool, also from an environment string ("true", "0"...); anything else is refused."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ConfigurationError(f"{key}: expected true or false, got {value!r}")
+
+
+def _check_browser_events(events: Any) -> None:
+    if events is None:
+        return
+    if isinstance(events, str) or not isinstance(events, list | tuple | set | frozenset):
+        raise ConfigurationError(
+            f"ENGAGE_BROWSER_EVENTS: expected a list of event names or None, got {events!r}"
+        )
+    for name in events:
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigurationError(f"ENGAGE_BROWSER_EVENTS: {name!r} is not an event name")
+
+
+_RATE = re.compile(r"^\s*(\d+)\s*(?:/|per)\s*(\d*)\s*(second|minute|hour|day)s?\s*$", re.I)
+_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+def parse_rate_limit(value: Any, key: str = "rate limit") -> tuple[int, int]:
+    """``"60/minute"``, ``"10 per second"`` or ``"100/5 minutes"`` as (requests, seconds)."""
+    match = _RATE.match(value) if isinstance(value, str) else None
+    if match is None or int(match[1]) < 1 or int(match[2] or 1) < 1:
+        raise ConfigurationError(
+            f'{key}: expected a rate such as "60/minute" (second, minute, hour or day),'
+            f" got {value!r}"
+        )
+    return int(match[1]), int(match[2] or 1) * _SECONDS[match[3].lower()]
 
 
 def unknown_keys(config: Mapping[str, Any]) -> list[str]:

@@ -41,3 +41,7 @@ class ConfigurationError(EngageError):
 
 class StateError(EngageError):
     """The operation is not allowed in the object's current state."""
+
+
+class UnsafeAddress(ValidationError):
+    """A URL Engage would send to is not an allowed public (https) address; names the field."""

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "flask_engage"
 #: ``extension`` is the composition root: it wires the HTTP, admin and CLI layers,
 #: which reach the Engage object through ``current_app.extensions["engage"]``.
 LAYERS = [
-    {"errors", "values", "signals", "models", "config"},
+    {"errors", "values", "signals", "models", "config", "addresses"},
     {"db", "outbox", "migrations"},
     {"tracking", "segments", "channels", "messages.templates"},
     {"messages", "automations", "merge", "importer", "demo"},

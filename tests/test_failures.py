@@ -97,7 +97,9 @@ def test_a_failing_run_is_retried_then_parked_while_other_runs_complete(app, ses
     )
     with operation_session() as own:  # steps stored by an older version, no longer valid
         own.execute(
-            update(Automation).where(Automation.id == bad.id).values(steps=[{"wait": {"until": "9h"}}])
+            update(Automation)
+            .where(Automation.id == bad.id)
+            .values(steps=[{"wait": {"until": "9h"}}])
         )
     session.add_all([User(email=f"u{i}@example.com", plan="pro") for i in range(2)])
     session.commit()
@@ -244,9 +246,7 @@ INLINE = {"TESTING": False, "ENGAGE_INLINE_SCHEDULE": True, "ENGAGE_SCHEDULE_INT
 
 @pytest.mark.parametrize("app_config", [{**INLINE, "ENGAGE_RECOMPUTE_INTERVAL": 1}])
 def test_inline_mode_runs_the_schedule_after_requests_without_a_worker(app):
-    recent = engage.create_segment(
-        "Recent", {"event": "Logged in", "window": {"last_hours": 1}}
-    )
+    recent = engage.create_segment("Recent", {"event": "Logged in", "window": {"last_hours": 1}})
     engage.identify("a", email="a@example.com")
     db.session.commit()
     broadcast = engage.create_broadcast(

@@ -480,8 +480,11 @@ def make_url_parts(url: str) -> dict[str, Any]:
 def test_sigterm_stops_a_running_worker(app, queue_name):
     """Warm shutdown: the worker (RQ loop and ticker) ends on SIGTERM, idle or not."""
     worker = start_worker(
-        "worker", app.config["SQLALCHEMY_DATABASE_URI"], os.environ["ENGAGE_TEST_REDIS_URL"],
-        queue_name, 1,
+        "worker",
+        app.config["SQLALCHEMY_DATABASE_URI"],
+        os.environ["ENGAGE_TEST_REDIS_URL"],
+        queue_name,
+        1,
     )
     try:
         wait_for(lambda: engage.status()["last_tick"] is not None, 30, "a first tick", 0.1)

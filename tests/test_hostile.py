@@ -104,7 +104,11 @@ bodies = st.one_of(
 
 @pytest.fixture
 def app_config():
-    return {"ENGAGE_IDENTITY": lambda: request.headers.get("X-Test-User")}
+    # Fuzzing sends far more requests per visitor than the browser rate limit allows.
+    return {
+        "ENGAGE_IDENTITY": lambda: request.headers.get("X-Test-User"),
+        "ENGAGE_BROWSER_RATE_LIMIT": None,
+    }
 
 
 def stored():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -54,8 +56,17 @@ def test_upgrade_gives_the_create_all_schema_and_downgrade_drops_it(app):
     assert inspect(db.engine).has_table("host_users")  # the host's tables are untouched
 
 
+@pytest.fixture
+def engage_log_kept():
+    """The host's generated env.py calls ``logging.config.fileConfig``, which disables every
+    logger this process already has, Engage's too: later tests in the process need it."""
+    yield
+    logging.getLogger("flask_engage").disabled = False
+
+
 @pytest.mark.parametrize("order", ["migrate-first", "engage-first"])
 @pytest.mark.filterwarnings("ignore:'get_engine' is deprecated:DeprecationWarning")  # its env.py
+@pytest.mark.usefixtures("engage_log_kept")
 def test_host_autogenerate_never_drops_engage_tables(db_kind, tmp_path, order):
     from flask_migrate import Migrate
 

@@ -5,22 +5,17 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from flask import current_app, jsonify, request
+from flask import jsonify, request
+from flask.typing import ResponseReturnValue
 
 from ..db import host_session
+from ..models import utcnow
 from ..segments.schema import json_schema
-from ..tracking import (
-    CustomerPatch,
-    TrackItem,
-    check_customer_id,
-    check_email,
-    check_event,
-    store,
-)
-from ..values import normalize_mapping
-from .common import ApiError, bp, json_body, only_fields, require_api_key
-
-TRACK_FIELDS = {"id", "event", "properties", "timestamp"}
+from ..tracking import CustomerPatch, TrackItem, store
+from .common import ApiError, bp, json_body, require_api_key, visitor
+from .limits import limit_visitor
+from .openapi import ERROR, OK, documented, json_answer
+from .schemas import BROWSER_TRACK, IDENTIFY, TRACK, TRACK_BATCH
 
 
 def save(patches: Mapping[str, CustomerPatch], events: Sequence[TrackItem] = ()) -> dict[str, int]:
@@ -39,79 +34,72 @@ def save(patches: Mapping[str, CustomerPatch], events: Sequence[TrackItem] = ())
     return ids
 
 
-def _identify_patch(data: dict[str, Any]) -> tuple[str, CustomerPatch]:
-    only_fields(data, {"id", "email", "attributes"})
-    if "id" not in data:
-        raise ApiError(400, "id: required", "id")
-    external_id = check_customer_id(data["id"])
-    return external_id, CustomerPatch(
-        email=check_email(data.get("email")),
-        attributes=normalize_mapping(data.get("attributes"), "attributes"),
-    )
-
-
-def _track_item(data: Any, prefix: str = "") -> TrackItem:
-    where = prefix.rstrip(".") or "body"
-    if not isinstance(data, dict):
-        raise ApiError(400, f"{where}: expected an object", where)
-    only_fields(data, TRACK_FIELDS, prefix)
-    for required in ("id", "event"):
-        if required not in data:
-            raise ApiError(400, f"{prefix}{required}: required", f"{prefix}{required}")
-    return check_event(
-        data["id"], data["event"], data.get("properties"), data.get("timestamp"), prefix
-    )
+def track_item(customer_id: str, event: Mapping[str, Any]) -> TrackItem:
+    """A checked ``TRACK``-shaped body as the item :func:`save` stores."""
+    occurred_at = event.get("timestamp") or utcnow()
+    return customer_id, event["event"], event.get("properties", {}), occurred_at
 
 
 @bp.post("/api/identify")
+@documented("Create or update a customer", "API", body=IDENTIFY, auth="keys")
 @require_api_key
-def api_identify():
+def api_identify() -> ResponseReturnValue:
     """Create or update one customer: ``{"id", "email", "attributes"}``."""
-    external_id, patch = _identify_patch(json_body())
-    save({external_id: patch})
-    return jsonify({"ok": True, "id": external_id})
+    data = IDENTIFY.parse(json_body())
+    patch = CustomerPatch(email=data.get("email"), attributes=data.get("attributes", {}))
+    save({data["id"]: patch})
+    return jsonify({"ok": True, "id": data["id"]})
 
 
 @bp.post("/api/track")
+@documented(
+    "Record one event, or a batch of up to ENGAGE_MAX_BATCH (all or nothing)",
+    "API",
+    body=(TRACK_BATCH, TRACK),
+    auth="keys",
+)
 @require_api_key
-def api_track():
+def api_track() -> ResponseReturnValue:
     """Record one event, or ``{"batch": [...]}`` of up to ``ENGAGE_MAX_BATCH`` (all or nothing)."""
     data = json_body()
-    if "batch" in data:
-        only_fields(data, {"batch"})
-        batch = data["batch"]
-        if not isinstance(batch, list) or not batch:
-            raise ApiError(400, "batch: expected a non-empty list of events", "batch")
-        limit = current_app.config["ENGAGE_MAX_BATCH"]
-        if len(batch) > limit:
-            raise ApiError(400, f"batch: more than {limit} events", "batch")
-        items = [_track_item(item, f"batch[{i}].") for i, item in enumerate(batch)]
-    else:
-        items = [_track_item(data)]
-    save({}, items)
-    return jsonify({"ok": True, "tracked": len(items)})
+    events = TRACK_BATCH.parse(data)["batch"] if "batch" in data else [TRACK.parse(data)]
+    save({}, [track_item(event["id"], event) for event in events])
+    return jsonify({"ok": True, "tracked": len(events)})
 
 
 @bp.post("/browser/track")
-def browser_track():
-    """Track an event for the signed-in visitor of the host's own pages (same origin)."""
+@documented(
+    "Record an event for the signed-in visitor (same origin only)",
+    "Browser",
+    {"200": OK, "403": ERROR},
+    body=BROWSER_TRACK,
+    auth="session",
+    limited=True,
+)
+def browser_track() -> ResponseReturnValue:
+    """Track an event for the signed-in visitor of the host's own pages (same origin).
+
+    Anything sent here is chosen by the visitor: ``ENGAGE_BROWSER_EVENTS`` limits the
+    names, and segments that grant something should not rest on these events.
+    """
     origin = request.headers.get("Origin")
     if origin is not None and origin.rstrip("/") != request.host_url.rstrip("/"):
         raise ApiError(403, "origin: cross-origin tracking is not allowed", "origin")
     if request.headers.get("Sec-Fetch-Site") not in (None, "same-origin"):
         raise ApiError(403, "origin: cross-site tracking is not allowed", "origin")
-    data = json_body()
-    only_fields(data, {"event", "properties"})
-    customer_id = current_app.extensions["engage"].current_identity()
-    if customer_id is None:
-        raise ApiError(401, "identity: no signed-in customer")
-    if "event" not in data:
-        raise ApiError(400, "event: required", "event")
-    save({}, [check_event(customer_id, data["event"], data.get("properties"), None)])
+    customer_id = visitor()
+    limit_visitor(customer_id)
+    event = BROWSER_TRACK.parse(json_body())
+    save({}, [track_item(customer_id, event)])
     return jsonify({"ok": True})
 
 
 @bp.get("/api/filter-schema")
-def filter_schema():
+@documented(
+    "The segment filter format as JSON Schema (draft 2020-12)",
+    "Segments",
+    {"200": json_answer("JSON Schema", {"type": "object"})},
+)
+def filter_schema() -> ResponseReturnValue:
     """The segment filter format as JSON Schema, for builders and API clients."""
     return jsonify(json_schema())

@@ -26,14 +26,25 @@ bp = Blueprint(
 
 
 class ApiError(Exception):
-    """An HTTP error answered as ``{"error": message, "field": field}``."""
+    """An HTTP error answered as ``{"error": message, "field": field}`` with its status.
 
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+    (A :class:`~flask_engage.errors.ValidationError` is answered the same way, as 400.)
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.field = status, message, field
+        self.headers = headers or {}
 
 
 def error_response(status: int, message: str, field: str | None = None) -> Response:
+    """A JSON error answer; the message starts with the field or topic it is about."""
     body: dict[str, Any] = {"error": message}
     if field:
         body["field"] = field
@@ -44,7 +55,9 @@ def error_response(status: int, message: str, field: str | None = None) -> Respo
 
 @bp.errorhandler(ApiError)
 def _api_error(exc: ApiError) -> Response:
-    return error_response(exc.status, exc.message, exc.field)
+    response = error_response(exc.status, exc.message, exc.field)
+    response.headers.update(exc.headers)
+    return response
 
 
 @bp.errorhandler(ValidationError)
@@ -121,11 +134,12 @@ def check_json_tree(data: Any) -> None:
             stack.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(node))
 
 
-def only_fields(data: dict[str, Any], allowed: set[str], prefix: str = "") -> None:
-    """Reject unknown fields, naming the first."""
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise ApiError(400, f"{prefix}{unknown[0]}: unknown field", f"{prefix}{unknown[0]}")
+def visitor() -> str:
+    """The signed-in visitor's customer id (``ENGAGE_IDENTITY`` or Flask-Login); 401 without."""
+    customer_id = current_app.extensions["engage"].current_identity()
+    if customer_id is None:
+        raise ApiError(401, "identity: no signed-in customer")
+    return str(customer_id)
 
 
 def configured_keys() -> list[tuple[str, str | None]]:

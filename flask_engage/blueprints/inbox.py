@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
-from flask import current_app, jsonify, request
-from sqlalchemy import func, select, update
+from flask import jsonify, request
+from flask.typing import ResponseReturnValue
+from sqlalchemy import CursorResult, func, select, update
 
 from ..db import operation_session
 from ..messages.templates import html_to_text, is_html
 from ..models import Customer, Message, utcnow
-from .common import ApiError, bp
+from .common import ApiError, bp, visitor
+from .limits import limit_visitor
+from .openapi import ERROR, OK, documented, json_answer
 
 
-def _customer_id() -> int | None:
-    external = current_app.extensions["engage"].current_identity()
-    if external is None:
-        raise ApiError(401, "identity: no signed-in customer")
+def _customer_id(external: str) -> int | None:
     with operation_session() as session:
         return session.scalar(select(Customer.id).where(Customer.external_id == external))
 
@@ -36,8 +36,29 @@ def _mine(customer_id: int | None) -> tuple[Any, ...]:
 
 
 @bp.get("/inbox")
-def inbox():
-    customer_id = _customer_id()
+@documented(
+    "The visitor's in-app messages, newest first",
+    "Inbox",
+    {
+        "200": json_answer(
+            "Messages",
+            {
+                "type": "object",
+                "properties": {"messages": {"type": "array"}, "unread": {"type": "integer"}},
+            },
+        )
+    },
+    auth="session",
+    query=[
+        {
+            "name": "limit",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 1, "maximum": 100},
+        }
+    ],
+)
+def inbox() -> ResponseReturnValue:
+    customer_id = _customer_id(visitor())
     if customer_id is None:
         return jsonify({"messages": [], "unread": 0})
     limit = min(max(request.args.get("limit", 20, type=int) or 20, 1), 100)
@@ -68,14 +89,20 @@ def inbox():
 
 
 @bp.post("/inbox/<int(max=9223372036854775807):message_id>/read")
-def inbox_read(message_id: int):
-    customer_id = _customer_id()
+@documented(
+    "Mark an in-app message read", "Inbox", {"200": OK, "404": ERROR}, auth="session", limited=True
+)
+def inbox_read(message_id: int) -> ResponseReturnValue:
+    external = visitor()
+    limit_visitor(external)
+    customer_id = _customer_id(external)
     with operation_session() as session:
-        changed = session.execute(
+        result = session.execute(
             update(Message)
             .where(Message.id == message_id, *_mine(customer_id))
             .values(read_at=func.coalesce(Message.read_at, utcnow()))
-        ).rowcount
+        )
+        changed = cast(CursorResult, result).rowcount
     if not changed:
         raise ApiError(404, f"message: no in-app message {message_id} for you")
     return jsonify({"ok": True})

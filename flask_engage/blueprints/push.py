@@ -1,62 +1,43 @@
-"""Web push: the public VAPID key, subscribe/unsubscribe, and the service worker."""
+"""Web push: the public VAPID key, subscribe/unsubscribe, and the service worker.
+
+A subscription's endpoint is a URL Engage will POST to, so it must be an https
+URL of a public host (:mod:`flask_engage.addresses`), and it belongs to the
+customer who registered it first: another visitor registering the same endpoint
+gets 409 until its owner unsubscribes it.
+"""
 
 from __future__ import annotations
 
-from urllib.parse import urlparse
+from typing import cast
 
-from flask import current_app, jsonify, send_from_directory
-from sqlalchemy import delete, select
+from flask import jsonify, send_from_directory
+from flask.typing import ResponseReturnValue
+from sqlalchemy import CursorResult, delete, select, update
 
 from ..channels.webpush import vapid_keys
-from ..db import operation_session
+from ..db import insert_ignoring_conflicts, operation_session
 from ..errors import ConfigurationError
-from ..models import Customer, PushSubscription
+from ..models import Customer, PushSubscription, utcnow
 from ..outbox import add_to_outbox
 from ..tracking import CustomerPatch, write_customers
-from .common import ApiError, bp, json_body, only_fields
-
-
-def _identity() -> str:
-    customer_id = current_app.extensions["engage"].current_identity()
-    if customer_id is None:
-        raise ApiError(401, "identity: no signed-in customer")
-    return customer_id
-
-
-LOCAL_HOSTS = ("localhost", "127.0.0.1")
-
-
-def _check_endpoint(endpoint: object) -> str:
-    """The push service's URL: https, or http on this machine (development and tests)."""
-    parsed = urlparse(endpoint) if isinstance(endpoint, str) else None
-    if (
-        parsed is None
-        or len(endpoint) > 2048
-        or not parsed.netloc
-        or not (
-            parsed.scheme == "https" or (parsed.scheme == "http" and parsed.hostname in LOCAL_HOSTS)
-        )
-    ):
-        raise ApiError(400, "endpoint: expected the push service's https URL", "endpoint")
-    return endpoint
-
-
-def _subscription(data: dict) -> tuple[str, str, str]:
-    only_fields(data, {"endpoint", "keys", "expirationTime"})
-    endpoint = _check_endpoint(data.get("endpoint"))
-    keys = data.get("keys")
-    if not isinstance(keys, dict):
-        raise ApiError(400, "keys: expected {p256dh, auth}", "keys")
-    only_fields(keys, {"p256dh", "auth"}, "keys.")
-    for name in ("p256dh", "auth"):
-        value = keys.get(name)
-        if not isinstance(value, str) or not value or len(value) > 255:
-            raise ApiError(400, f"keys.{name}: expected a base64url string", f"keys.{name}")
-    return endpoint, keys["p256dh"], keys["auth"]
+from .common import ApiError, bp, json_body, visitor
+from .limits import limit_visitor
+from .openapi import ERROR, OK, documented, json_answer
+from .schemas import PUSH_ENDPOINT, PUSH_SUBSCRIPTION
 
 
 @bp.get("/push/key")
-def push_key():
+@documented(
+    "The VAPID public key",
+    "Push",
+    {
+        "200": json_answer(
+            "Key", {"type": "object", "properties": {"publicKey": {"type": "string"}}}
+        ),
+        "404": ERROR,
+    },
+)
+def push_key() -> ResponseReturnValue:
     try:
         _, public, _ = vapid_keys()
     except ConfigurationError as exc:
@@ -65,45 +46,75 @@ def push_key():
 
 
 @bp.post("/push/subscribe")
-def push_subscribe():
-    customer_id = _identity()
-    endpoint, p256dh, auth = _subscription(json_body())
+@documented(
+    "Save the visitor's PushSubscription (409: the endpoint belongs to another customer)",
+    "Push",
+    {"201": OK, "409": ERROR},
+    body=PUSH_SUBSCRIPTION,
+    auth="session",
+    limited=True,
+)
+def push_subscribe() -> ResponseReturnValue:
+    customer_id = visitor()
+    limit_visitor(customer_id)
+    data = PUSH_SUBSCRIPTION.parse(json_body())
+    endpoint, keys = data["endpoint"], data["keys"]
+    table = PushSubscription.__table__
     with operation_session() as session:
-        ids = write_customers(session.connection(), {customer_id: CustomerPatch()})
-        session.execute(delete(PushSubscription).where(PushSubscription.endpoint == endpoint))
-        session.add(
-            PushSubscription(
-                customer_id=ids[customer_id], endpoint=endpoint, p256dh=p256dh, auth=auth
+        mine = write_customers(session.connection(), {customer_id: CustomerPatch()})[customer_id]
+        session.execute(
+            insert_ignoring_conflicts(session, table, ["endpoint"]).values(
+                customer_id=mine, endpoint=endpoint, created_at=utcnow(), **keys
             )
         )
-        add_to_outbox(session, "evaluate", ids.values())
+        owner = session.scalar(
+            select(PushSubscription.customer_id).where(PushSubscription.endpoint == endpoint)
+        )
+        if owner != mine:  # raising rolls back the customer written above
+            raise ApiError(409, "endpoint: registered by another customer", "endpoint")
+        session.execute(
+            update(PushSubscription).where(PushSubscription.endpoint == endpoint).values(**keys)
+        )
+        add_to_outbox(session, "evaluate", [mine])
     return jsonify({"ok": True}), 201
 
 
 @bp.post("/push/unsubscribe")
-def push_unsubscribe():
-    customer_id = _identity()
-    data = json_body()
-    only_fields(data, {"endpoint"})
-    if not isinstance(data.get("endpoint"), str):
-        raise ApiError(400, "endpoint: required", "endpoint")
+@documented(
+    "Forget one of the visitor's push subscriptions",
+    "Push",
+    body=PUSH_ENDPOINT,
+    auth="session",
+    limited=True,
+)
+def push_unsubscribe() -> ResponseReturnValue:
+    customer_id = visitor()
+    limit_visitor(customer_id)
+    endpoint = PUSH_ENDPOINT.parse(json_body())["endpoint"]
     with operation_session() as session:
         customer = session.scalar(select(Customer).where(Customer.external_id == customer_id))
         removed = 0
         if customer is not None:
-            removed = session.execute(
+            result = session.execute(
                 delete(PushSubscription).where(
-                    PushSubscription.endpoint == data["endpoint"],
+                    PushSubscription.endpoint == endpoint,
                     PushSubscription.customer_id == customer.id,
                 )
-            ).rowcount
+            )
+            removed = cast(CursorResult, result).rowcount
             if removed:
                 add_to_outbox(session, "evaluate", [customer.id])
     return jsonify({"ok": True, "removed": removed})
 
 
 @bp.get("/sw.js")
-def service_worker():
+@documented(
+    "The service worker for web push",
+    "Push",
+    {"200": {"description": "JavaScript", "content": {"text/javascript": {}}}},
+)
+def service_worker() -> ResponseReturnValue:
+    assert bp.static_folder is not None
     response = send_from_directory(bp.static_folder, "sw.js", mimetype="text/javascript")
     response.headers["Service-Worker-Allowed"] = "/"
     response.headers["Cache-Control"] = "no-cache"

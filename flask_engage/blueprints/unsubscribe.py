@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 from flask import render_template, request
+from flask.typing import ResponseReturnValue
 
 from ..db import operation_session
 from ..errors import NotFound, ValidationError
 from ..messages.unsubscribe import read_token, set_subscription
 from ..models import Customer
 from .common import bp
+from .openapi import HTML, documented
+
+INVALID = {"description": "Bad or tampered token (HTML page)"}
 
 
 @bp.route("/unsubscribe/<token>", methods=["GET", "POST"])
-def unsubscribe(token: str):
+@documented(
+    "Confirmation page of an unsubscribe link",
+    "Unsubscribe",
+    {"200": HTML, "400": INVALID},
+    methods=["GET"],
+)
+@documented(
+    "RFC 8058 one-click unsubscribe (form action=resubscribe undoes it)",
+    "Unsubscribe",
+    {"200": HTML, "400": INVALID},
+    methods=["POST"],
+)
+def unsubscribe(token: str) -> ResponseReturnValue:
     try:
         customer_id, channel = read_token(token)
     except ValidationError:
