@@ -188,3 +188,67 @@ def test_seed_demo_creates_segments_with_members(demo_app):
     assert again.exit_code == 0 and "nothing to do" in again.output
     session = demo_app.extensions["sqlalchemy"].session
     assert session.query(Customer).count() == 200
+
+
+@pytest.fixture
+def demo_mode_app(db_kind, tmp_path) -> Iterator[Flask]:
+    """The example app as ``make demo`` runs it: inline jobs, no worker, not TESTING."""
+    url = database_url(db_kind, tmp_path)
+    if db_kind == "postgresql":
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        engine.dispose()
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "ENGAGE_REDIS_URL": None,
+                      "ENGAGE_BASE_URL": "http://demo.example.com", "MAIL_SUPPRESS_SEND": True,
+                      "ENGAGE_SCHEDULE_INTERVAL": 1, "ENGAGE_RECOMPUTE_INTERVAL": 1})
+    assert not app.testing and app.config["ENGAGE_INLINE_SCHEDULE"]
+    with app.app_context():
+        engage.create_all()
+        yield app
+        app.extensions["sqlalchemy"].session.remove()
+        app.extensions["sqlalchemy"].engine.dispose()
+
+
+def test_the_demo_runs_its_schedule_without_a_worker(demo_mode_app):
+    """A scheduled broadcast goes out and time-based segments refresh while people browse."""
+    from datetime import timedelta
+
+    from flask_engage.models import Broadcast, Segment, utcnow
+
+    runner = demo_mode_app.test_cli_runner()
+    assert runner.invoke(args=["engage", "seed-demo", "--customers", "50"]).exit_code == 0
+    broadcast = engage.create_broadcast(
+        "Tonight", channel="in_app", segments=["all"], body="Hello {{ customer.first_name }}",
+        scheduled_at=utcnow() + timedelta(seconds=1),
+    )
+    assert engage.send_broadcast(broadcast).status == "scheduled"
+    session = demo_mode_app.extensions["sqlalchemy"].session
+    dormant = session.scalars(
+        Segment.__table__.select().with_only_columns(Segment.last_computed_at)
+        .where(Segment.slug == "not-logged-in-for-30-days")
+    ).one()
+    time.sleep(1.2)
+
+    httpd = make_server("127.0.0.1", 0, demo_mode_app, threaded=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        status, _ = Browser(f"http://127.0.0.1:{httpd.server_port}").get("/")  # a visitor
+        assert status == 200
+
+        def sent() -> bool:
+            session.rollback()
+            return session.get(Broadcast, broadcast.id).status == "sent"
+
+        assert wait_for(sent, 10), "the scheduled broadcast was not sent without a worker"
+        assert wait_for(lambda: engage.status()["last_tick"], 10)  # the tick has finished
+    finally:
+        httpd.shutdown()
+        thread.join(5)
+    refreshed = session.scalars(
+        Segment.__table__.select().with_only_columns(Segment.last_computed_at)
+        .where(Segment.slug == "not-logged-in-for-30-days")
+    ).one()
+    assert refreshed > dormant
