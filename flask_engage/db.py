@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from flask import Flask, current_app
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, CursorResult, Result, insert
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
@@ -89,9 +89,19 @@ class EngageState:
         return current_app.config
 
 
+def this_app() -> Flask:
+    """The current Flask app itself, not the proxy (for signals, threads, callbacks)."""
+    return current_app._get_current_object()  # type: ignore[attr-defined]
+
+
+def rowcount(result: Result[Any]) -> int:
+    """How many rows an INSERT, UPDATE or DELETE touched."""
+    return cast(CursorResult[Any], result).rowcount
+
+
 def get_state(app: Flask | None = None) -> EngageState:
     """The Engage state of ``app`` (default: the current app)."""
-    app = app or current_app._get_current_object()  # type: ignore[attr-defined]
+    app = app or this_app()
     try:
         extension = app.extensions["engage"]
     except KeyError:
@@ -153,7 +163,7 @@ def operation_session() -> Iterator[Session]:
         if shared is not None:  # done when the host's transaction commits
             pending_work(state.db.session()).merge(work)
         elif state.after_commit is not None:
-            state.after_commit(current_app._get_current_object(), work)
+            state.after_commit(this_app(), work)
 
 
 def insert_ignoring_conflicts(conn: Connection | Session, table: Any, index_elements: list[str]):

@@ -237,10 +237,13 @@ def seed(
     now = now or utcnow()
     rng = random.Random(seed_value)
     with operation_session() as session:
-        start = 1 + session.scalar(
-            select(func.count())
-            .select_from(Customer)
-            .where(Customer.external_id.startswith(PREFIX))
+        start = 1 + (
+            session.scalar(
+                select(func.count())
+                .select_from(Customer)
+                .where(Customer.external_id.startswith(PREFIX))
+            )
+            or 0
         )
     written_events = 0
     for numbers in _chunks(start, customers):

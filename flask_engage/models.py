@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -23,6 +23,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -138,6 +139,8 @@ class Base(DeclarativeBase):
     """Declarative base holding Engage's own metadata."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    #: Every model maps one Core table (set-based statements use it directly).
+    __table__: ClassVar[Table]
 
 
 class Customer(Base):

@@ -78,10 +78,10 @@ def announce(app: Flask, work: PendingWork) -> None:
         return
     with operation_session() as session:
         if wants_customers:
-            query = select(Customer).where(Customer.id.in_(work.customer_ids))
-            for customer in session.scalars(query.order_by(Customer.id)):
+            customers = select(Customer).where(Customer.id.in_(work.customer_ids))
+            for customer in session.scalars(customers.order_by(Customer.id)):
                 signals.customer_identified.send(app, customer=customer)
         if wants_events:
-            query = select(Event).where(Event.id.in_(work.event_ids)).order_by(Event.id)
-            for row in session.scalars(query):
+            events = select(Event).where(Event.id.in_(work.event_ids)).order_by(Event.id)
+            for row in session.scalars(events):
                 signals.event_tracked.send(app, event=row, customer=row.customer)

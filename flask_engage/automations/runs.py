@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import and_, case, exists, func, insert, literal, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from ..db import log
+from ..db import log, rowcount
 from ..models import (
     LIVE_RUNS,
     Automation,
@@ -130,16 +130,18 @@ def advance_run(session: Session, run: AutomationRun, automation: Automation, no
         )
         _walk(walk, automation.steps)
         status, step, clock, queued = walk.status, walk.step, walk.clock, walk.queued
-    moved = session.execute(
-        update(AutomationRun)
-        .where(
-            AutomationRun.id == run.id,
-            AutomationRun.step == run.step,
-            AutomationRun.status == run.status,
+    moved = rowcount(
+        session.execute(
+            update(AutomationRun)
+            .where(
+                AutomationRun.id == run.id,
+                AutomationRun.step == run.step,
+                AutomationRun.status == run.status,
+            )
+            .values(step=step, status=status, due_at=clock, updated_at=now, attempts=0, error=None)
+            .execution_options(synchronize_session=False)
         )
-        .values(step=step, status=status, due_at=clock, updated_at=now, attempts=0, error=None)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    )
     if moved != 1:
         raise _RunMoved()
     return queued

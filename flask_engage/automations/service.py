@@ -110,7 +110,7 @@ def automation_stats(session: Session, automation: Automation) -> dict[str, Any]
             .group_by(AutomationRun.status)
         ).all()
     )
-    per_step: dict[int, dict[str, int]] = {}
+    per_step: dict[int | None, dict[str, int]] = {}
     for step, status, n in session.execute(
         select(Message.step, Message.status, func.count())
         .where(Message.automation_id == automation.id)

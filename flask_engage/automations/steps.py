@@ -21,7 +21,7 @@ from flask import current_app
 from sqlalchemy.orm import Session
 
 from ..channels import get_channel
-from ..db import insert_ignoring_conflicts, log
+from ..db import insert_ignoring_conflicts, log, rowcount
 from ..errors import InvalidAutomation, InvalidFilter, ValidationError
 from ..models import (
     Automation,
@@ -253,7 +253,7 @@ class Send(Step):
                 }
             ],
         )
-        walk.queued += max(result.rowcount or 0, 0)
+        walk.queued += max(rowcount(result) or 0, 0)
         return Next.CONTINUE
 
 

@@ -59,7 +59,7 @@ def build(customer: Customer, rendered: Rendered, unsubscribe_url: str) -> MailM
         )
     return MailMessage(
         subject=rendered.subject or "",
-        recipients=[customer.email],
+        recipients=[customer.email or ""],
         body=text,
         html=markup,
         sender=sender(),

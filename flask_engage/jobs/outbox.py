@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from ..db import log, operation_session, pending_work
+from ..db import log, operation_session, pending_work, rowcount
 from ..models import OutboxItem, utcnow
 from ..segments.membership import send_signals
 from .tasks import Done, handler_for
@@ -162,11 +162,13 @@ def counts() -> tuple[int, int]:
 def retry_parked() -> int:
     """Give every parked item a new start (dispatched after commit); returns how many."""
     with operation_session() as session:
-        retried = session.execute(
-            update(outbox)
-            .where(outbox.c.parked_at.is_not(None))
-            .values(parked_at=None, available_at=None, attempts=0)
-        ).rowcount
+        retried = rowcount(
+            session.execute(
+                update(outbox)
+                .where(outbox.c.parked_at.is_not(None))
+                .values(parked_at=None, available_at=None, attempts=0)
+            )
+        )
         if retried:
             pending_work(session).outbox = True
     return retried

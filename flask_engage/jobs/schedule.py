@@ -24,7 +24,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ..automations import start_runs
-from ..db import insert_ignoring_conflicts, log, operation_session
+from ..db import insert_ignoring_conflicts, log, operation_session, rowcount
 from ..messages.broadcasts import due_broadcasts, queue_broadcast
 from ..models import SchedulerState, Segment, utcnow
 from ..segments.history import take_snapshots
@@ -137,15 +137,17 @@ def take_lease(name: str, seconds: float, now: datetime | None = None) -> bool:
                 key=name, value="", updated_at=now - timedelta(seconds=seconds)
             )
         )
-        taken = session.execute(
-            update(table)
-            .where(
-                table.c.key == name,
-                (table.c.updated_at <= now - timedelta(seconds=seconds * 0.9))
-                | (table.c.value == HOLDER),
+        taken = rowcount(
+            session.execute(
+                update(table)
+                .where(
+                    table.c.key == name,
+                    (table.c.updated_at <= now - timedelta(seconds=seconds * 0.9))
+                    | (table.c.value == HOLDER),
+                )
+                .values(value=HOLDER, updated_at=now)
             )
-            .values(value=HOLDER, updated_at=now)
-        ).rowcount
+        )
     return bool(taken)
 
 

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import time
 
-from flask import current_app
 from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
 
-from ..db import log
+from ..db import log, this_app
 from .dispatch import enqueue, get_queue, request_drain
 from .rqjobs import job_drain_outbox, job_run_due
 from .schedule import Ticker, run_due
@@ -33,7 +32,7 @@ def work(
     With ``burst`` it processes the queued jobs and ``run_due``, then returns.
     Inline mode (no ``ENGAGE_REDIS_URL``) just runs ``run_due``.
     """
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    app = this_app()
     queue = get_queue()
     if queue is None:
         run_due()

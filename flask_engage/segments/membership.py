@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from .. import signals
-from ..db import get_state, log
+from ..db import get_state, log, rowcount, this_app
 from ..models import (
     AttributeDefinition,
     ChangeKind,
@@ -201,7 +201,7 @@ def _evaluation_plan(session: Session, now: datetime) -> _EvaluationPlan:
     if plan is not None and plan.key == key:
         return plan
     compiler = make_compiler(session, now, customer_ids=[])
-    filters = dict(session.execute(select(Segment.id, Segment.filters)).all())
+    filters: dict[int, Any] = dict(session.execute(select(Segment.id, Segment.filters)).all())
     ids, columns = [], []
     for row in healthy:
         try:
@@ -314,24 +314,28 @@ def evaluate_customers(
 def apply_computation(session: Session, computation: str) -> tuple[int, int]:
     """Turn one computation's change rows into memberships."""
     of_computation = changes.c.computation == computation
-    joined = session.execute(
-        insert(memberships).from_select(
-            ["segment_id", "customer_id", "joined_at"],
-            select(changes.c.segment_id, changes.c.customer_id, changes.c.at).where(
-                of_computation, changes.c.kind == ChangeKind.JOINED
+    joined = rowcount(
+        session.execute(
+            insert(memberships).from_select(
+                ["segment_id", "customer_id", "joined_at"],
+                select(changes.c.segment_id, changes.c.customer_id, changes.c.at).where(
+                    of_computation, changes.c.kind == ChangeKind.JOINED
+                ),
             ),
-        ),
-        execution_options={"preserve_rowcount": True},  # INSERT rowcount is -1 otherwise
-    ).rowcount
-    left = session.execute(
-        delete(memberships).where(
-            tuple_(memberships.c.segment_id, memberships.c.customer_id).in_(
-                select(changes.c.segment_id, changes.c.customer_id).where(
-                    of_computation, changes.c.kind == ChangeKind.LEFT
+            execution_options={"preserve_rowcount": True},  # INSERT rowcount is -1 otherwise
+        )
+    )
+    left = rowcount(
+        session.execute(
+            delete(memberships).where(
+                tuple_(memberships.c.segment_id, memberships.c.customer_id).in_(
+                    select(changes.c.segment_id, changes.c.customer_id).where(
+                        of_computation, changes.c.kind == ChangeKind.LEFT
+                    )
                 )
             )
         )
-    ).rowcount
+    )
     return joined, left
 
 
@@ -343,7 +347,7 @@ def send_signals(session: Session, computations: Iterable[str | None], chunk: in
     wanted = [c for c in computations if c]
     if not wanted or not (signals.segment_joined.receivers or signals.segment_left.receivers):
         return
-    app = current_app._get_current_object()
+    app = this_app()
     segments = {s.id: s for s in session.scalars(select(Segment))}
     last_id = 0
     while True:
