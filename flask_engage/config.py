@@ -72,6 +72,14 @@ DEFAULTS: dict[str, Any] = {
     #: Requests per signed-in visitor and endpoint to the browser endpoints that write
     #: (``"60/minute"``; units second, minute, hour, day); ``None``: no limit.
     "ENGAGE_BROWSER_RATE_LIMIT": "60/minute",
+    #: Key that signs webhook requests (``X-Engage-Signature``); a webhook send is
+    #: refused at save while it is unset.
+    "ENGAGE_WEBHOOK_SECRET": None,
+    #: Accept webhook URLs on private, loopback and link-local hosts: for receivers on
+    #: your own network or machine only.
+    "ENGAGE_WEBHOOK_ALLOW_PRIVATE": False,
+    #: Seconds a webhook request may take to connect, and to answer.
+    "ENGAGE_WEBHOOK_TIMEOUT": 10,
 }
 
 #: Settings that must be whole numbers >= 1 (numeric strings from the environment are accepted).
@@ -82,6 +90,7 @@ POSITIVE_INTEGERS = (
     "ENGAGE_MAX_BODY",
     "ENGAGE_MAX_BATCH",
     "ENGAGE_SEND_LEASE",
+    "ENGAGE_WEBHOOK_TIMEOUT",
 )
 
 
@@ -103,9 +112,11 @@ def check_config(config: MutableMapping[str, Any]) -> None:
             f"ENGAGE_TIMEZONE: unknown time zone {config['ENGAGE_TIMEZONE']!r}"
         ) from None
     _check_api_keys(config["ENGAGE_API_KEYS"])
-    config["ENGAGE_PUSH_ALLOW_PRIVATE"] = _boolean(
-        "ENGAGE_PUSH_ALLOW_PRIVATE", config["ENGAGE_PUSH_ALLOW_PRIVATE"]
-    )
+    for key in ("ENGAGE_PUSH_ALLOW_PRIVATE", "ENGAGE_WEBHOOK_ALLOW_PRIVATE"):
+        config[key] = _boolean(key, config[key])
+    secret = config["ENGAGE_WEBHOOK_SECRET"]
+    if secret is not None and (not isinstance(secret, str) or not secret.strip()):
+        raise ConfigurationError("ENGAGE_WEBHOOK_SECRET: expected a non-blank string or None")
     _check_browser_events(config["ENGAGE_BROWSER_EVENTS"])
     if config["ENGAGE_BROWSER_RATE_LIMIT"] is not None:
         parse_rate_limit(config["ENGAGE_BROWSER_RATE_LIMIT"], "ENGAGE_BROWSER_RATE_LIMIT")

@@ -129,7 +129,7 @@ class Engage:
         Usable as ``engage.track_model(User, ...)`` or as a class decorator
         ``@engage.track_model(attributes=["plan"])``.
         """
-        options = dict(
+        options: dict[str, Any] = dict(
             customer_id=customer_id,
             email=email,
             attributes=attributes,
@@ -286,8 +286,13 @@ class Engage:
         body: str,
         send_to_unsubscribed: bool = False,
         scheduled_at: datetime | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> Broadcast:
-        """Create a broadcast draft (validated, templates checked)."""
+        """Create a broadcast draft (validated, templates checked).
+
+        ``options`` are the channel's own settings, e.g. a webhook's
+        ``{"url": ..., "headers": {...}}``.
+        """
         with operation_session() as session:
             return broadcast_service.create_broadcast(
                 session,
@@ -300,6 +305,7 @@ class Engage:
                 scheduled_at=None
                 if scheduled_at is None
                 else as_aware(scheduled_at, "scheduled_at"),
+                options=options,
             )
 
     def send_broadcast(

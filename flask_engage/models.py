@@ -342,6 +342,9 @@ class Broadcast(Base):
     subject: Mapped[str | None] = mapped_column(Text)
     body: Mapped[str] = mapped_column(Text)
     send_to_unsubscribed: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: The channel's own settings of the send, beyond subject and body (a webhook's
+    #: ``url`` and ``headers``), as checked by the channel.
+    options: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     status: Mapped[str] = mapped_column(String(16), default="draft")
     scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -461,6 +464,9 @@ class Message(Base):
     retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: What the channel reported about the last delivery attempt (a webhook's
+    #: ``status`` code and ``latency_ms``); ``None`` when it reported nothing.
+    receipt: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
     customer: Mapped[Customer] = relationship(lazy="joined")
 

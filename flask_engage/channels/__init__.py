@@ -1,4 +1,4 @@
-"""Channels: email, web push and in-app messages, in one registry (:mod:`.base`).
+"""Channels: email, web push, in-app messages and webhooks, in one registry (:mod:`.base`).
 
 Importing this package registers the built-in channels, in the order forms list them.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from .base import (
     Channel,
+    DeliveryFailed,
     Outgoing,
     RetryLater,
     SkipMessage,
@@ -18,14 +19,17 @@ from .base import (
 )
 from .email import EmailChannel
 from .inapp import InAppChannel
+from .webhook import WebhookChannel
 from .webpush import WebPushChannel
 
 register(EmailChannel())
 register(WebPushChannel())
 register(InAppChannel())
+register(WebhookChannel())
 
 __all__ = [
     "Channel",
+    "DeliveryFailed",
     "Outgoing",
     "RetryLater",
     "SkipMessage",

@@ -35,6 +35,11 @@ class RetryLater(EngageError):
     """
 
 
+class DeliveryFailed(EngageError):
+    """Delivery failed for good (the receiver refused the message); the message is
+    failed with this error's text as it is, so it must name no customer data."""
+
+
 @dataclass
 class Outgoing:
     """One rendered message on its way to a channel."""
@@ -49,6 +54,10 @@ class Outgoing:
     context: dict[str, Any] = field(default_factory=dict)
     #: The channel's own settings of the send (beyond subject and body).
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: What the channel reports about this attempt (a webhook's ``status`` and
+    #: ``latency_ms``), stored on the message as ``receipt``: facts of the delivery,
+    #: never customer data or the receiver's answer. Filled also when it raises.
+    receipt: dict[str, Any] = field(default_factory=dict)
 
 
 class Channel(ABC):
@@ -64,6 +73,9 @@ class Channel(ABC):
     opt_out: ClassVar[bool] = True
     #: Settings a send takes beyond ``subject`` and ``body``.
     options: ClassVar[tuple[str, ...]] = ()
+    #: Bodies with HTML tags are HTML (autoescaped, with a text part). False: every
+    #: body is plain text, rendered as written (a webhook's JSON).
+    html_bodies: ClassVar[bool] = True
 
     def reachable(self) -> ColumnElement[bool]:
         """SQL condition on ``engage_customers``: the customer has an address here."""
@@ -107,7 +119,7 @@ class Channel(ABC):
         """Deliver one message.
 
         Raise :class:`SkipMessage` to skip it, :class:`RetryLater` for a failure
-        that may pass, any other error to fail it.
+        that may pass, :class:`DeliveryFailed` (or any other error) to fail it.
         """
 
 

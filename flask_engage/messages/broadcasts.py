@@ -8,13 +8,14 @@ the channel get a ``skipped`` row saying why.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import String, case, exists, func, literal, not_, select, update
+from sqlalchemy import CursorResult, String, case, exists, func, literal, not_, select, update
 from sqlalchemy.orm import Session
 
-from ..channels import get_channel
+from ..channels import Channel, get_channel
 from ..db import insert_ignoring_conflicts
 from ..errors import NotFound, StateError, ValidationError
 from ..models import (
@@ -51,8 +52,13 @@ def create_broadcast(
     body: str,
     send_to_unsubscribed: bool = False,
     scheduled_at: datetime | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> Broadcast:
-    """Validate and insert a draft broadcast."""
+    """Validate and insert a draft broadcast.
+
+    ``options`` are the channel's own settings (a webhook's ``url``...), checked by
+    the channel; errors name them as the channel does (``url: ...``).
+    """
     if not isinstance(name, str) or not name.strip():
         raise ValidationError("name: a broadcast needs a name", field="name")
     kind = get_channel(channel)
@@ -66,7 +72,8 @@ def create_broadcast(
                 f"segments[{index}]: no segment {ref!r}", field=f"segments[{index}]"
             )
         segment_ids.append(found.id)
-    kind.check({"subject": subject, "body": body}, noun="broadcast")
+    settings = _check_option_names(kind, options)
+    checked = kind.check({**settings, "subject": subject, "body": body}, noun="broadcast")
     if scheduled_at is not None and (
         not isinstance(scheduled_at, datetime) or scheduled_at.tzinfo is None
     ):
@@ -80,12 +87,29 @@ def create_broadcast(
         subject=subject,
         body=body,
         send_to_unsubscribed=bool(send_to_unsubscribed),
+        options={key: checked[key] for key in kind.options if key in checked} or None,
         scheduled_at=scheduled_at,
         status=BroadcastStatus.DRAFT,
     )
     session.add(broadcast)
     session.flush()
     return broadcast
+
+
+def _check_option_names(channel: Channel, options: Any) -> dict[str, Any]:
+    """``options`` as a dict holding only settings the channel takes."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise ValidationError("options: expected an object of channel settings", field="options")
+    for name in options:
+        if name not in channel.options:
+            known = ", ".join(channel.options) or "none"
+            raise ValidationError(
+                f"options.{name}: not a setting of {channel.name} broadcasts (settings: {known})",
+                field=f"options.{name}",
+            )
+    return dict(options)
 
 
 def _get(session: Session, broadcast_id: int) -> Broadcast:
@@ -110,7 +134,7 @@ def request_send(session: Session, broadcast_id: int, now: datetime) -> Broadcas
 
 def queue_broadcast(session: Session, broadcast_id: int, now: datetime) -> None:
     """Draft or scheduled -> queued, with an outbox row for the worker (same transaction)."""
-    moved = session.execute(
+    result = session.execute(
         update(Broadcast)
         .where(
             Broadcast.id == broadcast_id,
@@ -118,8 +142,8 @@ def queue_broadcast(session: Session, broadcast_id: int, now: datetime) -> None:
         )
         .values(status=BroadcastStatus.QUEUED)
         .execution_options(synchronize_session="fetch")
-    ).rowcount
-    if moved:
+    )
+    if cast(CursorResult[Any], result).rowcount:
         add_to_outbox(session, OutboxTask.BROADCAST, [broadcast_id])
 
 
@@ -147,8 +171,8 @@ def start_broadcast(session: Session, broadcast_id: int, now: datetime | None = 
     )
     reachable = get_channel(channel).reachable()
     blocked = literal(False) if broadcast.send_to_unsubscribed else opted_out
-    skipped, queued = MessageStatus.SKIPPED.value, MessageStatus.QUEUED.value
-    status = case((not_(reachable), skipped), (blocked, skipped), else_=queued)
+    skipped, to_send = MessageStatus.SKIPPED.value, MessageStatus.QUEUED.value
+    status = case((not_(reachable), skipped), (blocked, skipped), else_=to_send)
     reason = case((not_(reachable), "no_address"), (blocked, "unsubscribed"), else_=None)
     recipients = select(Membership.customer_id).where(
         Membership.segment_id.in_(broadcast.segment_ids)

@@ -37,4 +37,5 @@ def compose(customer: Customer, channel: Channel, subject: str | None, body: str
             "engage.unsubscribe", token=make_token(customer.id or 0, channel.name)
         )
     context = {"customer": customer.template_context(), "unsubscribe_url": unsubscribe_url}
-    return Composed(render(subject, body, context), unsubscribe_url, context)
+    rendered = render(subject, body, context, html=channel.html_bodies)
+    return Composed(rendered, unsubscribe_url, context)

@@ -13,6 +13,8 @@ unsubscribes while a broadcast is being sent gets nothing more from it.
 A failure that may pass (the channel raises ``RetryLater``: an SMTP server down)
 leaves the message queued with ``retry_at`` set, tried again with backoff, and
 failed after :data:`MAX_ATTEMPTS`. Any other failure fails that message alone.
+What the channel reports about an attempt (``Outgoing.receipt``: a webhook's
+status code and latency) is stored on the message as ``receipt``.
 """
 
 from __future__ import annotations
@@ -22,14 +24,21 @@ from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from flask import current_app
-from sqlalchemy import Connection, func, or_, select, update
+from sqlalchemy import Connection, CursorResult, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from .. import signals
-from ..channels import Channel, Outgoing, RetryLater, SkipMessage, get_channel
+from ..channels import (
+    Channel,
+    DeliveryFailed,
+    Outgoing,
+    RetryLater,
+    SkipMessage,
+    get_channel,
+)
 from ..db import get_state, log
 from ..models import Automation, Broadcast, Message, MessageStatus, Unsubscription, utcnow
 from .broadcasts import finish_broadcasts
@@ -102,7 +111,12 @@ def _source(session: Session, message: Message, cache: dict[Any, Source | None])
         if key not in cache:
             broadcast = session.get(Broadcast, message.broadcast_id)
             cache[key] = (
-                Source(broadcast.subject, broadcast.body, broadcast.send_to_unsubscribed)
+                Source(
+                    broadcast.subject,
+                    broadcast.body,
+                    broadcast.send_to_unsubscribed,
+                    options=broadcast.options or {},
+                )
                 if broadcast
                 else None
             )
@@ -181,8 +195,12 @@ def _deliver(
     source: Source,
     connections: _Connections,
     opted_out: bool,
+    receipt: dict[str, Any],
 ) -> None:
-    """Render and send one message; raises SkipMessage or any delivery error."""
+    """Render and send one message; raises SkipMessage or any delivery error.
+
+    The channel reports on the attempt in ``receipt`` (also when it raises).
+    """
     if opted_out and not source.ignore_opt_out:
         raise SkipMessage("unsubscribed")
     channel = get_channel(message.channel)
@@ -198,6 +216,7 @@ def _deliver(
         unsubscribe_url=composed.unsubscribe_url,
         context=composed.context,
         options=source.options,
+        receipt=receipt,
     )
     channel.send(outgoing, connections.get(channel))
 
@@ -214,7 +233,7 @@ def _async_commits(connection: Connection) -> Iterator[None]:
         on, off = "SET synchronous_commit TO OFF", "RESET synchronous_commit"
     elif connection.dialect.name == "sqlite":
         previous = connection.exec_driver_sql("PRAGMA synchronous").scalar()
-        on, off = "PRAGMA synchronous = OFF", f"PRAGMA synchronous = {int(previous)}"
+        on, off = "PRAGMA synchronous = OFF", f"PRAGMA synchronous = {int(previous or 0)}"
     else:
         yield
         return
@@ -275,12 +294,13 @@ def _deliver_claimed(session: Session, token: str, due: datetime | None = None) 
             now = utcnow()
             status, error, retry_at = MessageStatus.SENT, None, None
             attempts = message.attempts or 0
+            receipt: dict[str, Any] = {}
             try:
                 if _over_cap(session, message, now):
                     raise SkipMessage("frequency_cap")
                 source = _source(session, message, cache)
                 blocked = (message.customer_id, message.channel) in opted_out
-                _deliver(session, message, source, connections, blocked)
+                _deliver(session, message, source, connections, blocked, receipt)
             except SkipMessage as skip:
                 status, error = MessageStatus.SKIPPED, str(skip)
             except RetryLater as exc:
@@ -294,12 +314,16 @@ def _deliver_claimed(session: Session, token: str, due: datetime | None = None) 
                     status, error = MessageStatus.QUEUED, str(exc)
                     retry_at = max(now, due or now) + retry_delay(attempts)
                 log.warning("flask-engage: message %s not delivered: %s", message.id, exc)
+            except DeliveryFailed as exc:
+                status, error = MessageStatus.FAILED, str(exc)
+                log.warning("flask-engage: message %s failed: %s", message.id, error)
             except Exception as exc:  # one bad message must not stop the batch
                 status, error = MessageStatus.FAILED, f"{type(exc).__name__}: {exc}"[:2000]
                 log.warning("flask-engage: message %s failed: %s", message.id, error)
             message.status, message.error = status, error
             message.sent_at = now if status == MessageStatus.SENT else None
-            written = session.execute(
+            message.receipt = receipt or None
+            result = session.execute(
                 update(Message)
                 .where(
                     Message.id == message.id,
@@ -316,8 +340,10 @@ def _deliver_claimed(session: Session, token: str, due: datetime | None = None) 
                     claimed_at=None,
                     attempts=attempts,
                     retry_at=retry_at,
+                    receipt=message.receipt,
                 )
-            ).rowcount
+            )
+            written = cast(CursorResult[Any], result).rowcount
             session.commit()
             processed += 1
             if message.broadcast_id is not None:

@@ -57,7 +57,9 @@ def _check_names(env: Sandbox, source: str) -> None:
     """Reject private attribute names anywhere in the template, even in branches not taken."""
     tree = env.parse(source)
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        name = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
+        name: Any = node.attr if isinstance(node, nodes.Getattr) else None
+        if isinstance(node, nodes.Getitem):
+            name = getattr(node.arg, "value", None)
         if isinstance(name, str) and name.startswith("_"):
             raise SecurityError(f"access to attribute {name!r} is unsafe")
 
@@ -126,12 +128,18 @@ def html_to_text(markup: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(line.strip() for line in text.splitlines())).strip()
 
 
-def render(subject: str | None, body: str, context: dict[str, Any]) -> Rendered:
-    """Render subject and body; raises InvalidTemplate (naming which) on failure."""
+def render(
+    subject: str | None, body: str, context: dict[str, Any], *, html: bool = True
+) -> Rendered:
+    """Render subject and body; raises InvalidTemplate (naming which) on failure.
+
+    A body with HTML tags is rendered as HTML (autoescaped, plus a text part)
+    unless ``html`` is False: then every body is plain text, rendered as written.
+    """
     rendered_subject = None
     if subject is not None:
         rendered_subject = " ".join(_render(_text_env, subject, context, "subject").split())
-    if is_html(body):
+    if html and is_html(body):
         markup = _render(_html_env, body, context, "body")
         return Rendered(rendered_subject, html_to_text(markup), markup)
     return Rendered(rendered_subject, _render(_text_env, body, context, "body"), None)
