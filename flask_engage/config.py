@@ -55,6 +55,8 @@ DEFAULTS: dict[str, Any] = {
     "ENGAGE_MAX_BODY": 1024 * 1024,
     #: Most events in one ``POST /api/track`` batch.
     "ENGAGE_MAX_BATCH": 1000,
+    #: Most values in one ``in`` / ``not_in`` list of a segment filter (checked at save).
+    "ENGAGE_MAX_LIST_VALUES": 1000,
     #: Absolute base of links in messages; ``None``: ``SERVER_NAME`` + ``PREFERRED_URL_SCHEME``.
     "ENGAGE_BASE_URL": None,
     #: Seconds a worker holds claimed messages before another may take them over.
@@ -89,6 +91,7 @@ POSITIVE_INTEGERS = (
     "ENGAGE_BATCH_SIZE",
     "ENGAGE_MAX_BODY",
     "ENGAGE_MAX_BATCH",
+    "ENGAGE_MAX_LIST_VALUES",
     "ENGAGE_SEND_LEASE",
     "ENGAGE_WEBHOOK_TIMEOUT",
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -23,9 +23,15 @@ _NAME = re.compile(r"^[^\x00-\x1f\x7f\"\\]+$")
 _ISO_DATETIME = re.compile(
     r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:?\d{2})?)?$"
 )
-DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 TYPES = ("string", "number", "boolean", "datetime", "list")
+
+#: Numbers in filters stay within what both databases evaluate: signed 64-bit.
+MIN_INT64, MAX_INT64 = -(2**63), 2**63 - 1
+#: The longest window, duration or wait: 100 years, in days.
+MAX_DAYS = 36_525
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
 
 
 def check_name(name: Any, field: str) -> str:
@@ -54,10 +60,35 @@ def as_aware(value: Any, field: str) -> datetime:
 
 
 def format_datetime(value: datetime) -> str:
-    """The stored form of a datetime: fixed-width UTC text."""
+    """The stored form of a datetime: fixed-width UTC text (years before 1000 padded)."""
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime(DATETIME_FORMAT)
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def shift(moment: datetime, days: float) -> datetime:
+    """``moment + days``, held at the first or last representable instant instead of
+    overflowing (a window of 100 years before year 50 starts at year 1)."""
+    try:
+        return moment + timedelta(days=days)
+    except OverflowError:
+        return _EARLIEST if days < 0 else _LATEST
+
+
+def check_number(
+    value: Any, field: str, *, minimum: float = MIN_INT64, maximum: float = MAX_INT64
+) -> int | float:
+    """A finite number (not a boolean) within ``[minimum, maximum]``."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(f"{field}: expected a number", field=field)
+    if not math.isfinite(value):
+        raise ValidationError(f"{field}: number must be finite", field=field)
+    if not minimum <= value <= maximum:
+        low, high = (int(b) if float(b).is_integer() else b for b in (minimum, maximum))
+        raise ValidationError(
+            f"{field}: {value!r} is out of range (expected {low} to {high})", field=field
+        )
+    return value
 
 
 def parse_datetime(value: Any, field: str) -> datetime:

@@ -11,6 +11,7 @@ against :func:`matches`, which follows the semantics documented at the top of
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -213,6 +214,8 @@ def matches(node: dict[str, Any], customer: dict[str, Any], types: dict[str, str
         return holds(len(chosen), spec["op"], spec["value"])
     numbers = [e["properties"].get(spec["property"]) for e in chosen]
     numbers = [float(n) for n in numbers if is_number(n)]
+    if measure in ("sum", "avg") and not math.isfinite(sum(numbers)):
+        return False  # a total that overflows a double matches no threshold
     if measure == "sum":
         return holds(sum(numbers), spec["op"], spec["value"])
     if not numbers:
@@ -249,6 +252,8 @@ def comparison(draw: st.DrawFn, subject: str, names: tuple[str, ...]) -> dict[st
         return node
     if op in ("in", "not_in"):
         node["value"] = draw(st.lists(scalars, min_size=1, max_size=3))
+        # Sometimes as long as ENGAGE_MAX_LIST_VALUES allows (values that match nothing).
+        node["value"] += [f"pad-{i}" for i in range(draw(st.sampled_from([0, 0, 400, 995])))]
     elif op == "between":
         pair = draw(
             st.one_of(
@@ -346,7 +351,13 @@ event_rows = st.fixed_dictionaries(
         "name": st.sampled_from(EVENTS),
         "properties": st.dictionaries(
             st.sampled_from(PROPERTIES),
-            st.one_of(numbers, st.sampled_from(["a", "ab", "1"]), st.booleans(), st.none()),
+            st.one_of(
+                numbers,
+                st.sampled_from(["a", "ab", "1"]),
+                st.booleans(),
+                st.none(),
+                st.just(1e308),  # two of them overflow a sum (or an average's sum)
+            ),
         ),
         "hours": st.integers(-24 * 70, 24 * 3),
         "half": st.booleans(),

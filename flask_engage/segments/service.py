@@ -5,13 +5,16 @@ from __future__ import annotations
 import copy
 import re
 import unicodedata
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+from flask import current_app
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Query, Session
 
-from ..errors import StateError, ValidationError
+from ..errors import InvalidFilter, StateError, ValidationError
 from ..models import (
     Automation,
     Broadcast,
@@ -23,10 +26,13 @@ from ..models import (
 )
 from .compiler import customers
 from .membership import make_compiler
-from .schema import referenced_segments, uses_relative_time, validate_filter
+from .nodes import Node
+from .schema import Bounds, SegmentLookup, check_filter, referenced_segments, uses_relative_time
 
 DEFAULT_NAME = "All"
 DEFAULT_SLUG = "all"
+
+T = TypeVar("T")
 
 
 def slugify(name: str) -> str:
@@ -50,7 +56,7 @@ def find_segment(session: Session, ref: int | str | Segment) -> Segment | None:
     return None
 
 
-def _lookup(session: Session):
+def _lookup(session: Session) -> SegmentLookup:
     def lookup(ref: int | str) -> tuple[int, str, dict[str, Any]] | None:
         found = find_segment(session, ref)
         return None if found is None else (found.id, found.slug, found.filters)
@@ -66,13 +72,35 @@ def _time_based(session: Session, filters: dict[str, Any]) -> bool:
     return uses_relative_time(filters, filters_of)
 
 
-def check_filters(session: Session, filters: Any, self_slug: str | None = None) -> dict[str, Any]:
-    """Validate a filter against this database's segments (refs exist, no cycles).
+def _checked(session: Session, filters: Any, self_slug: str | None = None) -> Node:
+    """A filter's node tree, checked against this database's segments and the bounds."""
+    bounds = Bounds(max_list_values=current_app.config["ENGAGE_MAX_LIST_VALUES"])
+    return check_filter(filters, lookup=_lookup(session), self_slug=self_slug, bounds=bounds)
 
-    Returns a copy of the filter *as given*: that is what is stored and shown back;
-    the compiler reads every accepted form (slugs or ids, ISO dates, defaults left out).
+
+def _evaluated(session: Session, run: Callable[[], T]) -> T:
+    """``run()`` in a savepoint; a database that cannot evaluate the filter (or an
+    overflow while building it) is an :class:`InvalidFilter` and leaves nothing behind."""
+    try:
+        with session.begin_nested():
+            return run()
+    except (DBAPIError, OverflowError, RecursionError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
+        raise InvalidFilter(
+            f"filters: the database cannot evaluate this filter ({reason})", field="filters"
+        ) from None
+
+
+def check_filters(session: Session, filters: Any, self_slug: str | None = None) -> dict[str, Any]:
+    """Validate a filter against this database's segments (refs exist, no cycles), the
+    bounds, and the database itself: it must compile and run (``LIMIT 0``).
+
+    Returns a copy of the filter *as given*: that is what is stored and shown back
+    (slug references follow a rename); the compiler reads it into the same checked form.
     """
-    validate_filter(filters, lookup=_lookup(session), self_slug=self_slug)
+    node = _checked(session, filters, self_slug)
+    compiler = make_compiler(session, utcnow())
+    _evaluated(session, lambda: session.execute(compiler.query(node).limit(0)).all())
     return copy.deepcopy(filters)
 
 
@@ -197,14 +225,14 @@ def delete_segment(session: Session, segment: Segment) -> None:
 
 def count(session: Session, filters: Any, now: datetime | None = None) -> int:
     """How many customers match a filter right now (or as of ``now``)."""
-    checked = check_filters(session, filters)
+    node = _checked(session, filters)
     compiler = make_compiler(session, now or utcnow())
-    return (
-        session.scalar(
-            select(func.count()).select_from(customers).where(compiler.condition(checked))
-        )
-        or 0
-    )
+
+    def run() -> int | None:
+        where = compiler.condition(node)
+        return session.scalar(select(func.count()).select_from(customers).where(where))
+
+    return _evaluated(session, run) or 0
 
 
 def members(session: Session, segment: Segment) -> Query[Customer]:

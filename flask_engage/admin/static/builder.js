@@ -2,7 +2,12 @@
  * Plain JavaScript, no build step. The tree is kept as the filter JSON itself;
  * each rendered node carries data-path (the validator's path, e.g.
  * "filters.all[1].op" belongs to the node with data-path "filters.all[1]"),
- * so server errors are shown next to the condition that is wrong. */
+ * so server errors are shown next to the condition that is wrong.
+ *
+ * The grammar is not written here: node kinds, operators, windows, calendar
+ * choices, measures and channels come from the served filter JSON Schema
+ * (data-schema-url) and its "x-engage" block of labels. A node kind whose form is
+ * "choice" ({KEY: choice, "op": choice}) needs no code of its own here. */
 (function () {
   "use strict";
 
@@ -13,32 +18,39 @@
   var preview = document.getElementById("engage-preview");
   var csrf = document.querySelector('meta[name="engage-csrf"]').getAttribute("content");
 
-  var ALL_OPS = ["eq", "ne", "gt", "gte", "lt", "lte", "between", "in", "not_in", "contains",
-    "not_contains", "starts_with", "ends_with", "exists", "not_exists", "is_true", "is_false",
-    "within_last", "more_than_ago"];
-  var OPS_BY_TYPE = {
-    string: ["eq", "ne", "in", "not_in", "contains", "not_contains", "starts_with", "ends_with",
-      "gt", "gte", "lt", "lte", "exists", "not_exists"],
-    number: ["eq", "ne", "gt", "gte", "lt", "lte", "between", "in", "not_in", "exists", "not_exists"],
-    boolean: ["is_true", "is_false", "eq", "ne", "exists", "not_exists"],
-    datetime: ["within_last", "more_than_ago", "gt", "gte", "lt", "lte", "between", "eq", "ne",
-      "exists", "not_exists"],
-    list: ["contains", "not_contains", "exists", "not_exists"]
-  };
-  var OP_LABELS = {
-    eq: "is", ne: "is not", gt: ">", gte: ">=", lt: "<", lte: "<=", between: "between",
-    "in": "is one of", not_in: "is none of", contains: "contains", not_contains: "does not contain",
-    starts_with: "starts with", ends_with: "ends with", exists: "is set", not_exists: "is not set",
-    is_true: "is true", is_false: "is false", within_last: "within the last",
-    more_than_ago: "more than ... ago"
-  };
-  var NUMERIC_OPS = ["eq", "ne", "gt", "gte", "lt", "lte", "between"];
-  var NO_VALUE = ["exists", "not_exists", "is_true", "is_false"];
-  var MEASURES = ["count", "sum", "avg", "min", "max"];
-  var WINDOWS = {"": "any time", last_days: "in the last N days", last_hours: "in the last N hours",
-    older_than_days: "more than N days ago", since: "since", until: "until", between: "between",
-    calendar: "calendar"};
-  var CALENDAR = ["today", "this_week", "this_month", "last_month"];
+  // Filled from the schema by grammar() before the first render.
+  var KINDS, OPERATORS, ALL_OPS, OPS_BY_TYPE, OP_LABELS = {}, DURATION_UNITS, MEASURES,
+    MEASURE_OPS, WINDOWS, CALENDAR, CALENDAR_LABELS;
+
+  function grammar(schema) {
+    var defs = schema.$defs, hints = schema["x-engage"];
+    KINDS = hints.kinds;
+    OPERATORS = hints.operators;
+    ALL_OPS = defs.attribute.properties.op.enum;
+    OPS_BY_TYPE = hints.operators_by_type;
+    Object.keys(OPERATORS).forEach(function (op) { OP_LABELS[op] = OPERATORS[op].label; });
+    DURATION_UNITS = Object.keys(defs.duration.properties);
+    MEASURES = pairs(kindNamed("event").measures);
+    MEASURE_OPS = defs.measure.properties.op.enum;
+    WINDOWS = [{name: "", label: "any time"}].concat(hints.windows);
+    CALENDAR = defs.window.properties.calendar.enum;
+    CALENDAR_LABELS = hints.calendar;
+  }
+  function kindNamed(name) { return KINDS.filter(function (k) { return k.name === name; })[0]; }
+  function kindOf(node) {
+    if (!node || typeof node !== "object" || Array.isArray(node)) { return null; }
+    for (var i = 0; i < KINDS.length; i++) {
+      for (var j = 0; j < KINDS[i].keys.length; j++) { if (KINDS[i].keys[j] in node) { return KINDS[i]; } }
+    }
+    return null;
+  }
+  // [{value, label}] -> {values: [...], labels: {value: label}} (lists keep their order).
+  function pairs(list) {
+    var labels = {};
+    list.forEach(function (item) { labels[item.value] = item.label; });
+    return {values: list.map(function (item) { return item.value; }), labels: labels};
+  }
+  function windowNamed(name) { return WINDOWS.filter(function (w) { return w.name === name; })[0]; }
 
   var root;
   try { root = JSON.parse(data.filters_text); } catch (e) { root = {all: []}; }
@@ -95,13 +107,18 @@
     return t === "" || isNaN(Number(t)) ? null : Number(t);
   }
   function opsFor(type) { return OPS_BY_TYPE[type] || ALL_OPS; }
+  // The value editor an operator needs: none, pair, list, duration or scalar.
+  function shape(op) {
+    var operand = OPERATORS[op] ? OPERATORS[op].operand : "scalar";
+    return ["none", "pair", "list", "duration"].indexOf(operand) >= 0 ? operand : "scalar";
+  }
 
   // -- the value editor of a comparison (attribute or event property) -------------------
   function valueEditor(node, typeOf) {
     var wrap = el("span", {"class": "value-editor"});
-    var op = node.op;
-    if (NO_VALUE.indexOf(op) >= 0) { delete node.value; return wrap; }
-    if (op === "between") {
+    var kind = shape(node.op);
+    if (kind === "none") { delete node.value; return wrap; }
+    if (kind === "pair") {
       var pair = Array.isArray(node.value) ? node.value : ["", ""];
       node.value = pair;
       var low = input("value-low", pair[0], {placeholder: "from"});
@@ -112,7 +129,7 @@
       });
       return wrap;
     }
-    if (op === "in" || op === "not_in") {
+    if (kind === "list") {
       var list = input("value", Array.isArray(node.value) ? node.value.join(", ") : "", {placeholder: "a, b, c"});
       list.addEventListener("input", function () {
         node.value = list.value.split(",").map(function (s) { return s.trim(); })
@@ -122,12 +139,12 @@
       wrap.appendChild(list);
       return wrap;
     }
-    if (op === "within_last" || op === "more_than_ago") {
+    if (kind === "duration") {
       var current = node.value && typeof node.value === "object" ? node.value : {days: 7};
-      var unit = Object.keys(current)[0] || "days";
+      var unit = Object.keys(current)[0] || DURATION_UNITS[0];
       node.value = current;
       var amount = input("value", current[unit], {type: "number", min: "0", step: "any"});
-      var units = select("value-unit", ["days", "hours", "minutes"], unit);
+      var units = select("value-unit", DURATION_UNITS, unit);
       function update() { var v = {}; v[units.value] = parseNumber(amount.value); node.value = v; changed(); }
       amount.addEventListener("input", update);
       units.addEventListener("change", update);
@@ -170,11 +187,6 @@
     function onOp() {
       var before = node.op;
       node.op = ops.value;
-      var shape = function (op) {
-        if (NO_VALUE.indexOf(op) >= 0) { return "none"; }
-        if (op === "between" || op === "in" || op === "not_in" || op === "within_last" || op === "more_than_ago") { return op; }
-        return "scalar";
-      };
       if (shape(before) !== shape(node.op)) { delete node.value; }
       rebuildValue();
       changed();
@@ -200,42 +212,57 @@
     return span;
   }
 
+  var FORMS = {group: renderGroup, not: renderNot, comparison: renderComparison, event: renderEvent,
+    choice: renderChoice};
+
   function renderNode(node, path, api) {
-    if (node && (node.all || node.any)) { return renderGroup(node, path, api); }
-    if (node && "not" in node) { return renderNot(node, path, api); }
-    if (node && "attribute" in node) { return renderAttribute(node, path, api); }
-    if (node && "event" in node) { return renderEvent(node, path, api); }
-    if (node && "segment" in node) { return renderSegment(node, path, api); }
-    if (node && "channel" in node) { return renderChannel(node, path, api); }
+    var kind = kindOf(node);
+    if (kind && FORMS[kind.form]) { return FORMS[kind.form](node, path, api, kind); }
     return el("div", {"class": "node", "data-path": path, text: "Unknown filter: " + JSON.stringify(node)});
   }
 
-  var NEW_NODES = {
-    attribute: function () { return {attribute: "", op: "eq", value: ""}; },
-    event: function () { return {event: "", count: {op: "gte", value: 1}}; },
-    segment: function () { return {segment: (data.segments[0] || {}).slug || "all", op: "in"}; },
-    channel: function () { return {channel: "email", op: "subscribed"}; },
-    group: function () { return {any: []}; }
-  };
+  // The options of a choice field: a fixed {value: label} map, or the name of a list
+  // in the page's data ("segments": [{slug, name}]), without the segment being edited.
+  function choicesOf(kind, field) {
+    var choices = kind.choices[field];
+    if (typeof choices !== "string") { return pairs(choices); }
+    var items = (data[choices] || []).filter(function (item) { return item.slug !== data.self_slug; });
+    var labels = {};
+    items.forEach(function (item) { labels[item.slug] = item.name; });
+    return {values: items.map(function (item) { return item.slug; }), labels: labels};
+  }
 
-  function renderGroup(node, path, api) {
-    var key = node.all ? "all" : "any";
-    var children = node[key];
+  // A fresh node of a kind, as its "+ Kind" button adds it.
+  function fresh(kind) {
+    var node = JSON.parse(JSON.stringify(kind["new"]));
+    Object.keys(kind.choices || {}).forEach(function (field) {
+      var first = choicesOf(kind, field).values[0];
+      if (typeof kind.choices[field] === "string" && first !== undefined) { node[field] = first; }
+    });
+    return node;
+  }
+
+  function renderGroup(node, path, api, kind) {
+    var key = "all" in node ? "all" : "any";
+    var children = Array.isArray(node[key]) ? node[key] : (node[key] = []);
     var box = el("div", {"class": "node group", "data-path": path});
-    var kind = select("group-kind", ["all", "any"], key, {all: "All of these", any: "Any of these"});
-    kind.addEventListener("change", function () {
+    var which = select("group-kind", kind.keys, key, kind.labels);
+    which.addEventListener("change", function () {
       var list = node[key];
       delete node[key];
-      node[kind.value] = list;
+      node[which.value] = list;
       render();
     });
-    var head = el("div", {"class": "row-line"}, [kind]);
-    Object.keys(NEW_NODES).forEach(function (what) {
-      head.appendChild(button("btn-outline-primary add-" + what, "+ " + what[0].toUpperCase() + what.slice(1), function () {
-        children.push(NEW_NODES[what]());
-        render();
-      }));
-    });
+    var head = el("div", {"class": "row-line"}, [which]);
+    // Conditions first, then groups.
+    KINDS.filter(function (k) { return k["new"]; })
+      .sort(function (a, b) { return (a.form === "group") - (b.form === "group"); })
+      .forEach(function (what) {
+        head.appendChild(button("btn-outline-primary add-" + what.name, "+ " + what.label, function () {
+          children.push(fresh(what));
+          render();
+        }));
+      });
     head.appendChild(controls(path, api));
     box.appendChild(head);
     var list = el("div", {"class": "children"});
@@ -251,9 +278,9 @@
     return box;
   }
 
-  function renderNot(node, path, api) {
+  function renderNot(node, path, api, kind) {
     var box = el("div", {"class": "node negated", "data-path": path});
-    var head = el("div", {"class": "row-line"}, [el("span", {"class": "kind", text: "Not"})]);
+    var head = el("div", {"class": "row-line"}, [el("span", {"class": "kind", text: kind.label})]);
     head.appendChild(button("btn-outline-secondary unnegate", "remove NOT", function () { api.replace(node.not); render(); }));
     if (api.remove) { head.appendChild(button("btn-outline-danger remove", "×", function () { api.remove(); render(); }, "Remove")); }
     box.appendChild(head);
@@ -265,23 +292,48 @@
     return box;
   }
 
-  function renderAttribute(node, path, api) {
-    var box = el("div", {"class": "node condition attribute-condition", "data-path": path});
-    var listId = datalist("engage-attributes", Object.keys(data.attributes));
-    var row = el("div", {"class": "row-line"}, [el("span", {"class": "kind", text: "Attribute"})]);
-    row.appendChild(comparisonRow(node, "attribute", "attr-name", listId, function () { return data.attributes[node.attribute]; }));
+  // {KEY: NAME, op, value} on names listed in the page's data (e.g. data.attributes: name -> type).
+  function renderComparison(node, path, api, kind) {
+    var key = kind.keys[0];
+    var names = data[kind.names] || {};
+    var box = el("div", {"class": "node condition " + kind.name + "-condition", "data-path": path});
+    var listId = datalist("engage-" + kind.names, Object.keys(names));
+    var row = el("div", {"class": "row-line"}, [el("span", {"class": "kind", text: kind.label})]);
+    row.appendChild(comparisonRow(node, key, "attr-name", listId, function () { return names[node[key]]; }));
+    row.appendChild(controls(path, api));
+    box.appendChild(row);
+    return box;
+  }
+
+  // {KEY: choice, op: choice}, laid out by the kind's sentence ("Customer {op} segment {segment}").
+  function renderChoice(node, path, api, kind) {
+    var box = el("div", {"class": "node condition " + kind.name + "-condition", "data-path": path});
+    var row = el("div", {"class": "row-line"}, [el("span", {"class": "kind", text: kind.sentence[0]})]);
+    kind.sentence.slice(1).forEach(function (part) {
+      var field = /^\{(.+)\}$/.exec(part);
+      if (!field) { row.appendChild(el("span", {text: part})); return; }
+      field = field[1];
+      var options = choicesOf(kind, field);
+      var values = options.values.slice();
+      if (!(field in node)) { node[field] = kind["new"][field]; }
+      if (values.indexOf(String(node[field])) < 0) { values.push(String(node[field])); }
+      var chooser = select(field, values, node[field], options.labels);
+      chooser.addEventListener("change", function () { node[field] = chooser.value; changed(); });
+      row.appendChild(chooser);
+    });
     row.appendChild(controls(path, api));
     box.appendChild(row);
     return box;
   }
 
   function measureOf(node) {
-    for (var i = 0; i < MEASURES.length; i++) { if (MEASURES[i] in node) { return MEASURES[i]; } }
-    return "count";
+    var names = MEASURES.values;
+    for (var i = 0; i < names.length; i++) { if (names[i] in node) { return names[i]; } }
+    return names[0];
   }
 
-  function renderEvent(node, path, api) {
-    var box = el("div", {"class": "node condition event-condition", "data-path": path});
+  function renderEvent(node, path, api, kind) {
+    var box = el("div", {"class": "node condition " + kind.name + "-condition", "data-path": path});
     var props = function () { return data.properties[node.event] || {}; };
     var name = input("event-name", node.event, {list: datalist("engage-events", data.events), placeholder: "event"});
     name.addEventListener("input", function () {
@@ -293,10 +345,10 @@
     var measure = measureOf(node);
     if (!node[measure]) { node[measure] = {op: "gte", value: 1}; }
     var spec = node[measure];
-    var measureSel = select("measure", MEASURES, measure, {count: "count", sum: "sum of", avg: "average of", min: "min of", max: "max of"});
+    var measureSel = select("measure", MEASURES.values, measure, MEASURES.labels);
     var prop = input("measure-property", spec.property, {list: propList, placeholder: "property"});
     prop.style.display = measure === "count" ? "none" : "";
-    var op = select("measure-op", NUMERIC_OPS, spec.op, OP_LABELS);
+    var op = select("measure-op", MEASURE_OPS, spec.op, OP_LABELS);
     var valueBox = el("span", {"class": "measure-value-box"});
     function buildMeasureValue() {
       valueBox.innerHTML = "";
@@ -327,36 +379,38 @@
     op.addEventListener("change", function () { spec.op = op.value; buildMeasureValue(); changed(); });
 
     var windowKind = node.window ? Object.keys(node.window)[0] : "";
-    var windowSel = select("window-kind", Object.keys(WINDOWS), windowKind, WINDOWS);
+    var windowSel = select("window-kind", WINDOWS.map(function (w) { return w.name; }), windowKind,
+      pairs(WINDOWS.map(function (w) { return {value: w.name, label: w.label}; })).labels);
     var windowBox = el("span", {"class": "window-box"});
     function buildWindow() {
       windowBox.innerHTML = "";
-      var kind = windowSel.value;
-      if (!kind) { delete node.window; return; }
-      var current = node.window && node.window[kind];
+      var chosen = windowSel.value;
+      if (!chosen) { delete node.window; return; }
+      var current = node.window && node.window[chosen];
       var w = {};
-      if (kind === "calendar") {
-        var cal = select("window-value", CALENDAR, current || "this_month");
-        w[kind] = cal.value;
-        cal.addEventListener("change", function () { node.window = {calendar: cal.value}; changed(); });
+      var kindInput = windowNamed(chosen).input;
+      if (kindInput === "choice") {
+        var cal = select("window-value", CALENDAR, current || CALENDAR[0], CALENDAR_LABELS);
+        w[chosen] = cal.value;
+        cal.addEventListener("change", function () { node.window = {}; node.window[chosen] = cal.value; changed(); });
         windowBox.appendChild(cal);
-      } else if (kind === "between") {
+      } else if (kindInput === "pair") {
         var pair = Array.isArray(current) ? current : ["", ""];
-        w[kind] = pair;
+        w[chosen] = pair;
         [0, 1].forEach(function (index) {
           var b = input("window-value window-value-" + index, pair[index], {placeholder: "YYYY-MM-DDTHH:MM:SSZ"});
           b.addEventListener("input", function () { pair[index] = b.value.trim(); changed(); });
           windowBox.appendChild(b);
         });
-      } else if (kind === "since" || kind === "until") {
+      } else if (kindInput === "datetime") {
         var at = input("window-value", current || "", {placeholder: "YYYY-MM-DDTHH:MM:SSZ"});
-        w[kind] = at.value;
-        at.addEventListener("input", function () { node.window = {}; node.window[kind] = at.value.trim(); changed(); });
+        w[chosen] = at.value;
+        at.addEventListener("input", function () { node.window = {}; node.window[chosen] = at.value.trim(); changed(); });
         windowBox.appendChild(at);
       } else {
         var n = input("window-value", current === undefined ? 30 : current, {type: "number", min: "0", step: "any"});
-        w[kind] = parseNumber(n.value);
-        n.addEventListener("input", function () { node.window = {}; node.window[kind] = parseNumber(n.value); changed(); });
+        w[chosen] = parseNumber(n.value);
+        n.addEventListener("input", function () { node.window = {}; node.window[chosen] = parseNumber(n.value); changed(); });
         windowBox.appendChild(n);
       }
       node.window = w;
@@ -364,7 +418,7 @@
     buildWindow();
     windowSel.addEventListener("change", function () { node.window = null; buildWindow(); changed(); });
 
-    var head = el("div", {"class": "row-line"}, [el("span", {"class": "kind", text: "Event"}), name, measureSel, prop, op,
+    var head = el("div", {"class": "row-line"}, [el("span", {"class": "kind", text: kind.label}), name, measureSel, prop, op,
       valueBox, el("span", {text: "when"}), windowSel, windowBox]);
     head.appendChild(button("btn-outline-primary add-where", "+ where", function () {
       node.where = node.where || [];
@@ -384,33 +438,6 @@
       }, "Remove"));
       box.appendChild(row);
     });
-    return box;
-  }
-
-  function renderSegment(node, path, api) {
-    var box = el("div", {"class": "node condition segment-condition", "data-path": path});
-    var slugs = data.segments.filter(function (s) { return s.slug !== data.self_slug; });
-    var names = {};
-    slugs.forEach(function (s) { names[s.slug] = s.name; });
-    var values = slugs.map(function (s) { return s.slug; });
-    if (values.indexOf(String(node.segment)) < 0) { values.push(String(node.segment)); }
-    var op = select("op", ["in", "not_in"], node.op, {"in": "is in", not_in: "is not in"});
-    var seg = select("segment-ref", values, node.segment, names);
-    op.addEventListener("change", function () { node.op = op.value; changed(); });
-    seg.addEventListener("change", function () { node.segment = seg.value; changed(); });
-    box.appendChild(el("div", {"class": "row-line"}, [el("span", {"class": "kind", text: "Customer"}), op,
-      el("span", {text: "segment"}), seg, controls(path, api)]));
-    return box;
-  }
-
-  function renderChannel(node, path, api) {
-    var box = el("div", {"class": "node condition channel-condition", "data-path": path});
-    var channel = select("channel", ["email", "push", "in_app"], node.channel);
-    var op = select("op", ["subscribed", "unsubscribed"], node.op);
-    channel.addEventListener("change", function () { node.channel = channel.value; changed(); });
-    op.addEventListener("change", function () { node.op = op.value; changed(); });
-    box.appendChild(el("div", {"class": "row-line"}, [el("span", {"class": "kind", text: "Channel"}), channel,
-      el("span", {text: "is"}), op, controls(path, api)]));
     return box;
   }
 
@@ -434,7 +461,7 @@
     try {
       root = JSON.parse(textarea.value);
       jsonError.textContent = "";
-      render(true);
+      if (KINDS) { render(true); }
     } catch (e) {
       jsonError.textContent = "Not valid JSON: " + e.message;
     }
@@ -495,9 +522,22 @@
     });
   }, 350);
 
-  render();
-  if (data.error_field) {
-    textarea.value = data.filters_text;
-    showError(data.error_field, data.error_message || "invalid");
+  function start() {
+    render();
+    if (data.error_field) {
+      textarea.value = data.filters_text;
+      showError(data.error_field, data.error_message || "invalid");
+    }
   }
+
+  fetch(container.getAttribute("data-schema-url"), {credentials: "same-origin", headers: {"Accept": "application/json"}})
+    .then(function (response) {
+      if (!response.ok) { throw new Error("HTTP " + response.status); }
+      return response.json();
+    })
+    .then(function (schema) { grammar(schema); start(); })
+    .catch(function (error) {
+      preview.className = "alert alert-danger";
+      preview.textContent = "Could not load the filter schema (" + error.message + "); edit the JSON below.";
+    });
 }());

@@ -1,0 +1,664 @@
+"""Filter nodes: one class per node kind, and the registry that reads a filter.
+
+Each kind (``all``/``any``, ``not``, ``attribute``, ``event``, ``segment``,
+``channel``) says in one place how it is checked (:meth:`Node.parse`, errors naming
+the path), its JSON Schema (:meth:`Node.schema`), how it compiles to SQL
+(:meth:`Node.compile`), its children for tree walks, whether it moves with the
+clock, and how the admin's builder shows it (:meth:`Node.annotation`). Validation,
+the served JSON Schema, the compiler and the tree walkers in :mod:`.schema` are
+generic over :func:`kinds`: a new kind is one class here plus :func:`register`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Numeric,
+    and_,
+    case,
+    cast,
+    exists,
+    false,
+    func,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+)
+
+from ..channels import get_channel, opt_out_channels
+from ..models import Customer, Event, Unsubscription
+from . import windows
+from .fields import ColumnField, Field, two_valued
+from .operators import Comparison, comparison_schema
+from .parsing import Parser
+from .windows import Window
+
+if TYPE_CHECKING:
+    from .compiler import Compiler
+
+customers = Customer.__table__
+events = Event.__table__
+
+
+class Node(ABC):
+    """One node of a filter tree. Subclass, then :func:`register` the class."""
+
+    #: The JSON keys that mark this kind (``("attribute",)``; ``("all", "any")``).
+    keys: ClassVar[tuple[str, ...]]
+    #: What the builder calls it (``add-<name>`` buttons, ``<name>-condition`` boxes).
+    name: ClassVar[str]
+    label: ClassVar[str]
+
+    @classmethod
+    @abstractmethod
+    def parse(cls, parser: Parser, node: Mapping[str, Any], path: str, depth: int) -> Node:
+        """Check the JSON object ``node`` at ``path``; raise ``parser.fail(...)``."""
+
+    @abstractmethod
+    def compile(self, compiler: Compiler) -> ColumnElement[bool]:
+        """The SQL condition on ``engage_customers``."""
+
+    @abstractmethod
+    def to_json(self) -> dict[str, Any]:
+        """The normalized JSON form."""
+
+    @classmethod
+    @abstractmethod
+    def schema(cls, max_list_values: int) -> dict[str, dict[str, Any]]:
+        """JSON Schema definitions: one named after each of :attr:`keys`, plus helpers."""
+
+    @classmethod
+    @abstractmethod
+    def annotation(cls) -> dict[str, Any]:
+        """How the builder shows it: ``form``, a ``new`` node, choices... Anything
+        ordered is a list (a JSON provider may sort object keys)."""
+
+    def children(self) -> Sequence[Node]:
+        """Nested filter nodes (for tree walks)."""
+        return ()
+
+    def uses_clock(self) -> bool:
+        """Whether this node alone can change its answer as time passes."""
+        return False
+
+    def segment_refs(self) -> Sequence[int | str]:
+        """Segments this node refers to directly (by id or slug)."""
+        return ()
+
+
+_registry: dict[str, type[Node]] = {}
+
+
+def register(kind: type[Node]) -> type[Node]:
+    """Add a node kind under each of its keys (tried in registration order)."""
+    for key in kind.keys:
+        _registry[key] = kind
+    return kind
+
+
+def kinds() -> list[type[Node]]:
+    """Every registered kind, once each, in registration order."""
+    return list(dict.fromkeys(_registry.values()))
+
+
+def kind_keys() -> tuple[str, ...]:
+    """Every key that marks a kind (``all``, ``any``, ``not``, ``attribute``...)."""
+    return tuple(_registry)
+
+
+def parse_node(parser: Parser, node: Any, path: str, depth: int = 0) -> Node:
+    """Check one filter node of any kind."""
+    parser.enter(path, depth)
+    found = parser.obj(node, path)
+    for key, kind in _registry.items():
+        if key in found:
+            return kind.parse(parser, found, path, depth)
+    raise parser.fail(path, f"expected one of {', '.join(repr(k) for k in _registry)}")
+
+
+def walk(node: Node) -> list[Node]:
+    """``node`` and every node nested in it (not through segment references)."""
+    found, stack = [], [node]
+    while stack:
+        current = stack.pop()
+        found.append(current)
+        stack.extend(current.children())
+    return found
+
+
+# -- all / any / not ---------------------------------------------------------------------
+#: Longest AND/OR chain compiled flat. SQLite parses a chain as a tree one level per
+#: term and refuses depth 1000 ("Expression tree is too large"): wider groups are
+#: compiled as nested chunks.
+CHAIN = 32
+
+
+def _chained(combine: Any, parts: list[ColumnElement[bool]]) -> ColumnElement[bool]:
+    while len(parts) > CHAIN:
+        parts = [two_valued(combine(*parts[i : i + CHAIN])) for i in range(0, len(parts), CHAIN)]
+    return combine(*parts)
+
+
+@dataclass(frozen=True)
+class Group(Node):
+    """``{"all": [...]}`` (and; empty: everyone) or ``{"any": [...]}`` (or; empty: no one)."""
+
+    keys = ("all", "any")
+    name = "group"
+    label = "Group"
+
+    key: str
+    items: tuple[Node, ...]
+
+    @classmethod
+    def parse(cls, parser: Parser, node: Mapping[str, Any], path: str, depth: int) -> Node:
+        key = "all" if "all" in node else "any"
+        parser.only(node, path, {key})
+        items = node[key]
+        if not isinstance(items, list):
+            raise parser.fail(f"{path}.{key}", "expected a list of filters")
+        return cls(
+            key,
+            tuple(
+                parse_node(parser, c, f"{path}.{key}[{i}]", depth + 1) for i, c in enumerate(items)
+            ),
+        )
+
+    def compile(self, compiler: Compiler) -> ColumnElement[bool]:
+        parts = [compiler.condition(item) for item in self.items]
+        if not parts:
+            return true() if self.key == "all" else false()
+        return _chained(and_ if self.key == "all" else or_, parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {self.key: [item.to_json() for item in self.items]}
+
+    def children(self) -> Sequence[Node]:
+        return self.items
+
+    @classmethod
+    def schema(cls, max_list_values: int) -> dict[str, dict[str, Any]]:
+        return {
+            key: {
+                "type": "object",
+                "required": [key],
+                "additionalProperties": False,
+                "properties": {key: {"type": "array", "items": {"$ref": "#/$defs/filter"}}},
+            }
+            for key in cls.keys
+        }
+
+    @classmethod
+    def annotation(cls) -> dict[str, Any]:
+        return {
+            "form": "group",
+            "new": {"any": []},
+            "labels": {"all": "All of these", "any": "Any of these"},
+        }
+
+
+@dataclass(frozen=True)
+class Not(Node):
+    """``{"not": FILTER}``."""
+
+    keys = ("not",)
+    name = "not"
+    label = "Not"
+
+    item: Node
+
+    @classmethod
+    def parse(cls, parser: Parser, node: Mapping[str, Any], path: str, depth: int) -> Node:
+        parser.only(node, path, {"not"})
+        return cls(parse_node(parser, node["not"], f"{path}.not", depth + 1))
+
+    def compile(self, compiler: Compiler) -> ColumnElement[bool]:
+        return not_(compiler.condition(self.item))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"not": self.item.to_json()}
+
+    def children(self) -> Sequence[Node]:
+        return (self.item,)
+
+    @classmethod
+    def schema(cls, max_list_values: int) -> dict[str, dict[str, Any]]:
+        return {
+            "not": {
+                "type": "object",
+                "required": ["not"],
+                "additionalProperties": False,
+                "properties": {"not": {"$ref": "#/$defs/filter"}},
+            }
+        }
+
+    @classmethod
+    def annotation(cls) -> dict[str, Any]:
+        return {"form": "not"}
+
+
+# -- attributes --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Attribute(Node):
+    """``{"attribute": NAME, "op": OP, "value": V}`` (``email`` is the customer's email)."""
+
+    keys = ("attribute",)
+    name = "attribute"
+    label = "Attribute"
+
+    comparison: Comparison
+
+    @classmethod
+    def parse(cls, parser: Parser, node: Mapping[str, Any], path: str, depth: int) -> Node:
+        return cls(Comparison.parse(parser, node, path, "attribute"))
+
+    def compile(self, compiler: Compiler) -> ColumnElement[bool]:
+        name = self.comparison.name
+        if name == "email":
+            field: Field = ColumnField(customers.c.email, compiler.dialect)
+            recorded: str | None = "string"
+        else:
+            field = Field(customers.c.attributes, name, compiler.dialect)
+            recorded = compiler.attribute_types.get(name)
+        return self.comparison.compile(compiler, field, recorded)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.comparison.to_json()
+
+    def uses_clock(self) -> bool:
+        return self.comparison.uses_clock
+
+    @classmethod
+    def schema(cls, max_list_values: int) -> dict[str, dict[str, Any]]:
+        return {"attribute": comparison_schema("attribute", max_list_values)}
+
+    @classmethod
+    def annotation(cls) -> dict[str, Any]:
+        return {
+            "form": "comparison",
+            "new": {"attribute": "", "op": "eq", "value": ""},
+            "names": "attributes",
+        }
+
+
+# -- events ------------------------------------------------------------------------------
+MEASURES = {
+    "count": "count",
+    "sum": "sum of",
+    "avg": "average of",
+    "min": "min of",
+    "max": "max of",
+}
+AGGREGATES = ("sum", "avg", "min", "max")
+NUMERIC_OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "between")
+#: The largest finite double: a sum or average beyond it has overflowed.
+_LARGEST = 1.7976931348623157e308
+
+
+@dataclass(frozen=True)
+class Measure:
+    """What an event condition measures (``count``, or an aggregate of a property) and
+    the threshold it must meet."""
+
+    kind: str
+    op: str
+    value: Any
+    property: str | None = None
+
+    @classmethod
+    def parse(cls, parser: Parser, node: Mapping[str, Any], path: str) -> Measure:
+        """The measure of the event condition ``node`` (default: done at least once)."""
+        present = [key for key in MEASURES if key in node]
+        if len(present) > 1:
+            raise parser.fail(
+                f"{path}.{present[1]}", f"use only one of count, {', '.join(AGGREGATES)}"
+            )
+        kind = present[0] if present else "count"
+        spec = node.get(kind, {"op": "gte", "value": 1})
+        sub = f"{path}.{kind}"
+        if not isinstance(spec, dict):
+            raise parser.fail(sub, "expected an object with 'op' and 'value'")
+        parser.only(spec, sub, {"op", "value"} | ({"property"} if kind != "count" else set()))
+        op = spec.get("op")
+        if op not in NUMERIC_OPS:
+            raise parser.fail(
+                f"{sub}.op", f"unknown operator {op!r}; expected one of {', '.join(NUMERIC_OPS)}"
+            )
+        value = spec.get("value")
+        if op == "between":
+            if not isinstance(value, list) or len(value) != 2:
+                raise parser.fail(f"{sub}.value", "expected [low, high]")
+            value = [parser.number(v, f"{sub}.value[{i}]") for i, v in enumerate(value)]
+        else:
+            value = parser.number(value, f"{sub}.value")
+        prop = None if kind == "count" else parser.name(spec.get("property"), f"{sub}.property")
+        return cls(kind, op, value, prop)
+
+    def holds(self, amount: float) -> bool:
+        """Whether ``amount`` meets the threshold (in Python: to spot zero-matching ones)."""
+        low, high = self.value if self.op == "between" else (self.value, self.value)
+        return {
+            "eq": amount == low,
+            "ne": amount != low,
+            "gt": amount > low,
+            "gte": amount >= low,
+            "lt": amount < low,
+            "lte": amount <= low,
+            "between": low <= amount <= high,
+        }[self.op]
+
+    def aggregate(self, dialect: str) -> ColumnElement[Any]:
+        """The measured amount per customer group; NULL when a sum or average overflows
+        a double (so it matches no threshold, on both databases)."""
+        if self.kind == "count":
+            return func.count()
+        field = Field(events.c.properties, self.property or "", dialect)
+        if self.kind in ("min", "max"):
+            return getattr(func, self.kind)(field.number())
+        total: ColumnElement[Any] = func.sum(field.summable())
+        if self.kind == "sum":
+            total = func.coalesce(total, 0)
+        largest: Any = literal(_LARGEST, Float)
+        if dialect == "postgresql":  # the exact sum, compared before it becomes a double
+            largest = cast(largest, Numeric)
+        amount = total if self.kind == "sum" else total / func.count(field.summable())
+        if dialect == "postgresql":
+            amount = cast(amount, Float)
+        return case((func.abs(total) <= largest, amount))
+
+    def test(self, amount: ColumnElement[Any]) -> ColumnElement[bool]:
+        """SQL: ``amount`` meets the threshold (two-valued)."""
+        if self.op == "between":
+            low, high = (literal(float(v), Float) for v in self.value)
+            return two_valued(and_(amount >= low, amount <= high))
+        value = literal(float(self.value), Float)
+        return two_valued(
+            {
+                "eq": amount == value,
+                "ne": amount != value,
+                "gt": amount > value,
+                "gte": amount >= value,
+                "lt": amount < value,
+                "lte": amount <= value,
+            }[self.op]
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """``{KIND: {"op", "value", "property"?}}``."""
+        spec: dict[str, Any] = {"op": self.op, "value": self.value}
+        if self.property is not None:
+            spec["property"] = self.property
+        return {self.kind: spec}
+
+
+@dataclass(frozen=True)
+class EventCondition(Node):
+    """``{"event": NAME, "where": [...], "window": {...}, MEASURE: {...}}``."""
+
+    keys = ("event",)
+    name = "event"
+    label = "Event"
+
+    event: str
+    where: tuple[Comparison, ...]
+    window: Window | None
+    measure: Measure
+
+    @classmethod
+    def parse(cls, parser: Parser, node: Mapping[str, Any], path: str, depth: int) -> Node:
+        parser.only(node, path, {"event", "where", "window", *MEASURES})
+        event = parser.name(node.get("event"), f"{path}.event")
+        where = node.get("where", [])
+        if not isinstance(where, list):
+            raise parser.fail(f"{path}.where", "expected a list of property conditions")
+        rows = []
+        for i, row in enumerate(where):
+            sub = f"{path}.where[{i}]"
+            parser.enter(sub, depth)
+            rows.append(Comparison.parse(parser, parser.obj(row, sub), sub, "property"))
+        window = node.get("window")
+        return cls(
+            event,
+            tuple(rows),
+            None if window is None else Window.parse(parser, window, f"{path}.window"),
+            Measure.parse(parser, node, path),
+        )
+
+    def compile(self, compiler: Compiler) -> ColumnElement[bool]:
+        conditions = [events.c.name == self.event, *compiler.event_scope()]
+        if self.window is not None:
+            conditions.extend(self.window.conditions(compiler))
+        for row in self.where:
+            field = Field(events.c.properties, row.name, compiler.dialect)
+            conditions.append(row.compile(compiler, field))
+        measure = self.measure
+        grouped = select(events.c.customer_id).where(*conditions)
+        at_least_once = measure.holds(1) and not measure.holds(0)
+        if measure.kind == "count" and measure.op in ("gt", "gte") and at_least_once:
+            return customers.c.id.in_(grouped)  # "at least once": no grouping needed
+        predicate = measure.test(measure.aggregate(compiler.dialect))
+        if measure.kind in ("count", "sum") and measure.holds(0):
+            # Holds for customers with no events: exclude those whose total fails.
+            failing = grouped.group_by(events.c.customer_id).having(not_(predicate)).subquery()
+            return not_(
+                exists(
+                    select(1).select_from(failing).where(failing.c.customer_id == customers.c.id)
+                )
+            )
+        return customers.c.id.in_(grouped.group_by(events.c.customer_id).having(predicate))
+
+    def to_json(self) -> dict[str, Any]:
+        node: dict[str, Any] = {"event": self.event}
+        if self.where:
+            node["where"] = [row.to_json() for row in self.where]
+        if self.window is not None:
+            node["window"] = self.window.to_json()
+        node.update(self.measure.to_json())
+        return node
+
+    def uses_clock(self) -> bool:
+        return (self.window is not None and self.window.kind.relative) or any(
+            row.uses_clock for row in self.where
+        )
+
+    @classmethod
+    def schema(cls, max_list_values: int) -> dict[str, dict[str, Any]]:
+        number = {"$ref": "#/$defs/number"}
+        measure = {
+            "type": "object",
+            "required": ["op", "value"],
+            "additionalProperties": False,
+            "properties": {
+                "op": {"enum": list(NUMERIC_OPS)},
+                "value": {
+                    "anyOf": [
+                        number,
+                        {"type": "array", "items": number, "minItems": 2, "maxItems": 2},
+                    ]
+                },
+                "property": {"type": "string", "minLength": 1, "maxLength": 128},
+            },
+        }
+        return {
+            "event": {
+                "type": "object",
+                "required": ["event"],
+                "additionalProperties": False,
+                "properties": {
+                    "event": {"type": "string", "minLength": 1, "maxLength": 128},
+                    "where": {"type": "array", "items": {"$ref": "#/$defs/property"}},
+                    "window": {"$ref": "#/$defs/window"},
+                    **{kind: {"$ref": "#/$defs/measure"} for kind in MEASURES},
+                },
+            },
+            "property": comparison_schema("property", max_list_values),
+            "window": windows.schema(),
+            "measure": measure,
+        }
+
+    @classmethod
+    def annotation(cls) -> dict[str, Any]:
+        return {
+            "form": "event",
+            "new": {"event": "", "count": {"op": "gte", "value": 1}},
+            "measures": [{"value": kind, "label": label} for kind, label in MEASURES.items()],
+        }
+
+
+# -- segments and channels -----------------------------------------------------------------
+@dataclass(frozen=True)
+class SegmentCondition(Node):
+    """``{"segment": ID_OR_SLUG, "op": "in" | "not_in"}``: membership of another segment,
+    evaluated from that segment's own filter."""
+
+    keys = ("segment",)
+    name = "segment"
+    label = "Segment"
+
+    ref: int | str
+    op: str
+
+    @classmethod
+    def parse(cls, parser: Parser, node: Mapping[str, Any], path: str, depth: int) -> Node:
+        parser.only(node, path, {"segment", "op"})
+        op = node.get("op", "in")
+        if op not in ("in", "not_in"):
+            raise parser.fail(f"{path}.op", f"unknown operator {op!r}; expected 'in' or 'not_in'")
+        ref = node.get("segment")
+        if isinstance(ref, bool) or not isinstance(ref, int | str) or ref == "":
+            raise parser.fail(f"{path}.segment", "expected a segment id or slug")
+        if parser.lookup is None:
+            return cls(ref, op)
+        found = parser.lookup(ref)
+        if found is None:
+            raise parser.fail(f"{path}.segment", f"no segment {ref!r}")
+        seg_id, slug, filters = found
+        if slug == parser.self_slug or slug in parser.chain:
+            raise parser.fail(f"{path}.segment", f"segment {slug!r} would refer to itself (cycle)")
+        # Walk the referenced filter for cycles through it (it was checked when saved).
+        inner = Parser(parser.lookup, parser.self_slug, None, (*parser.chain, slug))
+        parse_node(inner, filters, f"{path}<{slug}>")
+        return cls(seg_id, op)
+
+    def compile(self, compiler: Compiler) -> ColumnElement[bool]:
+        filters = compiler.segment_filters(self.ref)
+        inside = false() if filters is None else compiler.condition(filters)
+        return not_(inside) if self.op == "not_in" else inside
+
+    def to_json(self) -> dict[str, Any]:
+        return {"segment": self.ref, "op": self.op}
+
+    def segment_refs(self) -> Sequence[int | str]:
+        return (self.ref,)
+
+    @classmethod
+    def schema(cls, max_list_values: int) -> dict[str, dict[str, Any]]:
+        return {
+            "segment": {
+                "type": "object",
+                "required": ["segment"],
+                "additionalProperties": False,
+                "properties": {
+                    "segment": {"type": ["string", "integer"], "minLength": 1},
+                    "op": {"enum": ["in", "not_in"]},
+                },
+            }
+        }
+
+    @classmethod
+    def annotation(cls) -> dict[str, Any]:
+        return {
+            "form": "choice",
+            "new": {"segment": "all", "op": "in"},
+            "sentence": ["Customer", "{op}", "segment", "{segment}"],
+            "choices": {
+                "op": [
+                    {"value": "in", "label": "is in"},
+                    {"value": "not_in", "label": "is not in"},
+                ],
+                "segment": "segments",
+            },
+        }
+
+
+@dataclass(frozen=True)
+class ChannelCondition(Node):
+    """``{"channel": NAME, "op": "subscribed" | "unsubscribed"}`` for the channels
+    customers can opt out of (:func:`~flask_engage.channels.opt_out_channels`)."""
+
+    keys = ("channel",)
+    name = "channel"
+    label = "Channel"
+
+    channel: str
+    op: str
+
+    @classmethod
+    def parse(cls, parser: Parser, node: Mapping[str, Any], path: str, depth: int) -> Node:
+        parser.only(node, path, {"channel", "op"})
+        channel = parser.choice(node.get("channel"), f"{path}.channel", opt_out_channels())
+        op = node.get("op", "subscribed")
+        if op not in ("subscribed", "unsubscribed"):
+            raise parser.fail(f"{path}.op", "expected 'subscribed' or 'unsubscribed'")
+        return cls(channel, op)
+
+    def compile(self, compiler: Compiler) -> ColumnElement[bool]:
+        opted_out = exists(
+            select(1).where(
+                Unsubscription.customer_id == customers.c.id,
+                Unsubscription.channel == self.channel,
+            )
+        )
+        if self.op == "unsubscribed":
+            return opted_out
+        return and_(get_channel(self.channel).reachable(), not_(opted_out))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"channel": self.channel, "op": self.op}
+
+    @classmethod
+    def schema(cls, max_list_values: int) -> dict[str, dict[str, Any]]:
+        return {
+            "channel": {
+                "type": "object",
+                "required": ["channel"],
+                "additionalProperties": False,
+                "properties": {
+                    "channel": {"enum": list(opt_out_channels())},
+                    "op": {"enum": ["subscribed", "unsubscribed"]},
+                },
+            }
+        }
+
+    @classmethod
+    def annotation(cls) -> dict[str, Any]:
+        return {
+            "form": "choice",
+            "new": {"channel": opt_out_channels()[0], "op": "subscribed"},
+            "sentence": ["Channel", "{channel}", "is", "{op}"],
+            "choices": {
+                "channel": [
+                    {"value": name, "label": get_channel(name).label} for name in opt_out_channels()
+                ],
+                "op": [
+                    {"value": "subscribed", "label": "subscribed"},
+                    {"value": "unsubscribed", "label": "unsubscribed"},
+                ],
+            },
+        }
+
+
+register(Group)
+register(Not)
+register(Attribute)
+register(EventCondition)
+register(SegmentCondition)
+register(ChannelCondition)
