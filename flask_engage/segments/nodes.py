@@ -535,16 +535,17 @@ class SegmentCondition(Node):
         ref = node.get("segment")
         if isinstance(ref, bool) or not isinstance(ref, int | str) or ref == "":
             raise parser.fail(f"{path}.segment", "expected a segment id or slug")
-        if parser.lookup is None:
+        lookup = parser.lookups.get("segment")
+        if lookup is None:
             return cls(ref, op)
-        found = parser.lookup(ref)
+        found = lookup(ref)
         if found is None:
             raise parser.fail(f"{path}.segment", f"no segment {ref!r}")
         seg_id, slug, filters = found
         if slug == parser.self_slug or slug in parser.chain:
             raise parser.fail(f"{path}.segment", f"segment {slug!r} would refer to itself (cycle)")
         # Walk the referenced filter for cycles through it (it was checked when saved).
-        inner = Parser(parser.lookup, parser.self_slug, None, (*parser.chain, slug))
+        inner = Parser(parser.lookups, parser.self_slug, None, (*parser.chain, slug))
         parse_node(inner, filters, f"{path}<{slug}>")
         return cls(seg_id, op)
 

@@ -35,7 +35,9 @@ MAX_DEPTH = 20
 #: counting as one (so 499 conditions with 1,000 values each are refused).
 MAX_NODES = 1000
 
-#: Finds a segment by id or slug: ``(id, slug, stored filters)`` or None.
+#: Finds what a condition refers to by id or slug (None when there is none).
+Lookup = Callable[[int | str], Any]
+#: The ``segment`` lookup: ``(id, slug, stored filters)`` or None.
 SegmentLookup = Callable[[int | str], "tuple[int, str, dict[str, Any]] | None"]
 
 
@@ -54,9 +56,11 @@ class Bounds:
 
 
 class Parser:
-    """Reads one filter: resolves segment references, counts nodes, applies bounds.
+    """Reads one filter: resolves references, counts nodes, applies bounds.
 
-    :param lookup: resolves segment references (None: references are kept as given).
+    :param lookups: per node kind that refers to something stored (``"segment"``),
+        how to find it by id or slug. A kind without one keeps references as given
+        (checking a filter with no database at hand, reading a stored one).
     :param self_slug: the slug of the segment being saved, to refuse cycles through it.
     :param bounds: save-time limits; None when reading a stored filter to compile it.
     :param chain: slugs of the segments whose filters are being walked (cycles).
@@ -64,12 +68,12 @@ class Parser:
 
     def __init__(
         self,
-        lookup: SegmentLookup | None = None,
+        lookups: Mapping[str, Lookup] | None = None,
         self_slug: str | None = None,
         bounds: Bounds | None = None,
         chain: tuple[str, ...] = (),
     ) -> None:
-        self.lookup = lookup
+        self.lookups = dict(lookups or {})
         self.self_slug = self_slug
         self.bounds = bounds
         self.chain = chain

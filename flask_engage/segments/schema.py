@@ -25,7 +25,7 @@ from ..values import MAX_DAYS, MAX_INT64, MIN_INT64
 from . import operators, windows
 from .nodes import Node, kind_keys, kinds, parse_node, walk
 from .operators import DURATION_UNITS, OPERATORS
-from .parsing import MAX_DEPTH, MAX_NODES, Bounds, Parser, SegmentLookup
+from .parsing import MAX_DEPTH, MAX_NODES, Bounds, Lookup, Parser, SegmentLookup
 from .windows import CALENDAR as _CALENDAR
 from .windows import WINDOW_KINDS
 
@@ -38,6 +38,7 @@ __all__ = [
     "OPERATORS",
     "WINDOW_KINDS",
     "Bounds",
+    "Lookup",
     "SegmentLookup",
     "check_filter",
     "json_schema",
@@ -50,17 +51,18 @@ __all__ = [
 def check_filter(
     filters: Any,
     *,
-    lookup: SegmentLookup | None = None,
+    lookups: Mapping[str, Lookup] | None = None,
     self_slug: str | None = None,
     bounds: Bounds | None = None,
     path: str = "filters",
 ) -> Node:
     """Check a filter a user gives (shape and ``bounds``); return its node tree.
 
-    ``lookup`` resolves segment references (they become ids); ``self_slug`` is the
-    slug of the segment being saved, to reject cycles through it.
+    ``lookups`` find what conditions refer to, per node kind (``{"segment": ...}``:
+    references must exist and become ids); ``self_slug`` is the slug of the segment
+    being saved, to reject cycles through it.
     """
-    return parse_node(Parser(lookup, self_slug, bounds or Bounds()), filters, path)
+    return parse_node(Parser(lookups, self_slug, bounds or Bounds()), filters, path)
 
 
 def validate_filter(
@@ -72,9 +74,9 @@ def validate_filter(
     bounds: Bounds | None = None,
 ) -> dict[str, Any]:
     """Check a filter and return its normalized JSON form (segment refs become ids)."""
-    return check_filter(
-        filters, lookup=lookup, self_slug=self_slug, bounds=bounds, path=path
-    ).to_json()
+    lookups = {} if lookup is None else {"segment": lookup}
+    node = check_filter(filters, lookups=lookups, self_slug=self_slug, bounds=bounds, path=path)
+    return node.to_json()
 
 
 def _read(filters: Any) -> Node | None:

@@ -27,7 +27,7 @@ from ..models import (
 from .compiler import customers
 from .membership import make_compiler
 from .nodes import Node
-from .schema import Bounds, SegmentLookup, check_filter, referenced_segments, uses_relative_time
+from .schema import Bounds, Lookup, check_filter, referenced_segments, uses_relative_time
 
 DEFAULT_NAME = "All"
 DEFAULT_SLUG = "all"
@@ -56,12 +56,14 @@ def find_segment(session: Session, ref: int | str | Segment) -> Segment | None:
     return None
 
 
-def _lookup(session: Session) -> SegmentLookup:
-    def lookup(ref: int | str) -> tuple[int, str, dict[str, Any]] | None:
+def _lookups(session: Session) -> dict[str, Lookup]:
+    """How conditions find what they refer to in this database, per node kind."""
+
+    def segment(ref: int | str) -> tuple[int, str, dict[str, Any]] | None:
         found = find_segment(session, ref)
         return None if found is None else (found.id, found.slug, found.filters)
 
-    return lookup
+    return {"segment": segment}
 
 
 def _time_based(session: Session, filters: dict[str, Any]) -> bool:
@@ -75,7 +77,7 @@ def _time_based(session: Session, filters: dict[str, Any]) -> bool:
 def _checked(session: Session, filters: Any, self_slug: str | None = None) -> Node:
     """A filter's node tree, checked against this database's segments and the bounds."""
     bounds = Bounds(max_list_values=current_app.config["ENGAGE_MAX_LIST_VALUES"])
-    return check_filter(filters, lookup=_lookup(session), self_slug=self_slug, bounds=bounds)
+    return check_filter(filters, lookups=_lookups(session), self_slug=self_slug, bounds=bounds)
 
 
 def _evaluated(session: Session, run: Callable[[], T]) -> T:
