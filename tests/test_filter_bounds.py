@@ -319,3 +319,29 @@ def test_a_segment_saved_before_the_bounds_still_evaluates(app):
     db.session.commit()
     engage.recompute("legacy")
     assert ids("legacy") == ["big"]
+
+
+class TestWhatTheDatabaseRefuses:
+    """Past the bounds a host configured, the database itself is the last check."""
+
+    @pytest.fixture
+    def app_config(self):
+        return {"ENGAGE_MAX_LIST_VALUES": 100_000}
+
+    def test_a_list_longer_than_the_database_binds_is_refused_not_saved(self, app, admin, db_kind):
+        engage.identify("1", n=5)
+        db.session.commit()
+        before = segment_rows()
+        too_many = {"attribute": "n", "op": "in", "value": list(range(70_000))}
+        try:
+            segment = engage.create_segment("Long list", too_many)
+        except InvalidFilter as exc:
+            # PostgreSQL binds at most 65535 parameters (SQLite: as it was built).
+            assert str(exc).startswith("filters: the database cannot evaluate this filter")
+            response = live_count(admin, too_many)
+            assert response.status_code == 400 and response.json["field"] == "filters"
+            db.session.expire_all()
+            assert segment_rows() == before
+        else:
+            assert db_kind == "sqlite" and ids(segment) == ["1"]
+        assert engage.count({"attribute": "n", "op": "in", "value": list(range(20_000))}) == 1

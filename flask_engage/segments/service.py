@@ -82,11 +82,18 @@ def _checked(session: Session, filters: Any, self_slug: str | None = None) -> No
 
 def _evaluated(session: Session, run: Callable[[], T]) -> T:
     """``run()`` in a savepoint; a database that cannot evaluate the filter (or an
-    overflow while building it) is an :class:`InvalidFilter` and leaves nothing behind."""
+    overflow while building it) is an :class:`InvalidFilter` and leaves nothing behind.
+
+    The session's pending work is flushed first, and a lost connection is not the
+    filter's fault: both raise as they are.
+    """
+    session.flush()
     try:
         with session.begin_nested():
             return run()
     except (DBAPIError, OverflowError, RecursionError) as exc:
+        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+            raise
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
         raise InvalidFilter(
             f"filters: the database cannot evaluate this filter ({reason})", field="filters"
