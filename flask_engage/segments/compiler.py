@@ -33,15 +33,15 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import BindParameter, ColumnElement, Select, Table, bindparam, select
+from sqlalchemy import BindParameter, ColumnElement, Select, bindparam, select
 
 from ..models import Customer, Event
 from .nodes import Node, parse_node
 from .parsing import Parser
 from .windows import calendar_bounds
 
-customers: Table = Customer.__table__  # type: ignore[assignment]
-events: Table = Event.__table__  # type: ignore[assignment]
+customers = Customer.__table__
+events = Event.__table__
 
 __all__ = ["Compiler", "calendar_bounds", "customers", "events", "read_filter"]
 
