@@ -142,7 +142,7 @@ def test_worker_killed_mid_send_resumes_with_at_most_one_duplicate(app, smtp):
     url = app.config["SQLALCHEMY_DATABASE_URI"]
 
     worker = run_worker(url, port)
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 60  # a loaded machine starts Python slowly
     while sum(inbox.count().values()) < total // 3 and time.monotonic() < deadline:
         time.sleep(0.01)
     worker.send_signal(signal.SIGKILL)
@@ -151,7 +151,7 @@ def test_worker_killed_mid_send_resumes_with_at_most_one_duplicate(app, smtp):
     assert 0 < before < total
 
     worker = run_worker(url, port)
-    assert worker.wait(timeout=20) == 0
+    assert worker.wait(timeout=90) == 0
     counts = inbox.count()
     assert len(counts) == total  # everyone got it
     duplicates = sum(n - 1 for n in counts.values())
