@@ -201,7 +201,9 @@ def count(session: Session, filters: Any, now: datetime | None = None) -> int:
     compiler = make_compiler(session, now or utcnow())
     return (
         session.scalar(
-            select(func.count()).select_from(customers).where(compiler.condition(checked))
+            select(func.count())
+            .select_from(customers)
+            .where(*compiler.scope(), compiler.condition(checked))
         )
         or 0
     )
