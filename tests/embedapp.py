@@ -50,6 +50,14 @@ class Partner(db.Model):
     status: Mapped[str] = mapped_column(String(20), default="active")
 
 
+class Team(db.Model):
+    """An identity model with a string primary key and the default customer_id="id"."""
+
+    __tablename__ = "emb_teams"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+
+
 class Payment(db.Model):
     """An activity model pointing at an account."""
 
@@ -75,6 +83,7 @@ engage.track_model(
     customer_prefix="partner:",
     on_delete="keep",
 )
+engage.track_model(Team, attributes=["name"], customer_prefix="team:")
 engage.track_model(
     Payment, customer_id="account_id", events={"created": "Paid"}, properties=["amount", "method"]
 )

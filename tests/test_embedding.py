@@ -19,7 +19,7 @@ from flask_engage.errors import ConfigurationError, ValidationError
 from flask_engage.models import Customer, Event
 from tests import embedapp
 from tests.conftest import database_url
-from tests.embedapp import Account, Partner, Payment, Tier, db, engage
+from tests.embedapp import Account, Partner, Payment, Team, Tier, db, engage
 
 
 @pytest.fixture
@@ -153,6 +153,15 @@ def test_string_keys_and_a_prefix_keep_two_identity_models_apart(app):
     assert customer(uuid.UUID(int=2)).email == "user@example.com"
     assert customer("partner:2").email == "partner@example.com"
     assert engage.get_customer("partner:2").attributes == {"status": "active"}
+
+
+def test_a_string_primary_key_works_with_the_default_customer_id(app):
+    db.session.add(Team(id="blue", name="Blue team"))
+    db.session.commit()
+    assert engage.get_customer("team:blue").attributes == {"name": "Blue team"}
+    db.session.delete(db.session.get(Team, "blue"))  # its own key: forgotten with it
+    db.session.commit()
+    assert engage.get_customer("team:blue") is None
 
 
 def test_a_second_identity_model_must_say_how_its_ids_relate(app):
