@@ -121,33 +121,44 @@ def _reader(session: Session) -> Iterator[Session]:
         reader.close()
 
 
+def _keys_in(mapper: Mapper[Any], keys: Sequence[tuple[Any, ...]]) -> Any:
+    """``primary key IN keys`` (a plain IN for a one-column key)."""
+    if len(mapper.primary_key) == 1:
+        return mapper.primary_key[0].in_([key[0] for key in keys])
+    return tuple_(*mapper.primary_key).in_(keys)
+
+
 def _matching(state: ORMExecuteState, mapper: Mapper[Any], columns: Sequence[str]) -> list[Any]:
     """Primary key and ``columns`` of the rows a bulk statement is about to change.
 
     Rows are locked on PostgreSQL (the statement would lock them anyway), so what is
     read is what the statement changes.
     """
-    keys = [mapper.get_property_by_column(column).key for column in mapper.primary_key]
-    query = select(*(getattr(mapper.class_, key) for key in [*keys, *columns]))
-    params = state.parameters
-    if isinstance(params, list):  # bulk UPDATE by primary key: one dict per row
-        where = tuple_(*(getattr(mapper.class_, key) for key in keys)).in_(
-            [tuple(row[key] for key in keys) for row in params]
-        )
-        query, params = query.where(where), {}
-    elif state.statement.whereclause is not None:  # type: ignore[attr-defined]
-        query = query.where(state.statement.whereclause)  # type: ignore[attr-defined]
+    names = [mapper.get_property_by_column(column).key for column in mapper.primary_key]
+    query = select(*(getattr(mapper.class_, name) for name in [*names, *columns]))
     if state.session.get_bind(mapper).dialect.name == "postgresql":
         query = query.with_for_update(of=mapper.local_table)
+    params = state.parameters
+    if isinstance(params, list):  # bulk UPDATE by primary key: one dict per row
+        keys = [tuple(row[name] for name in names) for row in params]
+        return [
+            row
+            for start in range(0, len(keys), CHUNK)
+            for row in state.session.execute(
+                query.where(_keys_in(mapper, keys[start : start + CHUNK]))
+            )
+        ]
+    where = state.statement.whereclause  # type: ignore[attr-defined]
+    if where is not None:
+        query = query.where(where)
     return list(state.session.execute(query, params or {}))
 
 
 def _instances(reader: Session, mapper: Mapper[Any], keys: Sequence[tuple[Any, ...]]):
     """The rows with these primary keys, loaded in chunks by ``reader``."""
-    pk = tuple_(*mapper.primary_key)
     for start in range(0, len(keys), CHUNK):
         chunk = keys[start : start + CHUNK]
-        yield from reader.scalars(select(mapper).where(pk.in_(chunk)))
+        yield from reader.scalars(select(mapper).where(_keys_in(mapper, chunk)))
         reader.expunge_all()
 
 

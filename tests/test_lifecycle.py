@@ -284,6 +284,17 @@ def test_query_update_by_primary_key_and_other_sessions_are_tracked(app):
     assert customer(uid(2)).email == "new@x.io"
 
 
+def test_a_bulk_update_of_many_rows_by_primary_key(app):
+    numbers = range(1, 1201)  # more than SQLite takes in one IN list
+    db.session.add_all(Account(id=uid(n)) for n in numbers)
+    db.session.commit()
+    engage.create_segment("Pro", PRO)
+    db.session.execute(update(Account), [{"id": uid(n), "tier": Tier.PRO} for n in numbers])
+    db.session.commit()
+    assert len(members("pro")) == 1200
+    assert rows(Event, name="Changed tier") == 1200
+
+
 def test_a_rolled_back_bulk_update_leaves_nothing(app):
     accounts(1)
     db.session.execute(update(Account).values(tier=Tier.PRO))
