@@ -19,11 +19,11 @@ LAYERS = [
     {"errors", "values", "signals", "models", "config", "addresses"},
     {"db", "outbox", "migrations"},
     {"tracking", "segments", "channels", "messages.templates"},
-    {"messages", "automations", "merge", "importer", "demo"},
+    {"messages", "automations", "merge", "customers", "importer", "demo"},
     {"jobs", "hooks"},
     {"operations", "status"},
     {"blueprints", "admin", "cli"},
-    {"extension", "__init__"},
+    {"extension", "__init__", "testing"},
 ]
 
 

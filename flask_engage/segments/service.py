@@ -238,8 +238,8 @@ def count(session: Session, filters: Any, now: datetime | None = None) -> int:
     compiler = make_compiler(session, now or utcnow())
 
     def run() -> int | None:
-        where = compiler.condition(node)
-        return session.scalar(select(func.count()).select_from(customers).where(where))
+        where = [*compiler.scope(), compiler.condition(node)]
+        return session.scalar(select(func.count()).select_from(customers).where(*where))
 
     return _evaluated(session, run) or 0
 
