@@ -19,11 +19,10 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import (
     Connection,
-    Table,
     bindparam,
     case,
     delete,
@@ -122,7 +121,7 @@ def _leave_segment_counts(conn: Connection, ids: Sequence[int]) -> None:
         .order_by(Membership.segment_id)  # the same lock order as evaluation
     ).all()
     if deltas:
-        table = cast(Table, Segment.__table__)
+        table = Segment.__table__
         conn.execute(
             update(table)
             .where(table.c.id == bindparam("b_id"))
@@ -198,8 +197,8 @@ def keep(session: Session, external_ids: Iterable[str], now: datetime | None = N
     )
     _leave_segment_counts(conn, ids)
     computation = uuid.uuid4().hex
-    changes = cast(Table, MembershipChange.__table__)
-    memberships = cast(Table, Membership.__table__)
+    changes = MembershipChange.__table__
+    memberships = Membership.__table__
     conn.execute(
         insert(changes).from_select(
             ["segment_id", "customer_id", "kind", "at", "computation"],

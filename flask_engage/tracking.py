@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any
 
 from flask import current_app
-from sqlalchemy import Connection, Table, bindparam, inspect, select, update
+from sqlalchemy import Connection, bindparam, inspect, select, update
 from sqlalchemy.orm import Mapper, Session
 
 from .db import get_state, host_session, insert_ignoring_conflicts, log, pending_work
@@ -131,7 +131,7 @@ def write_customers(
     stored values change.
     """
     now = now or utcnow()
-    table = cast(Table, Customer.__table__)
+    table = Customer.__table__
     columns = (
         table.c.id,
         table.c.external_id,
@@ -221,7 +221,7 @@ def write_events(
     """Insert events (``customer_id``, ``name``, ``properties``, ``occurred_at``); return ids."""
     now = now or utcnow()
     ids: list[int] = []
-    table = cast(Table, Event.__table__)
+    table = Event.__table__
     for chunk in _chunks(rows):
         result = conn.execute(
             table.insert().returning(table.c.id, sort_by_parameter_order=True), _params(chunk)
@@ -256,7 +256,7 @@ def record_definitions(
     }
     if not fresh:
         return
-    table = cast(Table, AttributeDefinition.__table__)
+    table = AttributeDefinition.__table__
     conn.execute(
         insert_ignoring_conflicts(conn, table, ["kind", "scope", "name"]),
         [
