@@ -6,9 +6,10 @@
   its live automation runs are cancelled and its queued messages skipped, and it
   joins nothing until identified again (any identify clears ``deleted_at``).
 * :func:`forget` (``engage.forget``, ``on_delete="forget"``): the customer is
-  erased with its events, memberships, unsubscriptions, runs and push
-  subscriptions. Its messages stay for the counts of broadcasts and automations,
-  without customer, subject, body or error.
+  erased with its events, memberships, unsubscriptions, list memberships (and
+  pending list sign-ups of its address), runs and push subscriptions. Its messages
+  stay for the counts of broadcasts and automations, without customer, subject,
+  body or error.
 
 Both write in the given session's transaction (the host's, or an operation's).
 """
@@ -40,6 +41,8 @@ from .models import (
     ChangeKind,
     Customer,
     Event,
+    ListChange,
+    ListMember,
     Membership,
     MembershipChange,
     Message,
@@ -164,11 +167,24 @@ def forget(session: Session, external_ids: Iterable[str]) -> Erasure:
     )
     erased.messages = anonymous.rowcount
     erased.customers = len(ids)
+    addresses = {
+        address.lower()
+        for address in conn.scalars(select(Customer.email).where(Customer.id.in_(ids)))
+        if address
+    }
+    if addresses:  # sign-ups awaiting confirmation hold the address, not the customer
+        conn.execute(
+            delete(ListMember).where(
+                ListMember.customer_id.is_(None), ListMember.email.in_(addresses)
+            )
+        )
     for name, table in (
         ("runs", AutomationRun),
         ("memberships", Membership),
         (None, MembershipChange),
         ("subscriptions", Unsubscription),
+        (None, ListMember),
+        (None, ListChange),
         ("push_subscriptions", PushSubscription),
         ("events", Event),
     ):

@@ -20,16 +20,29 @@ from .blueprints import register_blueprints
 from .cli import engage_cli
 from .config import apply_defaults, startup_warnings, unknown_keys
 from .db import EngageState, get_state, host_session, log, operation_session
-from .errors import ConfigurationError, NotFound, ValidationError
+from .errors import ConfigurationError, NotFound, StateError, ValidationError
+from .lists import members as list_members_module
+from .lists import optin as list_optin
+from .lists import service as list_service
 from .merge import merge_customers
 from .messages import broadcasts as broadcast_service
 from .messages.unsubscribe import set_subscription
 from .migrations import skip_in_host_autogenerate
-from .models import Automation, Broadcast, Customer, Event, Segment, metadata, utcnow
+from .models import (
+    Automation,
+    Broadcast,
+    Customer,
+    CustomerList,
+    Event,
+    Segment,
+    metadata,
+    utcnow,
+)
 from .segments import history as segment_history_module
 from .segments import service as segment_service
 from .segments.membership import Outcome
 from .status import collect_status
+from .tracking import CustomerPatch
 from .values import as_aware
 
 if TYPE_CHECKING:
@@ -306,6 +319,163 @@ class Engage:
                 session, self._segment(session, segment), days, utcnow()
             )
 
+    # -- lists -------------------------------------------------------------------------
+    def create_list(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        double_optin: bool = False,
+        redirect_url: str | None = None,
+        public: bool = False,
+    ) -> CustomerList:
+        """Create a list people join by hand (slug from the name, as for segments).
+
+        ``public``: anyone may subscribe through its public form
+        (``<prefix>/lists/<slug>/subscribe``). ``double_optin``: people who subscribe
+        there are pending until they confirm the link emailed to them.
+        ``redirect_url``: where the form (or the confirmation) sends them afterwards.
+        """
+        with operation_session() as session:
+            return list_service.create_list(
+                session,
+                name,
+                description=description,
+                public=public,
+                double_optin=double_optin,
+                redirect_url=redirect_url,
+            )
+
+    def update_list(
+        self,
+        customer_list: CustomerList | int | str,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        double_optin: bool | None = None,
+        redirect_url: str | None = None,
+        public: bool | None = None,
+    ) -> CustomerList:
+        """Change a list (``None`` leaves a field; ``""`` clears a description or URL).
+
+        A new name brings a new slug; segment filters naming the old slug follow it.
+        """
+        with operation_session() as session:
+            return list_service.update_list(
+                session,
+                list_service.get_list(session, customer_list),
+                name=name,
+                description=description,
+                public=public,
+                double_optin=double_optin,
+                redirect_url=redirect_url,
+            )
+
+    def archive_list(
+        self, customer_list: CustomerList | int | str, *, archived: bool = True
+    ) -> CustomerList:
+        """Archive a list: it takes no new subscribers, its members stay (``archived=False``
+        brings it back). Refused while a scheduled or sending broadcast or an active
+        automation uses it."""
+        with operation_session() as session:
+            return list_service.archive_list(
+                session, list_service.get_list(session, customer_list), archived=archived
+            )
+
+    def delete_list(self, customer_list: CustomerList | int | str) -> None:
+        """Delete a list and its members; refused while a segment filter, an automation
+        or an unsent broadcast uses it."""
+        with operation_session() as session:
+            list_service.delete_list(session, list_service.get_list(session, customer_list))
+
+    def get_list(self, id_or_slug: int | str) -> CustomerList | None:
+        """A list by id or slug, or None."""
+        return list_service.find_list(host_session(), id_or_slug)
+
+    def lists(self, *, archived: bool = False) -> list[CustomerList]:
+        """All lists by name (archived ones only when asked)."""
+        return list_service.all_lists(host_session(), archived=archived)
+
+    def add_to_list(self, customer_list: CustomerList | int | str, customer_id: int | str) -> bool:
+        """Subscribe a customer (the host's id; an unknown one is created) to a list.
+
+        True when this subscribed them (also from pending or unsubscribed); False when
+        they already were. Written in the host's transaction: commit ``db.session`` to
+        keep it; then the automations it triggers start and their segments follow.
+        """
+        session = host_session()
+        found = list_service.open_list(session, customer_list)
+        external_id = tracking.check_customer_id(customer_id)
+        ids = list_members_module.ensure_customers(
+            session, {external_id: CustomerPatch(restore=False)}
+        )
+        return bool(list_members_module.subscribe(session, found.id, [ids[external_id]]))
+
+    def remove_from_list(
+        self, customer_list: CustomerList | int | str, customer_id: int | str
+    ) -> bool:
+        """Take a customer off a list, whatever their status; True when they were on it.
+        In the host's transaction, like :meth:`add_to_list`."""
+        session = host_session()
+        found = list_service.get_list(session, customer_list)
+        customer = customers.get_customer(session, customer_id)
+        if customer is None:
+            return False
+        return list_members_module.remove(session, found.id, [customer.id]) > 0
+
+    def unsubscribe_from_list(
+        self, customer_list: CustomerList | int | str, customer_id: int | str
+    ) -> bool:
+        """Mark a customer as unsubscribed from one list (an import will not add them
+        back; their channel subscriptions stay). True when they were subscribed. In
+        the host's transaction, like :meth:`add_to_list`."""
+        session = host_session()
+        found = list_service.get_list(session, customer_list)
+        customer = customers.get_customer(session, customer_id)
+        if customer is None:
+            return False
+        return bool(list_members_module.unsubscribe(session, found.id, [customer.id]))
+
+    def list_members(self, customer_list: CustomerList | int | str) -> Query[Customer]:
+        """A query of the list's subscribed customers (not pending, not unsubscribed)."""
+        session = host_session()
+        return list_members_module.members(session, list_service.get_list(session, customer_list))
+
+    def list_counts(self, customer_list: CustomerList | int | str) -> dict[str, int]:
+        """Members per status: ``subscribed``, ``pending``, ``unsubscribed``."""
+        session = host_session()
+        return list_members_module.status_counts(
+            session, list_service.get_list(session, customer_list)
+        )
+
+    def list_history(self, customer_list: CustomerList | int | str, days: int = 30) -> list[Any]:
+        """Oldest first, one point per day (``date``, ``subscribers``); the last is now."""
+        if not isinstance(days, int) or days < 1 or days > 3660:
+            raise ValidationError("days: expected a whole number from 1 to 3660", field="days")
+        session = host_session()
+        return list_members_module.history(
+            session, list_service.get_list(session, customer_list), days, utcnow()
+        )
+
+    def list_form(self, customer_list: CustomerList | int | str) -> str:
+        """An HTML form to paste into any page, posting to the list's public
+        subscribe endpoint (the list must be ``public``)."""
+        found = list_service.get_list(host_session(), customer_list)
+        if not found.public:
+            raise StateError(f"list {found.name!r} is not public: it has no subscribe form")
+        return str(list_optin.form_snippet(found))
+
+    def list_unsubscribe_url(
+        self, customer_list: CustomerList | int | str, customer_id: int | str
+    ) -> str:
+        """A customer's signed link to leave one list (for your own templates)."""
+        session = host_session()
+        found = list_service.get_list(session, customer_list)
+        customer = customers.get_customer(session, customer_id)
+        if customer is None:
+            raise NotFound(f"customer: no customer {customer_id!r}")
+        return list_optin.unsubscribe_url(found, customer.id)
+
     # -- messages ----------------------------------------------------------------------
     def unsubscribe(self, customer_id: int | str, channel: str = "email") -> None:
         """Opt a customer out of a channel (they stay in their segments)."""
@@ -320,14 +490,17 @@ class Engage:
         name: str,
         *,
         channel: str,
-        segments: Iterable[Segment | int | str],
+        segments: Iterable[Segment | int | str] = (),
+        lists: Iterable[CustomerList | int | str] = (),
         subject: str | None = None,
         body: str,
         send_to_unsubscribed: bool = False,
         scheduled_at: datetime | None = None,
         options: Mapping[str, Any] | None = None,
     ) -> Broadcast:
-        """Create a broadcast draft (validated, templates checked).
+        """Create a broadcast draft (validated, templates checked) to the members of
+        ``segments`` and the subscribers of ``lists`` (at least one of the two): one
+        message per customer across all of them.
 
         ``options`` are the channel's own settings, e.g. a webhook's
         ``{"url": ..., "headers": {...}}``.
@@ -338,6 +511,7 @@ class Engage:
                 name,
                 channel=channel,
                 segments=list(segments),
+                lists=list(lists),
                 subject=subject,
                 body=body,
                 send_to_unsubscribed=send_to_unsubscribed,
@@ -386,7 +560,9 @@ class Engage:
         reentry: bool = False,
         exit_on_leave: bool = False,
     ) -> Automation:
-        """Create an automation started when a customer joins or leaves a segment."""
+        """Create an automation started when a customer joins or leaves a segment
+        (``{"joins": segment}``, ``{"leaves": segment}``), or subscribes to or
+        unsubscribes from a list (``{"subscribes": list}``, ``{"unsubscribes": list}``)."""
         with operation_session() as session:
             return automation_service.create_automation(
                 session,

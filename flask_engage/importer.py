@@ -6,6 +6,10 @@ column the address, every other non-empty cell an attribute, typed from its text
 datetimes). A bad row is reported with its line number and field and skipped;
 the other rows are written in chunks, each chunk in one transaction together with
 its segment re-evaluation (outbox rows).
+
+With a list (``--list SLUG``), every imported customer is also subscribed to it, in
+the same transaction as its row; customers who unsubscribed from the list stay
+unsubscribed.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from typing import IO, Any
 
 from .db import operation_session
 from .errors import ValidationError
+from .lists.members import subscribe
+from .lists.service import open_list
 from .outbox import add_to_outbox
 from .tracking import CustomerPatch, check_customer_id, check_email, write_customers
 from .values import normalize_mapping
@@ -123,12 +129,18 @@ def import_customers(
     dry_run: bool = False,
     chunk_size: int = CHUNK,
     progress: Callable[[int], None] | None = None,
+    list_ref: int | str | None = None,
 ) -> ImportResult:
     """Import customers from CSV text; ``dry_run`` validates and writes nothing.
 
     A customer id seen twice: the later row's values win (attributes merge).
+    ``list_ref`` (a list's id or slug): subscribe every imported customer to it.
     """
     result = ImportResult(dry_run=dry_run)
+    list_id = None
+    if list_ref is not None:
+        with operation_session() as session:
+            list_id = open_list(session, list_ref).id
     reported = 0
     for chunk in _chunked(read_rows(stream, id_column, email_column, result.errors), chunk_size):
         patches: dict[str, CustomerPatch] = {}
@@ -141,6 +153,8 @@ def import_customers(
             with operation_session() as session:
                 ids = write_customers(session.connection(), patches)
                 add_to_outbox(session, "evaluate", ids.values())
+                if list_id is not None:
+                    subscribe(session, list_id, ids.values(), resubscribe=False)
         result.imported += len(chunk)
         if progress is not None:
             progress(len(chunk) + len(result.errors) - reported)

@@ -13,6 +13,8 @@ from .models import (
     AutomationRun,
     Customer,
     Event,
+    ListChange,
+    ListMember,
     Membership,
     MembershipChange,
     Message,
@@ -28,7 +30,8 @@ from .tracking import CustomerPatch, check_customer_id, write_customers
 def merge_customers(source_id: int | str, destination_id: int | str) -> Customer:
     """Move the source's data onto the destination, delete the source; return the destination.
 
-    Events, push subscriptions, unsubscriptions and messages move; attributes merge
+    Events, push subscriptions, unsubscriptions, list memberships (on lists the
+    destination is not on) and messages move; attributes merge
     with the destination winning on conflict (its email too, when it has one). An
     unknown destination is created. Commits by itself; the destination's segments
     are re-evaluated after the commit and ``customers_merged`` is sent.
@@ -80,6 +83,14 @@ def _move(session: Session, source: Customer, destination: Customer) -> None:
         .where(Unsubscription.customer_id == src, Unsubscription.channel.not_in(kept))
         .values(customer_id=dst)
     )
+    # List memberships move to lists the destination is not on (its own status wins).
+    listed = select(ListMember.list_id).where(ListMember.customer_id == dst)
+    for on_list in (ListChange, ListMember):
+        session.execute(
+            update(on_list)
+            .where(on_list.customer_id == src, on_list.list_id.not_in(listed))
+            .values(customer_id=dst)
+        )
     # A message of a run that goes away keeps its history, without the run.
     runs = select(AutomationRun.id).where(AutomationRun.customer_id == src)
     session.execute(update(Message).where(Message.run_id.in_(runs)).values(run_id=None))
@@ -98,6 +109,14 @@ def _move(session: Session, source: Customer, destination: Customer) -> None:
         .where(Segment.id.in_(select(Membership.segment_id).where(Membership.customer_id == src)))
         .values(member_count=Segment.member_count - 1, updated_at=Segment.updated_at)
     )
-    for table in (Message, AutomationRun, Membership, MembershipChange, Unsubscription):
+    for table in (
+        Message,
+        AutomationRun,
+        Membership,
+        MembershipChange,
+        Unsubscription,
+        ListMember,
+        ListChange,
+    ):
         session.execute(delete(table).where(table.customer_id == src))
     session.execute(delete(Customer).where(Customer.id == src))

@@ -88,6 +88,14 @@ class TriggerKind(StrEnum):
 
     JOINS = "joins"
     LEAVES = "leaves"
+    #: A customer's subscription to a list takes effect (added, or confirmed).
+    SUBSCRIBES = "subscribes"
+    #: A subscribed customer unsubscribes from a list or is removed from it.
+    UNSUBSCRIBES = "unsubscribes"
+
+
+#: Triggers on a list (the others are on a segment).
+LIST_TRIGGERS = (TriggerKind.SUBSCRIBES, TriggerKind.UNSUBSCRIBES)
 
 
 class ChangeKind(StrEnum):
@@ -106,6 +114,17 @@ class OutboxTask(StrEnum):
     BROADCAST = "broadcast"
     #: Deliver queued messages (key: 0).
     DELIVER = "deliver"
+    #: Email a list's double opt-in confirmation link (key: list member id).
+    CONFIRM_LIST = "confirm_list"
+
+
+class ListMemberStatus(StrEnum):
+    """A list member: ``subscribed`` (receives what is sent to the list), ``pending``
+    (double opt-in, not confirmed yet) or ``unsubscribed`` (opted out of this list)."""
+
+    SUBSCRIBED = "subscribed"
+    PENDING = "pending"
+    UNSUBSCRIBED = "unsubscribed"
 
 
 def utcnow() -> datetime:
@@ -296,6 +315,93 @@ class SegmentSnapshot(Base):
     total: Mapped[int] = mapped_column(Integer)
 
 
+class CustomerList(Base):
+    """A list people join by hand (a form, an import, the API), beside automatic segments.
+
+    ``public``: anyone may subscribe through the list's public form (otherwise only
+    the host, an import or the API add people). ``double_optin``: people who subscribe
+    through the form are ``pending`` until they confirm by email; ``redirect_url`` is
+    where the form (or the confirmation link) sends them afterwards. An archived list
+    (``archived_at``) takes no new subscribers; its members stay.
+    """
+
+    __tablename__ = "engage_lists"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    slug: Mapped[str] = mapped_column(String(200), unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+    public: Mapped[bool] = mapped_column(Boolean, default=False)
+    double_optin: Mapped[bool] = mapped_column(Boolean, default=False)
+    redirect_url: Mapped[str | None] = mapped_column(String(2048))
+    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    def __repr__(self) -> str:
+        return f"<CustomerList {self.slug!r}>"
+
+
+class ListMember(Base):
+    """A customer's place on a list; ``status`` is a :class:`ListMemberStatus`.
+
+    Only ``subscribed`` members count for filters, broadcasts and automations. A
+    person who signed up through the public form of a double opt-in list and is not
+    a customer yet is a ``pending`` row with ``customer_id`` None, their ``email``
+    and the ``attributes`` the form gave: the customer is created when they confirm.
+    """
+
+    __tablename__ = "engage_list_members"
+    __table_args__ = (
+        UniqueConstraint("list_id", "customer_id", name="uq_engage_list_members_customer"),
+        Index("ix_engage_list_members_customer", "customer_id"),
+        Index("ix_engage_list_members_list_status", "list_id", "status", "customer_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    list_id: Mapped[int] = mapped_column(Integer, ForeignKey("engage_lists.id", ondelete="CASCADE"))
+    customer_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("engage_customers.id", ondelete="CASCADE")
+    )
+    status: Mapped[str] = mapped_column(String(16))
+    #: A pending sign-up of someone who is not a customer yet (else None).
+    email: Mapped[str | None] = mapped_column(String(320))
+    #: What that sign-up's form gave (``first_name``...), applied when they confirm.
+    attributes: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    subscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    unsubscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: When the last confirmation email was asked for (double opt-in).
+    confirm_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    def __repr__(self) -> str:
+        return f"<ListMember list={self.list_id} customer={self.customer_id} {self.status}>"
+
+
+class ListChange(Base):
+    """History of subscriptions: ``joined`` when a member becomes subscribed, ``left``
+    when a subscribed member unsubscribes or is removed. ``computation`` groups one
+    write's changes (the automations they start are started from it)."""
+
+    __tablename__ = "engage_list_changes"
+    __table_args__ = (
+        Index("ix_engage_list_changes_list_at", "list_id", "at"),
+        Index("ix_engage_list_changes_computation", "computation"),
+        Index("ix_engage_list_changes_customer", "customer_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    list_id: Mapped[int] = mapped_column(Integer, ForeignKey("engage_lists.id", ondelete="CASCADE"))
+    customer_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("engage_customers.id", ondelete="CASCADE")
+    )
+    #: A :class:`ChangeKind`: ``joined`` or ``left``.
+    kind: Mapped[str] = mapped_column(String(8))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    computation: Mapped[str] = mapped_column(String(32))
+
+
 class OutboxItem(Base):
     """Work a commit created, written in the same transaction, done by a job.
 
@@ -334,7 +440,7 @@ class SchedulerState(Base):
 
 
 class Broadcast(Base):
-    """A one-off message to the members of one or more segments.
+    """A one-off message to the members of segments and the subscribers of lists.
 
     ``status`` goes draft -> scheduled -> queued -> sending -> sent, or cancelled / failed.
     """
@@ -345,6 +451,7 @@ class Broadcast(Base):
     name: Mapped[str] = mapped_column(String(200))
     channel: Mapped[str] = mapped_column(String(16))
     segment_ids: Mapped[list[int]] = mapped_column(JSONType, default=list)
+    list_ids: Mapped[list[int]] = mapped_column(JSONType, default=list)
     subject: Mapped[str | None] = mapped_column(Text)
     body: Mapped[str] = mapped_column(Text)
     send_to_unsubscribed: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -363,16 +470,21 @@ class Broadcast(Base):
 
 
 class Automation(Base):
-    """Steps walked by each customer who joins (or leaves) the trigger segment."""
+    """Steps walked by each customer who joins (or leaves) the trigger segment, or
+    subscribes to (or unsubscribes from) the trigger list."""
 
     __tablename__ = "engage_automations"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(200))
-    #: ``joins`` or ``leaves``.
-    trigger_kind: Mapped[str] = mapped_column(String(8))
-    trigger_segment_id: Mapped[int] = mapped_column(
+    #: A :class:`TriggerKind`: ``joins``/``leaves`` a segment, ``subscribes``/``unsubscribes``
+    #: to a list.
+    trigger_kind: Mapped[str] = mapped_column(String(16))
+    trigger_segment_id: Mapped[int | None] = mapped_column(
         Integer, ForeignKey("engage_segments.id", ondelete="CASCADE"), index=True
+    )
+    trigger_list_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("engage_lists.id", ondelete="CASCADE"), index=True
     )
     steps: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -382,8 +494,11 @@ class Automation(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     @property
-    def trigger(self) -> dict[str, int]:
-        """The trigger as given to ``create_automation``: ``{"joins": segment_id}``."""
+    def trigger(self) -> dict[str, int | None]:
+        """The trigger as given to ``create_automation``: ``{"joins": segment_id}`` or
+        ``{"subscribes": list_id}``."""
+        if self.trigger_kind in LIST_TRIGGERS:
+            return {self.trigger_kind: self.trigger_list_id}
         return {self.trigger_kind: self.trigger_segment_id}
 
     def __repr__(self) -> str:

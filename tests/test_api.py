@@ -292,7 +292,8 @@ def test_openapi_describes_every_route_and_its_examples_work(app, client, monkey
             described += 1
     assert described >= 15
 
-    params = {"uid": "u1", "message_id": "1", "token": "not-a-token"}
+    params = {"uid": "u1", "message_id": "1", "token": "not-a-token", "slug": "no-such-list",
+              "list_id": "no-such-list"}
     headers = {**KEY, "X-Test-User": "visitor-1"}
     statuses = {}
     for path, item in spec["paths"].items():

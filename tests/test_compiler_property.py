@@ -1,9 +1,10 @@
 """Property test: the SQL compiler agrees with a small Python reference evaluator.
 
 Hypothesis builds random customers (attributes of mixed JSON types, some missing or
-null), random events around a fixed ``NOW`` and random filters (attribute
-operators, events with where/window/count/sum/min/max/avg, all/any/not nesting),
-bulk-loads them into ``engage_customers``/``engage_events`` (with their recorded
+null, memberships of two lists in any status), random events around a fixed ``NOW``
+and random filters (attribute operators, events with where/window/count/sum/min/max/
+avg, lists named by slug or id, all/any/not nesting), bulk-loads them into
+``engage_customers``/``engage_events``/``engage_list_members`` (with their recorded
 types in ``engage_definitions``) and checks ``engage.count(filter, now=NOW)``
 against :func:`matches`, which follows the semantics documented at the top of
 ``flask_engage/segments/compiler.py``.
@@ -21,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, insert
 
-from flask_engage.models import AttributeDefinition, Customer, Event
+from flask_engage.models import AttributeDefinition, Customer, Event, ListMember
 from flask_engage.segments.schema import OPERATORS
 from flask_engage.values import format_datetime, normalize_value, value_type
 from tests.hostapp import db, engage
@@ -41,6 +42,10 @@ EVENTS = ("Logged in", "Purchase")
 PROPERTIES = ("p", "q")
 DATETIMES = [format_datetime(NOW + timedelta(hours=h)) for h in (-24 * 40, -30, -1, 0, 5)]
 STRINGS = ["", "a", "b", "ab", "B", "a_b", "1", "10", "2.5", "true"]
+LISTS = ("news", "beta")
+LIST_STATUSES = ("subscribed", "pending", "unsubscribed")
+#: slug -> id of the lists, once :func:`load` has created them.
+LIST_IDS: dict[str, int] = {}
 
 
 @pytest.fixture
@@ -186,6 +191,10 @@ def matches(node: dict[str, Any], customer: dict[str, Any], types: dict[str, str
         return any(matches(child, customer, types) for child in node["any"])
     if "not" in node:
         return not matches(node["not"], customer, types)
+    if "list" in node:
+        slugs = {ref: slug for slug, id_ in LIST_IDS.items() for ref in (slug, id_, str(id_))}
+        inside = customer["lists"].get(slugs[node["list"]]) == "subscribed"
+        return inside if node.get("op", "in") == "in" else not inside
     if "attribute" in node:
         name = node["attribute"]
         if name == "email":
@@ -331,8 +340,33 @@ def event_condition(draw: st.DrawFn) -> dict[str, Any]:
     return node
 
 
+#: A list condition; its reference is resolved by :func:`resolve` once the lists exist.
+list_condition = st.builds(
+    lambda slug, form, op: {"list": f"<{form}:{slug}>", **({} if op is None else {"op": op})},
+    st.sampled_from(LISTS),
+    st.sampled_from(["slug", "id", "id-text"]),
+    st.sampled_from(["in", "not_in", None]),
+)
+
+
+def resolve(node: Any) -> Any:
+    """The filter with its list references as a user writes them (slug, id, id as text)."""
+    if isinstance(node, list):
+        return [resolve(child) for child in node]
+    if not isinstance(node, dict):
+        return node
+    found = {key: resolve(value) for key, value in node.items()}
+    ref = found.get("list")
+    if isinstance(ref, str) and ref.startswith("<"):
+        form, slug = ref[1:-1].split(":")
+        found["list"] = {"slug": slug, "id": LIST_IDS[slug], "id-text": str(LIST_IDS[slug])}[form]
+    return found
+
+
 def filters(depth: int) -> st.SearchStrategy[dict[str, Any]]:
-    leaf = st.one_of(comparison("attribute", (*ATTRIBUTES, "email")), event_condition())
+    leaf = st.one_of(
+        comparison("attribute", (*ATTRIBUTES, "email")), event_condition(), list_condition
+    )
     if depth == 0:
         return leaf
     inner = filters(depth - 1)
@@ -366,6 +400,7 @@ customer_rows = st.fixed_dictionaries(
         "email": st.one_of(st.none(), st.sampled_from(["a@x.io", "b@x.io", "ab@y.io"])),
         "attributes": st.dictionaries(st.sampled_from(ATTRIBUTES), stored_values),
         "events": st.lists(event_rows, max_size=5),
+        "lists": st.dictionaries(st.sampled_from(LISTS), st.sampled_from(LIST_STATUSES)),
     }
 )
 
@@ -374,8 +409,12 @@ customer_rows = st.fixed_dictionaries(
 
 
 def load(customers: list[dict[str, Any]]) -> dict[str, str]:
-    """Replace all customers and events with these; return the recorded attribute types."""
-    for table in (Event, Customer, AttributeDefinition):
+    """Replace all customers, events and list members with these; return the recorded
+    attribute types."""
+    for slug in LISTS:
+        found = engage.get_list(slug) or engage.create_list(slug.title())
+        LIST_IDS[slug] = found.id
+    for table in (ListMember, Event, Customer, AttributeDefinition):
         db.session.execute(delete(table))
     types: dict[str, str] = {}
     for position, customer in enumerate(customers):
@@ -398,6 +437,14 @@ def load(customers: list[dict[str, Any]]) -> dict[str, str]:
         customer_id = db.session.execute(
             insert(Customer).returning(Customer.id), [row]
         ).scalar_one()
+        if customer["lists"]:
+            db.session.execute(
+                insert(ListMember),
+                [
+                    {"list_id": LIST_IDS[slug], "customer_id": customer_id, "status": status}
+                    for slug, status in customer["lists"].items()
+                ],
+            )
         if customer["events"]:
             db.session.execute(
                 insert(Event),
@@ -436,6 +483,7 @@ def load(customers: list[dict[str, Any]]) -> dict[str, str]:
 @given(customers=st.lists(customer_rows, max_size=8), node=filters(3))
 def test_count_agrees_with_reference_evaluator(app, customers, node):
     types = load(customers)
+    node = resolve(node)
     expected = sum(matches(node, customer, types) for customer in customers)
     assert engage.count(node, now=NOW) == expected
 
@@ -471,5 +519,6 @@ def long_list_filters(draw: st.DrawFn) -> dict[str, Any]:
 @given(customers=st.lists(customer_rows, max_size=8), node=long_list_filters())
 def test_long_in_lists_agree_with_reference_evaluator(app, customers, node):
     types = load(customers)
+    node = resolve(node)
     expected = sum(matches(node, customer, types) for customer in customers)
     assert engage.count(node, now=NOW) == expected

@@ -19,6 +19,7 @@ from ..channels import get_channel
 from ..channels.email import build
 from ..db import host_session
 from ..errors import EngageError, ValidationError
+from ..lists.service import list_choices
 from ..messages.broadcasts import segment_names
 from ..messages.compose import compose
 from ..models import (
@@ -230,6 +231,7 @@ def _definitions(session: Any) -> dict[str, Any]:
         "events": events,
         "properties": properties,
         "segments": segments,
+        "lists": list_choices(session),
     }
 
 

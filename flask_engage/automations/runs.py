@@ -1,7 +1,8 @@
 """Automation runs: started set-based with membership changes, walked step by step.
 
 Runs are created in the transaction of the membership change that triggers them
-(:func:`start_runs`, called by whoever applied the change). :func:`advance_runs`
+(:func:`start_runs` for segments, :func:`start_list_runs` for lists, called by
+whoever applied the change). :func:`advance_runs`
 walks every due run as far as it can go (until a wait, the end, or an exit); each
 run's progress is a compare-and-set on its ``(step, status)``, and a send step
 writes its message row with a unique ``(run_id, step)``, so a step is executed
@@ -27,6 +28,7 @@ from ..models import (
     AutomationRun,
     ChangeKind,
     Customer,
+    ListChange,
     MembershipChange,
     RunStatus,
     TriggerKind,
@@ -45,15 +47,63 @@ def retry_delay(attempts: int) -> timedelta:
 def start_runs(session: Session, computation: str, now: datetime) -> None:
     """Start runs for a computation's joins/leaves, and exit runs on leave. Set-based."""
     changes = MembershipChange.__table__
-    runs = AutomationRun.__table__
     autos = Automation.__table__
     involved = select(changes.c.segment_id).where(changes.c.computation == computation)
     watched = select(autos.c.id).where(autos.c.trigger_segment_id.in_(involved)).limit(1)
     if session.scalar(watched) is None:
         return  # no automation watches these segments: skip the set-based statements
-    trigger = case(
-        (changes.c.kind == ChangeKind.JOINED, TriggerKind.JOINS), else_=TriggerKind.LEAVES
+    _start(
+        session,
+        changes,
+        changes.c.segment_id,
+        autos.c.trigger_segment_id,
+        (TriggerKind.JOINS, TriggerKind.LEAVES),
+        computation,
+        now,
     )
+
+
+def start_list_runs(session: Session, computation: str, now: datetime) -> int:
+    """Start runs for a computation's list subscriptions (``subscribes``) and
+    unsubscriptions (``unsubscribes``), and exit ``subscribes`` runs of those who
+    unsubscribed when the automation asks; returns the runs started. Set-based, with
+    the reentry rules of segments: once per customer unless ``reentry``, and never
+    beside a live run. Customers whose host row was deleted (``on_delete="keep"``)
+    start nothing."""
+    changes = ListChange.__table__
+    autos = Automation.__table__
+    involved = select(changes.c.list_id).where(changes.c.computation == computation)
+    watched = select(autos.c.id).where(autos.c.trigger_list_id.in_(involved)).limit(1)
+    if session.scalar(watched) is None:
+        return 0
+    return _start(
+        session,
+        changes,
+        changes.c.list_id,
+        autos.c.trigger_list_id,
+        (TriggerKind.SUBSCRIBES, TriggerKind.UNSUBSCRIBES),
+        computation,
+        now,
+    )
+
+
+def _start(
+    session: Session,
+    changes: Any,
+    target: Any,
+    trigger_target: Any,
+    kinds: tuple[TriggerKind, TriggerKind],
+    computation: str,
+    now: datetime,
+) -> int:
+    """Runs for the changes of ``computation`` (returns how many started): ``kinds``
+    are the triggers of a join and of a leave; ``target``/``trigger_target`` match a
+    change to the automations watching what changed."""
+    runs = AutomationRun.__table__
+    autos = Automation.__table__
+    customers = Customer.__table__
+    on_join, on_leave = kinds
+    trigger = case((changes.c.kind == ChangeKind.JOINED, on_join), else_=on_leave)
     previous = (
         select(func.max(runs.c.entry))
         .where(runs.c.automation_id == autos.c.id, runs.c.customer_id == changes.c.customer_id)
@@ -64,9 +114,10 @@ def start_runs(session: Session, computation: str, now: datetime) -> None:
         runs.c.customer_id == changes.c.customer_id,
         (autos.c.reentry.is_(False)) | runs.c.status.in_(LIVE_RUNS),
     )
+    kept = exists().where(customers.c.id == changes.c.customer_id, customers.c.deleted_at.is_(None))
     at = literal(now, runs.c.due_at.type)
     columns = ["automation_id", "customer_id", "entry", "step", "status", "due_at"]
-    session.execute(
+    started = session.execute(
         insert(runs).from_select(
             [*columns, "started_at", "updated_at"],
             select(
@@ -80,24 +131,18 @@ def start_runs(session: Session, computation: str, now: datetime) -> None:
                 at,
             )
             .select_from(
-                changes.join(
-                    autos,
-                    and_(
-                        autos.c.trigger_segment_id == changes.c.segment_id,
-                        autos.c.trigger_kind == trigger,
-                    ),
-                )
+                changes.join(autos, and_(trigger_target == target, autos.c.trigger_kind == trigger))
             )
-            .where(changes.c.computation == computation, autos.c.active.is_(True), ~blocked),
+            .where(changes.c.computation == computation, autos.c.active.is_(True), ~blocked, kept),
         )
     )
     leavers = (
         select(autos.c.id, changes.c.customer_id)
-        .select_from(changes.join(autos, autos.c.trigger_segment_id == changes.c.segment_id))
+        .select_from(changes.join(autos, trigger_target == target))
         .where(
             changes.c.computation == computation,
             changes.c.kind == ChangeKind.LEFT,
-            autos.c.trigger_kind == TriggerKind.JOINS,
+            autos.c.trigger_kind == on_join,
             autos.c.exit_on_leave.is_(True),
         )
     )
@@ -109,6 +154,7 @@ def start_runs(session: Session, computation: str, now: datetime) -> None:
         )
         .values(status=RunStatus.EXITED, updated_at=now)
     )
+    return rowcount(started)
 
 
 class _RunMoved(Exception):

@@ -8,7 +8,9 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from ..lists.service import find_list
 from ..models import (
+    LIST_TRIGGERS,
     LIVE_RUNS,
     Automation,
     AutomationRun,
@@ -22,17 +24,29 @@ from ..segments.service import find_segment
 from .steps import check_steps, fail
 
 
-def check_trigger(session: Session, trigger: Any) -> tuple[str, int]:
-    """``{"joins": segment}`` / ``{"leaves": segment}`` -> (kind, segment id)."""
+def check_trigger(session: Session, trigger: Any) -> dict[str, Any]:
+    """``{"joins"|"leaves": segment}`` or ``{"subscribes"|"unsubscribes": list}`` -> the
+    automation's trigger columns (``trigger_kind``, ``trigger_segment_id``,
+    ``trigger_list_id``)."""
     if not isinstance(trigger, Mapping) or len(trigger) != 1:
-        raise fail("trigger", "expected {'joins': segment} or {'leaves': segment}")
+        raise fail("trigger", "expected {'joins': segment} or {'subscribes': list}")
     ((kind, ref),) = trigger.items()
     if kind not in tuple(TriggerKind):
-        raise fail(f"trigger.{kind}", "expected 'joins' or 'leaves'")
+        raise fail(
+            f"trigger.{kind}",
+            "expected 'joins' or 'leaves' (a segment), 'subscribes' or 'unsubscribes' (a list)",
+        )
+    if kind in LIST_TRIGGERS:
+        found = find_list(session, ref)
+        if found is None:
+            raise fail(f"trigger.{kind}", f"no list {ref!r}")
+        if found.archived_at is not None:
+            raise fail(f"trigger.{kind}", f"list {found.name!r} is archived")
+        return {"trigger_kind": kind, "trigger_segment_id": None, "trigger_list_id": found.id}
     segment = find_segment(session, ref.id if isinstance(ref, Segment) else ref)
     if segment is None:
         raise fail(f"trigger.{kind}", f"no segment {ref!r}")
-    return kind, segment.id
+    return {"trigger_kind": kind, "trigger_segment_id": segment.id, "trigger_list_id": None}
 
 
 def create_automation(
@@ -48,11 +62,9 @@ def create_automation(
     """Insert a validated automation."""
     if not isinstance(name, str) or not name.strip():
         raise fail("name", "an automation needs a name")
-    kind, segment_id = check_trigger(session, trigger)
     automation = Automation(
         name=name.strip(),
-        trigger_kind=kind,
-        trigger_segment_id=segment_id,
+        **check_trigger(session, trigger),
         steps=check_steps(session, steps),
         active=bool(active),
         reentry=bool(reentry),
@@ -78,9 +90,8 @@ def update_automation(session: Session, automation: Automation, **changes: Any) 
             raise fail("name", "an automation needs a name")
         automation.name = str(changes["name"]).strip()
     if changes.get("trigger") is not None:
-        automation.trigger_kind, automation.trigger_segment_id = check_trigger(
-            session, changes["trigger"]
-        )
+        for column, value in check_trigger(session, changes["trigger"]).items():
+            setattr(automation, column, value)
     if changes.get("steps") is not None:
         automation.steps = check_steps(session, changes["steps"])
     for flag in ("active", "reentry", "exit_on_leave"):

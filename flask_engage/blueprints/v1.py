@@ -37,12 +37,13 @@ def customer_json(customer: Customer) -> dict[str, Any]:
     }
 
 
-def _user_id(uid: str) -> str:
+def user_id(uid: str) -> str:
+    """A user id from a URL, as the stored customer id (400 naming ``id`` otherwise)."""
     check_text(uid, "id")
     return check_customer_id(uid, "id")
 
 
-def _body() -> dict[str, Any]:
+def optional_body() -> dict[str, Any]:
     """The JSON body; a request without any body counts as ``{}``."""
     if not request.content_length and not request.mimetype and not request.data:
         return {}
@@ -76,8 +77,8 @@ def _user_patch(external_id: str, body: dict[str, Any]) -> CustomerPatch:
 @require_api_key
 def v1_identify(uid: str) -> ResponseReturnValue:
     """Create or update a user (Engage's ``identify`` and ``addAttribute``)."""
-    external_id = _user_id(uid)
-    patch = _user_patch(external_id, _body())
+    external_id = user_id(uid)
+    patch = _user_patch(external_id, optional_body())
     ids = save({external_id: patch})
     customer = host_session().get(Customer, ids[external_id], populate_existing=True)
     assert customer is not None
@@ -89,7 +90,7 @@ def v1_identify(uid: str) -> ResponseReturnValue:
 @require_api_key
 def v1_track(uid: str) -> ResponseReturnValue:
     """Record an event: ``{"event", "value", "properties", "timestamp"}``."""
-    external_id = _user_id(uid)
+    external_id = user_id(uid)
     data = V1_EVENT.parse(json_body())
     properties = dict(data.get("properties", {}))
     if "value" in data:
@@ -124,7 +125,7 @@ def v1_merge() -> ResponseReturnValue:
 @require_api_key
 def v1_delete(uid: str) -> ResponseReturnValue:
     """Erase a user, as ``engage.forget`` does; messages stay for counts, anonymous."""
-    external_id = _user_id(uid)
+    external_id = user_id(uid)
     session = host_session()
     try:
         erased = forget(session, [external_id])

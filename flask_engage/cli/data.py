@@ -9,7 +9,7 @@ import click
 from flask.cli import with_appcontext
 
 from .. import demo
-from ..errors import ValidationError
+from ..errors import EngageError
 from ..importer import import_customers
 
 
@@ -48,8 +48,17 @@ def seed_demo(customers: int, once: bool, seed_value: int) -> None:
     help="Column with the email address (ignored when absent).",
 )
 @click.option("--dry-run", is_flag=True, help="Check every row and write nothing.")
+@click.option(
+    "--list",
+    "list_ref",
+    metavar="SLUG",
+    help="Also subscribe every imported customer to this list (id or slug); "
+    "those who unsubscribed from it stay unsubscribed.",
+)
 @with_appcontext
-def import_csv(csv_file: Path, id_column: str, email_column: str, dry_run: bool) -> None:
+def import_csv(
+    csv_file: Path, id_column: str, email_column: str, dry_run: bool, list_ref: str | None
+) -> None:
     """Import customers from CSV_FILE: one row per customer, other columns become attributes."""
     with csv_file.open(newline="", encoding="utf-8-sig") as stream:
         lines = max(sum(1 for _ in stream) - 1, 0)
@@ -63,15 +72,17 @@ def import_csv(csv_file: Path, id_column: str, email_column: str, dry_run: bool)
                     email_column=email_column,
                     dry_run=dry_run,
                     progress=bar.update,
+                    list_ref=list_ref,
                 )
-            except ValidationError as exc:
+            except EngageError as exc:
                 raise click.ClickException(str(exc)) from None
     for error in result.errors:
         click.echo(str(error), err=True)
     verb = "would be imported (dry run, nothing written)" if dry_run else "imported"
     took = time.perf_counter() - started
+    into = f" into list {list_ref!r}" if list_ref else ""
     click.echo(
-        f"{result.imported} customers {verb}, {len(result.errors)} rows with errors, "
+        f"{result.imported} customers {verb}{into}, {len(result.errors)} rows with errors, "
         f"took {took:.2f}s"
     )
     if result.errors:  # the good rows are in; the exit status still tells a script

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..automations import start_runs
+from ..lists.optin import send_confirmations
 from ..messages.broadcasts import start_broadcast
 from ..models import Customer, OutboxTask, Segment
 from ..segments.membership import evaluate_customers
@@ -93,3 +94,10 @@ def broadcast(session: Session, broadcast_ids: list[int], now: datetime) -> Done
 def deliver(session: Session, keys: list[int], now: datetime) -> Done:
     """Queued messages wait: say so, the caller sends them."""
     return Done(triggered=True)
+
+
+@task(OutboxTask.CONFIRM_LIST)
+def confirm_list(session: Session, member_ids: list[int], now: datetime) -> Done:
+    """Email double opt-in confirmation links (retried while the mail server is down)."""
+    send_confirmations(session, member_ids, now)
+    return Done()

@@ -2,22 +2,36 @@
 
 When sending starts, recipients are snapshotted into one ``Message`` row per
 customer (unique per broadcast, so a resumed snapshot adds nobody twice),
-deduplicated across segments; customers who cannot or do not want to receive
-the channel get a ``skipped`` row saying why.
+deduplicated across segments and lists (only subscribed list members; never
+customers whose host row was deleted); customers who cannot or do not want to
+receive the channel get a ``skipped`` row saying why.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, String, case, exists, func, literal, not_, select, update
+from sqlalchemy import (
+    CursorResult,
+    String,
+    case,
+    exists,
+    func,
+    literal,
+    not_,
+    select,
+    union,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from ..channels import Channel, get_channel
 from ..db import insert_ignoring_conflicts
 from ..errors import NotFound, StateError, ValidationError
+from ..lists.members import subscribed
+from ..lists.service import find_list, list_names
 from ..models import (
     Broadcast,
     BroadcastStatus,
@@ -47,14 +61,15 @@ def create_broadcast(
     name: str,
     *,
     channel: str,
-    segments: list[Any],
+    segments: Sequence[Any] = (),
+    lists: Sequence[Any] = (),
     subject: str | None,
     body: str,
     send_to_unsubscribed: bool = False,
     scheduled_at: datetime | None = None,
     options: Mapping[str, Any] | None = None,
 ) -> Broadcast:
-    """Validate and insert a draft broadcast.
+    """Validate and insert a draft broadcast to ``segments`` and ``lists`` (at least one).
 
     ``options`` are the channel's own settings (a webhook's ``url``...), checked by
     the channel; errors name them as the channel does (``url: ...``).
@@ -62,8 +77,8 @@ def create_broadcast(
     if not isinstance(name, str) or not name.strip():
         raise ValidationError("name: a broadcast needs a name", field="name")
     kind = get_channel(channel)
-    if not segments:
-        raise ValidationError("segments: choose at least one segment", field="segments")
+    if not segments and not lists:
+        raise ValidationError("segments: choose at least one segment or list", field="segments")
     segment_ids = []
     for index, ref in enumerate(segments):
         found = find_segment(session, ref)
@@ -72,6 +87,13 @@ def create_broadcast(
                 f"segments[{index}]: no segment {ref!r}", field=f"segments[{index}]"
             )
         segment_ids.append(found.id)
+    list_ids = []
+    for index, ref in enumerate(lists):
+        listed = find_list(session, ref)
+        if listed is None or listed.archived_at is not None:
+            reason = "no list" if listed is None else "archived list"
+            raise ValidationError(f"lists[{index}]: {reason} {ref!r}", field=f"lists[{index}]")
+        list_ids.append(listed.id)
     settings = _check_option_names(kind, options)
     checked = kind.check({**settings, "subject": subject, "body": body}, noun="broadcast")
     if scheduled_at is not None and (
@@ -84,6 +106,7 @@ def create_broadcast(
         name=name.strip(),
         channel=channel,
         segment_ids=list(dict.fromkeys(segment_ids)),
+        list_ids=list(dict.fromkeys(list_ids)),
         subject=subject,
         body=body,
         send_to_unsubscribed=bool(send_to_unsubscribed),
@@ -174,8 +197,11 @@ def start_broadcast(session: Session, broadcast_id: int, now: datetime | None = 
     skipped, to_send = MessageStatus.SKIPPED.value, MessageStatus.QUEUED.value
     status = case((not_(reachable), skipped), (blocked, skipped), else_=to_send)
     reason = case((not_(reachable), "no_address"), (blocked, "unsubscribed"), else_=None)
-    recipients = select(Membership.customer_id).where(
-        Membership.segment_id.in_(broadcast.segment_ids)
+    in_segments = select(Membership.customer_id).where(
+        Membership.segment_id.in_(broadcast.segment_ids or [])
+    )
+    recipients = (
+        union(in_segments, subscribed(broadcast.list_ids)) if broadcast.list_ids else in_segments
     )
     columns = ["customer_id", "channel", "status", "error", "broadcast_id", "created_at"]
     session.execute(
@@ -190,7 +216,7 @@ def start_broadcast(session: Session, broadcast_id: int, now: datetime | None = 
                 reason,
                 literal(broadcast.id),
                 literal(now, Message.__table__.c.created_at.type),
-            ).where(customers.c.id.in_(recipients)),
+            ).where(customers.c.id.in_(recipients), customers.c.deleted_at.is_(None)),
         )
     )
     broadcast.status = BroadcastStatus.SENDING
@@ -276,3 +302,8 @@ def segment_names(session: Session, broadcast: Broadcast) -> list[str]:
     return list(
         session.scalars(select(Segment.name).where(Segment.id.in_(broadcast.segment_ids or [])))
     )
+
+
+def broadcast_list_names(session: Session, broadcast: Broadcast) -> list[str]:
+    """Names of a broadcast's lists (for display)."""
+    return list_names(session, broadcast.list_ids or [])

@@ -1,7 +1,7 @@
 """Filter nodes: one class per node kind, and the registry that reads a filter.
 
 Each kind (``all``/``any``, ``not``, ``attribute``, ``event``, ``segment``,
-``channel``) says in one place how it is checked (:meth:`Node.parse`, errors naming
+``channel``, ``list``) says in one place how it is checked (:meth:`Node.parse`, errors naming
 the path), its JSON Schema (:meth:`Node.schema`), how it compiles to SQL
 (:meth:`Node.compile`), its children for tree walks, whether it moves with the
 clock, and how the admin's builder shows it (:meth:`Node.annotation`). Validation,
@@ -34,7 +34,14 @@ from sqlalchemy import (
 )
 
 from ..channels import get_channel, opt_out_channels
-from ..models import Customer, Event, Unsubscription
+from ..models import (
+    Customer,
+    CustomerList,
+    Event,
+    ListMember,
+    ListMemberStatus,
+    Unsubscription,
+)
 from . import windows
 from .fields import ColumnField, Field, two_valued
 from .operators import Comparison, comparison_schema
@@ -46,6 +53,8 @@ if TYPE_CHECKING:
 
 customers = Customer.__table__
 events = Event.__table__
+lists = CustomerList.__table__
+list_members = ListMember.__table__
 
 
 class Node(ABC):
@@ -657,9 +666,95 @@ class ChannelCondition(Node):
         }
 
 
+# -- lists ---------------------------------------------------------------------------------
+def _list_id(ref: int | str) -> ColumnElement[Any]:
+    """SQL for the id of the list ``ref`` names: an id, or a slug (an id first when
+    it is all digits, as lookups read it); NULL when there is no such list."""
+    if isinstance(ref, int):
+        return literal(ref)
+    by_slug = select(lists.c.id).where(lists.c.slug == ref).scalar_subquery()
+    if not ref.isdigit():
+        return by_slug
+    by_id = select(lists.c.id).where(lists.c.id == int(ref)).scalar_subquery()
+    return func.coalesce(by_id, by_slug)
+
+
+@dataclass(frozen=True)
+class ListCondition(Node):
+    """``{"list": ID_OR_SLUG, "op": "in" | "not_in"}``: a subscribed member of a list
+    (pending and unsubscribed members are not in it)."""
+
+    keys = ("list",)
+    name = "list"
+    label = "List"
+
+    ref: int | str
+    op: str
+
+    @classmethod
+    def parse(cls, parser: Parser, node: Mapping[str, Any], path: str, depth: int) -> Node:
+        parser.only(node, path, {"list", "op"})
+        op = node.get("op", "in")
+        if op not in ("in", "not_in"):
+            raise parser.fail(f"{path}.op", f"unknown operator {op!r}; expected 'in' or 'not_in'")
+        ref = node.get("list")
+        if isinstance(ref, bool) or not isinstance(ref, int | str) or ref == "":
+            raise parser.fail(f"{path}.list", "expected a list id or slug")
+        lookup = parser.lookups.get("list")
+        if lookup is None:
+            return cls(ref, op)
+        found = lookup(ref)
+        if found is None:
+            raise parser.fail(f"{path}.list", f"no list {ref!r}")
+        return cls(found, op)
+
+    def compile(self, compiler: Compiler) -> ColumnElement[bool]:
+        inside = exists(
+            select(1).where(
+                list_members.c.customer_id == customers.c.id,
+                list_members.c.list_id == _list_id(self.ref),
+                list_members.c.status == ListMemberStatus.SUBSCRIBED.value,
+            )
+        )
+        return not_(inside) if self.op == "not_in" else inside
+
+    def to_json(self) -> dict[str, Any]:
+        return {"list": self.ref, "op": self.op}
+
+    @classmethod
+    def schema(cls, max_list_values: int) -> dict[str, dict[str, Any]]:
+        return {
+            "list": {
+                "type": "object",
+                "required": ["list"],
+                "additionalProperties": False,
+                "properties": {
+                    "list": {"type": ["string", "integer"], "minLength": 1},
+                    "op": {"enum": ["in", "not_in"]},
+                },
+            }
+        }
+
+    @classmethod
+    def annotation(cls) -> dict[str, Any]:
+        return {
+            "form": "choice",
+            "new": {"list": "", "op": "in"},
+            "sentence": ["Customer", "{op}", "list", "{list}"],
+            "choices": {
+                "op": [
+                    {"value": "in", "label": "is subscribed to"},
+                    {"value": "not_in", "label": "is not subscribed to"},
+                ],
+                "list": "lists",
+            },
+        }
+
+
 register(Group)
 register(Not)
 register(Attribute)
 register(EventCondition)
 register(SegmentCondition)
 register(ChannelCondition)
+register(ListCondition)

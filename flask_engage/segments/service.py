@@ -19,6 +19,7 @@ from ..models import (
     Automation,
     Broadcast,
     Customer,
+    CustomerList,
     Membership,
     Segment,
     SegmentSnapshot,
@@ -63,7 +64,16 @@ def _lookups(session: Session) -> dict[str, Lookup]:
         found = find_segment(session, ref)
         return None if found is None else (found.id, found.slug, found.filters)
 
-    return {"segment": segment}
+    def listed(ref: int | str) -> int | None:
+        if isinstance(ref, int) or ref.isdigit():
+            found = session.get(CustomerList, int(ref))
+            if found is not None:
+                return found.id
+        if isinstance(ref, int):
+            return None
+        return session.scalar(select(CustomerList.id).where(CustomerList.slug == ref))
+
+    return {"segment": segment, "list": listed}
 
 
 def _time_based(session: Session, filters: dict[str, Any]) -> bool:
@@ -113,15 +123,16 @@ def check_filters(session: Session, filters: Any, self_slug: str | None = None) 
     return copy.deepcopy(filters)
 
 
-def _rename_references(node: Any, old: str, new: str) -> Any:
-    """The filter with segment references to slug ``old`` pointing at ``new``."""
+def _rename_references(node: Any, old: str, new: str, kind: str = "segment") -> Any:
+    """The filter with references of ``kind`` (``segment``, ``list``) to slug ``old``
+    pointing at ``new``."""
     if isinstance(node, list):
-        return [_rename_references(child, old, new) for child in node]
+        return [_rename_references(child, old, new, kind) for child in node]
     if not isinstance(node, dict):
         return node
-    if node.get("segment") == old:
-        return {**node, "segment": new}
-    return {key: _rename_references(value, old, new) for key, value in node.items()}
+    if node.get(kind) == old:
+        return {**node, kind: new}
+    return {key: _rename_references(value, old, new, kind) for key, value in node.items()}
 
 
 def _check_name(session: Session, name: Any, current: Segment | None = None) -> tuple[str, str]:
