@@ -19,6 +19,7 @@ from ..errors import StateError, ValidationError
 from ..lists.optin import confirm, leave, read_confirm_token, read_unsubscribe_token, signup
 from ..lists.service import public_list
 from ..models import CustomerList, ListMemberStatus
+from ..tracking import check_email
 from ..values import normalize_value
 from .common import ApiError, bp, json_body
 from .limits import limit_visitor
@@ -39,10 +40,17 @@ def _name(value: Any, path: str) -> str | None:
     return normalize_value(value.strip(), path) or None
 
 
+def _email(value: Any, path: str) -> str:
+    address = check_email(value, path)
+    if not address:
+        raise ValidationError(f"{path}: an email address is required", field=path)
+    return address
+
+
 NAME = Field({"type": ["string", "null"], "maxLength": MAX_NAME}, _name)
 SIGNUP = Body(
     {
-        "email": Field(EMAIL.schema, EMAIL.check, required=True),
+        "email": Field(EMAIL.schema, _email, required=True),
         "first_name": NAME,
         "last_name": NAME,
     },

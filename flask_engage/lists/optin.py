@@ -91,7 +91,7 @@ def _pair(data: Any) -> tuple[int, int]:
     if (
         not isinstance(data, list)
         or len(data) != 2
-        or not all(isinstance(n, int) and not isinstance(n, bool) for n in data)
+        or not all(isinstance(n, int) and not isinstance(n, bool) and 0 < n < 2**63 for n in data)
     ):
         raise ValidationError("token: invalid link", field="token")
     return data[0], data[1]

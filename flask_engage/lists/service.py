@@ -9,6 +9,7 @@ refused while something still depends on the list.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from datetime import datetime
 from typing import Any
@@ -47,19 +48,33 @@ SENT = (
 )
 
 
+#: Largest list id (a 32-bit column): a larger number names no list.
+MAX_ID = 2**31 - 1
+#: What a slug looks like (anything else names no list, and is not looked up).
+SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+
+
+def list_id_of(ref: int | str) -> int | None:
+    """The id an int or an all-digit text names, when it can be one."""
+    if isinstance(ref, str):
+        if not ref.isdigit() or len(ref) > 10:
+            return None
+        ref = int(ref)
+    return ref if 0 < ref <= MAX_ID else None
+
+
 def find_list(session: Session, ref: Any) -> CustomerList | None:
-    """A list by instance, id or slug; None when there is none."""
+    """A list by instance, id or slug (an all-digit text is an id first); None when
+    there is none."""
     if isinstance(ref, CustomerList):
         return session.get(CustomerList, ref.id)
-    if isinstance(ref, int) and not isinstance(ref, bool):
-        return session.get(CustomerList, ref)
-    if isinstance(ref, str) and ref:
-        if ref.isdigit():
-            found = session.get(CustomerList, int(ref))
-            if found is not None:
-                return found
-        return session.scalar(select(CustomerList).where(CustomerList.slug == ref))
-    return None
+    if isinstance(ref, bool) or not isinstance(ref, int | str) or ref == "":
+        return None
+    list_id = list_id_of(ref)
+    found = None if list_id is None else session.get(CustomerList, list_id)
+    if found is None and isinstance(ref, str) and SLUG.match(ref):
+        found = session.scalar(select(CustomerList).where(CustomerList.slug == ref))
+    return found
 
 
 def get_list(session: Session, ref: Any, field: str = "list") -> CustomerList:
@@ -80,6 +95,8 @@ def open_list(session: Session, ref: Any, field: str = "list") -> CustomerList:
 
 def public_list(session: Session, slug: str) -> CustomerList | None:
     """The list of a public page (by slug only), or None unless it is ``public``."""
+    if not SLUG.match(slug) or len(slug) > 200:
+        return None
     return session.scalar(
         select(CustomerList).where(CustomerList.slug == slug, CustomerList.public.is_(True))
     )

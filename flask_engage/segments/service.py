@@ -65,11 +65,12 @@ def _lookups(session: Session) -> dict[str, Lookup]:
         return None if found is None else (found.id, found.slug, found.filters)
 
     def listed(ref: int | str) -> int | None:
-        if isinstance(ref, int) or ref.isdigit():
-            found = session.get(CustomerList, int(ref))
+        as_id = str(ref)
+        if as_id.isdigit() and len(as_id) <= 10 and 0 < int(as_id) < 2**31:
+            found = session.get(CustomerList, int(as_id))
             if found is not None:
                 return found.id
-        if isinstance(ref, int):
+        if isinstance(ref, int) or slugify(ref) != ref:  # not a slug: no such list
             return None
         return session.scalar(select(CustomerList.id).where(CustomerList.slug == ref))
 
