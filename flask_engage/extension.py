@@ -24,6 +24,7 @@ from .errors import ConfigurationError, NotFound, ValidationError
 from .merge import merge_customers
 from .messages import broadcasts as broadcast_service
 from .messages.unsubscribe import set_subscription
+from .messages.urls import check_link_base
 from .migrations import skip_in_host_autogenerate
 from .models import Automation, Broadcast, Customer, Event, Segment, metadata, utcnow
 from .segments import history as segment_history_module
@@ -60,6 +61,7 @@ class Engage:
         apply_defaults(app.config)
         for key in unknown_keys(app.config):
             log.warning("flask-engage: unknown setting %s is ignored", key)
+        check_link_base(app)
         app.extensions["engage"] = self
         self._states[app] = EngageState(extension=self, db=db, after_commit=operations.after_commit)
         hooks.install()
@@ -129,7 +131,7 @@ class Engage:
         Usable as ``engage.track_model(User, ...)`` or as a class decorator
         ``@engage.track_model(attributes=["plan"])``.
         """
-        options = dict(
+        options: dict[str, Any] = dict(
             customer_id=customer_id,
             email=email,
             attributes=attributes,
