@@ -86,29 +86,47 @@ def attacker_triggers_pending_work(app, client):
     engage.identify("attacker", email="attacker@evil.example")
     db.session.commit()
     broadcast = engage.create_broadcast(
-        "News", channel="email", segments=["all"], subject="News",
-        body="<p>Hello {{ customer.email }}, <a href=\"{{ unsubscribe_url }}\">leave</a></p>")
+        "News",
+        channel="email",
+        segments=["all"],
+        subject="News",
+        body='<p>Hello {{ customer.email }}, <a href="{{ unsubscribe_url }}">leave</a></p>',
+    )
     with left_in_the_outbox(app):
         engage.send_broadcast(broadcast)
     assert db.session.get(Broadcast, broadcast.id).status == "queued"
     with outbox(app) as sent:
-        response = client.post("/engage/browser/track", base_url="http://evil.example",
-                               headers={"X-User": "attacker", "Host": "evil.example"},
-                               json={"event": "Viewed pricing"})
+        response = client.post(
+            "/engage/browser/track",
+            base_url="http://evil.example",
+            headers={"X-User": "attacker", "Host": "evil.example"},
+            json={"event": "Viewed pricing"},
+        )
         assert response.status_code == 200
     return broadcast, sent
 
 
-@pytest.mark.parametrize("app_config", [
-    {**VISITOR, "ENGAGE_BASE_URL": None, "SERVER_NAME": "app.example.com",
-     "PREFERRED_URL_SCHEME": "https"},
-    {**VISITOR, "ENGAGE_BASE_URL": "https://app.example.com/"},
-], ids=["server-name", "base-url"])
+@pytest.mark.parametrize(
+    "app_config",
+    [
+        {
+            **VISITOR,
+            "ENGAGE_BASE_URL": None,
+            "SERVER_NAME": "app.example.com",
+            "PREFERRED_URL_SCHEME": "https",
+        },
+        {**VISITOR, "ENGAGE_BASE_URL": "https://app.example.com/"},
+    ],
+    ids=["server-name", "base-url"],
+)
 def test_a_forged_host_header_never_reaches_anyone_s_links(app, client):
     _, sent = attacker_triggers_pending_work(app, client)
     assert sorted(m.recipients[0] for m in sent) == [
-        "attacker@evil.example", "victim0@example.com", "victim1@example.com",
-        "victim2@example.com"]
+        "attacker@evil.example",
+        "victim0@example.com",
+        "victim1@example.com",
+        "victim2@example.com",
+    ]
     for mail in sent:
         raw = mail.as_string()
         link = unsubscribe_link(mail)
@@ -129,6 +147,10 @@ def test_without_a_base_url_messages_fail_instead_of_carrying_a_wrong_link(app, 
     assert engage.broadcast_counts(broadcast)["failed"] == 4
 
 
+@pytest.mark.parametrize(
+    "app_config",
+    [{"ENGAGE_BASE_URL": None, "SERVER_NAME": "app.example.com", "PREFERRED_URL_SCHEME": "https"}],
+)
 def test_previews_built_in_a_request_use_the_configured_base(app):
     engage.identify("p", email="p@example.com")
     db.session.commit()
@@ -156,8 +178,8 @@ PAYLOADS = [
     "{{ '%0200000000d'|format(1) }}",
     "{{ '{:>500000000}'.format(1) }}",
     "{{ '{:>{}}'.format(1, 500000000) }}",
-    "{{ '{0}{0}{0}{0}{0}{0}{0}{0}{0}{0}{0}{0}'.format('x' * 99999) * 1 }}",
-    "{{ ('{0}' * 100000).format('x' * 100000) }}",
+    "{{ '{0}{0}{0}{0}{0}{0}{0}{0}{0}{0}{0}{0}'.format('x' * 99999) }}",
+    "{{ ('{0}' * 30000).format('x' * 99999) }}",
     "{{ 'x'|center(500000000) }}",
     "{{ 'x'.center(500000000) }}",
     "{{ 'x'.ljust(500000000) }}",
@@ -165,14 +187,14 @@ PAYLOADS = [
     "{{ 'x'.zfill(500000000) }}",
     "{{ 'a\tb'.expandtabs(500000000) }}",
     "{{ 'x'|indent(500000000, true) }}",
-    "{{ ('x y ' * 50000)|wordwrap(1, wrapstring='-' * 1000) }}",
-    "{{ ('x' * 900000)|wordwrap }}",
+    "{{ ('x y ' * 25000)|wordwrap(1, wrapstring='-' * 1000) }}",
+    "{{ ('x' * 99999)|wordwrap(1) }}",
     "{{ ('a' * 100000)|replace('a', 'b' * 100000) }}",
     "{{ ('a' * 100000).replace('a', 'b' * 100000) }}",
     "{{ range(100000)|join('x' * 1000) }}",
     "{{ ('x' * 1000).join(range(90000)|map('string')) }}",
     "{{ [1, 2]|tojson(500000000) }}",
-    "{{ ('<>' * 400000)|striptags }}",
+    "{{ ('<>' * 50000)|striptags }}",
     "{{ lipsum(5000000) }}",
     "{{ lipsum(1, min=100000000, max=100000001) }}",
     "{% for i in range(100000) %}{{ i }}{% endfor %}",
@@ -187,9 +209,9 @@ PAYLOADS = [
     "{% endfor %}",
     "{% macro f(s, n) %}{{ f(s ~ s, n - 1) if n else s }}{% endmacro %}{{ f('x', 40) }}",
     "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(40) }}",
-    "{% set b = 'x' * 900000 %}{{ b ~ b ~ b ~ b ~ b ~ b ~ b ~ b ~ b ~ b ~ b ~ b }}",
-    "{% set b = 'x' * 900000 %}{{ [b, b, b, b, b, b, b, b, b, b, b, b]|string }}",
-    "{% set b = 'x' * 900000 %}{{ [b, b, b, b, b, b, b, b, b, b, b, b] }}",
+    "{% set b = 'x' * 99999 %}{{ b ~ b ~ b ~ b ~ b ~ b ~ b ~ b ~ b ~ b ~ b ~ b }}",
+    "{% set b = 'x' * 99999 %}{{ [b, b, b, b, b, b, b, b, b, b, b, b]|string }}",
+    "{% set b = 'x' * 99999 %}{{ [b, b, b, b, b, b, b, b, b, b, b, b] }}",
     "{% set x %}{% for i in range(40000) %}{{ 'y' * 30 }}{% endfor %}{% endset %}",
     "{% filter upper %}{% for i in range(40000) %}yyyyyyyyyyyyyyyyyyyyyyyyyyyyyy{% endfor %}"
     "{% endfilter %}",
@@ -197,7 +219,7 @@ PAYLOADS = [
     "{{ [1]|batch(500000000, 'x')|list }}",
     "{{ [1, 2]|slice(500000000)|list }}",
     "{{ (1).to_bytes(500000000, 'big') }}",
-    "{{ 'ab'.translate({97: 'x' * 900000}) ~ 'ab'.translate({97: 'x' * 900000}) }}",
+    "{{ ('a' * 20).translate({97: 'x' * 99999}) }}",
     "{{ self.b() }}{% block b %}{% endblock %}",
 ]
 
@@ -212,8 +234,11 @@ def test_template_payloads_are_refused_at_save_within_a_second(app, payload):
         assert time.perf_counter() - started < 1.0
         assert info.value.field == field and str(info.value).startswith(f"{field}: ")
     with pytest.raises(ValidationError, match=r"^steps\[0\]\.send\.body: "):
-        engage.create_automation("Bomb", trigger={"joins": "all"},
-                                 steps=[{"send": {"channel": "in_app", "body": payload}}])
+        engage.create_automation(
+            "Bomb",
+            trigger={"joins": "all"},
+            steps=[{"send": {"channel": "in_app", "body": payload}}],
+        )
     assert db.session.query(Broadcast).count() == 0
 
 
@@ -222,11 +247,14 @@ def test_a_template_over_budget_for_one_customer_s_data_fails_that_message_alone
     engage.identify(2, email="evil@example.com", width=500_000_000, rounds=100_000)
     engage.identify(3, email="chi@example.com", width=5, rounds=2)
     db.session.commit()
-    body = ("[{{ 'x'|center(customer.width|default(1)) }}]"
-            "{% for i in range(customer.rounds|default(1)) %}"
-            "{% for j in range(customer.rounds|default(1)) %}.{% endfor %}{% endfor %}")
-    broadcast = engage.create_broadcast("Data", channel="email", segments=["all"],
-                                        subject="S", body=body)
+    body = (
+        "[{{ 'x'|center(customer.width|default(1)) }}]"
+        "{% for i in range(customer.rounds|default(1)) %}"
+        "{% for j in range(customer.rounds|default(1)) %}.{% endfor %}{% endfor %}"
+    )
+    broadcast = engage.create_broadcast(
+        "Data", channel="email", segments=["all"], subject="S", body=body
+    )
     started = time.perf_counter()
     with outbox(app) as sent:
         engage.send_broadcast(broadcast)
@@ -245,13 +273,20 @@ def test_running_out_of_memory_at_save_is_a_refusal(app, monkeypatch):
 
     monkeypatch.setitem(templates._text_env.filters, "upper", exhausted)
     with pytest.raises(InvalidTemplate, match="out of memory"):
-        engage.create_broadcast("M", channel="email", segments=["all"], subject="S",
-                                body="{{ 'x'|upper }}")
+        engage.create_broadcast(
+            "M", channel="email", segments=["all"], subject="S", body="{{ 'x'|upper }}"
+        )
 
 
 def test_ordinary_templates_render_as_before(app):
-    engage.identify(1, email="ada@example.com", name="Ada", plan="pro",
-                    items=["Card", "Loan"], prices=[9.5, 100])
+    engage.identify(
+        1,
+        email="ada@example.com",
+        name="Ada",
+        plan="pro",
+        items=["Card", "Loan"],
+        prices=[9.5, 100],
+    )
     db.session.commit()
     body = """<h1>Hi {{ customer.name|default('friend') }}</h1>
 <p>{{ '%s plan'|format(customer.plan|upper) }} - {{ '{:>6}'.format(customer.plan) }}</p>
@@ -259,25 +294,36 @@ def test_ordinary_templates_render_as_before(app):
 '%.2f' % customer.prices[loop.index0] }}{% if loop.last %}!{% endif %}</li>{% endfor %}</ul>
 <p>{{ ['a', 'b']|join(', ') }} {{ lipsum(1, false, 3, 4)|length > 0 }} {{ 2 ** 10 }}</p>
 {% macro greet(n) %}Hello {{ n }}{% endmacro %}<p>{{ greet(customer.name ~ '!') }}</p>"""
-    broadcast = engage.create_broadcast("Normal", channel="email", segments=["all"],
-                                        subject="{{ customer.name }}'s {{ 'news'|title }}",
-                                        body=body)
+    broadcast = engage.create_broadcast(
+        "Normal",
+        channel="email",
+        segments=["all"],
+        subject="{{ customer.name }}'s {{ 'news'|title }}",
+        body=body,
+    )
     with outbox(app) as sent:
         engage.send_broadcast(broadcast)
     (mail,) = sent
     assert mail.subject == "Ada's News"
-    for expected in ("<h1>Hi Ada</h1>", "PRO plan -    pro", "1.   Card   9.50",
-                     "2.   Loan   100.00!", "a, b True 1024", "Hello Ada!"):
+    for expected in (
+        "<h1>Hi Ada</h1>",
+        "PRO plan -    pro",
+        "1.   Card   9.50",
+        "2.   Loan   100.00!",
+        "a, b True 1024",
+        "Hello Ada!",
+    ):
         assert expected in mail.html
 
 
 def test_pathological_html_is_turned_into_text_in_linear_time(app):
     engage.identify(1, email="ada@example.com")
     db.session.commit()
-    body = "<p>" + "<a href=\"x\">" * 60_000 + "</p>"
+    body = "<p>" + '<a href="x">' * 60_000 + "</p>"
     started = time.perf_counter()
-    broadcast = engage.create_broadcast("Tags", channel="email", segments=["all"],
-                                        subject="S", body=body)
+    broadcast = engage.create_broadcast(
+        "Tags", channel="email", segments=["all"], subject="S", body=body
+    )
     with outbox(app) as sent:
         engage.send_broadcast(broadcast)
     assert time.perf_counter() - started < 2.0
@@ -289,8 +335,9 @@ def test_pathological_html_is_turned_into_text_in_linear_time(app):
 
 def send_email(app, name="News", body="<p>Hi</p>") -> dict[str, str]:
     """Send a broadcast to everyone; the unsubscribe link each address received."""
-    broadcast = engage.create_broadcast(name, channel="email", segments=["all"],
-                                        subject="S", body=body)
+    broadcast = engage.create_broadcast(
+        name, channel="email", segments=["all"], subject="S", body=body
+    )
     with outbox(app) as sent:
         engage.send_broadcast(broadcast)
     return {m.recipients[0]: unsubscribe_link(m) for m in sent}
@@ -320,8 +367,9 @@ def test_a_merged_customer_s_old_link_unsubscribes_the_merged_customer_only(app,
 
     page = client.get(path_of(links["ada.old@example.com"]))
     assert page.status_code == 200 and b"Unsubscribe?" in page.data
-    response = client.post(path_of(links["ada.old@example.com"]),
-                           data={"List-Unsubscribe": "One-Click"})
+    response = client.post(
+        path_of(links["ada.old@example.com"]), data={"List-Unsubscribe": "One-Click"}
+    )
     assert response.status_code == 200 and b"You are unsubscribed" in response.data
     assert unsubscribed() == ["user-1"]
     assert engage.count(UNSUBSCRIBED) == 1
@@ -336,8 +384,10 @@ def test_links_follow_a_chain_of_merges_and_the_destination_s_links_keep_working
     engage.merge("y", "z")
     assert client.post(path_of(links["x@example.com"])).status_code == 200
     assert unsubscribed() == ["z"]
-    assert client.post(path_of(links["z@example.com"]),
-                       data={"action": "resubscribe"}).status_code == 200
+    assert (
+        client.post(path_of(links["z@example.com"]), data={"action": "resubscribe"}).status_code
+        == 200
+    )
     assert unsubscribed() == []
     assert client.post(path_of(links["y@example.com"])).status_code == 200
     assert unsubscribed() == ["z"]
@@ -383,8 +433,16 @@ def test_tokens_made_before_the_upgrade_keep_working_for_their_customer_only(app
     migrations.upgrade()
 
     now = utcnow()  # a customer created after the upgrade who got old-3's id
-    db.session.execute(insert(Customer).values(id=ids[3], external_id="reused", email="r@x.io",
-                                               attributes={}, created_at=now, updated_at=now))
+    db.session.execute(
+        insert(Customer).values(
+            id=ids[3],
+            external_id="reused",
+            email="r@x.io",
+            attributes={},
+            created_at=now,
+            updated_at=now,
+        )
+    )
     db.session.commit()
     engage.merge("old-2", "after")
 
@@ -420,15 +478,26 @@ def test_plain_text_in_app_messages_escape_customer_data(app, client):
     name = '<img src=x onerror="alert(1)">'
     engage.identify("v", name=name)
     db.session.commit()
-    engage.send_broadcast(engage.create_broadcast(
-        "Plain", channel="in_app", segments=["all"], subject="For {{ customer.name }}",
-        body="Hi {{ customer.name }} & welcome\nLine two"))
-    engage.send_broadcast(engage.create_broadcast(
-        "Html", channel="in_app", segments=["all"], body="<p>Hi {{ customer.name }}</p>"))
+    engage.send_broadcast(
+        engage.create_broadcast(
+            "Plain",
+            channel="in_app",
+            segments=["all"],
+            subject="For {{ customer.name }}",
+            body="Hi {{ customer.name }} & welcome\nLine two",
+        )
+    )
+    engage.send_broadcast(
+        engage.create_broadcast(
+            "Html", channel="in_app", segments=["all"], body="<p>Hi {{ customer.name }}</p>"
+        )
+    )
     html_message, plain = client.get("/engage/inbox", headers={"X-User": "v"}).get_json()[
-        "messages"]
+        "messages"
+    ]
     assert plain["body"] == (
-        "Hi &lt;img src=x onerror=&#34;alert(1)&#34;&gt; &amp; welcome\nLine two")
+        "Hi &lt;img src=x onerror=&#34;alert(1)&#34;&gt; &amp; welcome\nLine two"
+    )
     assert plain["text"] == f"Hi {name} & welcome\nLine two"
     assert plain["subject"] == f"For {name}"  # plain text: insert it as text
     assert html_message["body"] == "<p>Hi &lt;img src=x onerror=&#34;alert(1)&#34;&gt;</p>"
@@ -454,8 +523,10 @@ def test_the_example_app_makes_its_own_secret_key_per_install(tmp_path, monkeypa
     kept = tmp_path / "one" / "secret_key"
     assert kept.read_text() == key and kept.stat().st_mode & 0o777 == 0o600
     monkeypatch.setenv("SECRET_KEY", "from-the-environment")
-    assert create_example_app(config, instance_path=str(tmp_path / "three")).config[
-        "SECRET_KEY"] == "from-the-environment"
+    assert (
+        create_example_app(config, instance_path=str(tmp_path / "three")).config["SECRET_KEY"]
+        == "from-the-environment"
+    )
     assert not (tmp_path / "three" / "secret_key").exists()
     for app in (first, again, other):
         with app.app_context():

@@ -77,11 +77,11 @@ _budget: ContextVar[_Budget | None] = ContextVar("engage_render_budget", default
 
 
 @contextmanager
-def _budgeted() -> Iterator[_Budget]:
-    budget = _Budget(time.monotonic() + MAX_SECONDS)
-    token = _budget.set(budget)
+def _budgeted() -> Iterator[None]:
+    """A fresh budget for the render inside the block."""
+    token = _budget.set(_Budget(time.monotonic() + MAX_SECONDS))
     try:
-        yield budget
+        yield
     finally:
         _budget.reset(token)
 
@@ -90,12 +90,12 @@ def _over(what: str) -> RenderBudgetExceeded:
     return RenderBudgetExceeded(f"template over its render budget: {what}")
 
 
-def _step(count: int = 1) -> None:
+def _step() -> None:
     """One more loop iteration or call (outside a render, e.g. while compiling: free)."""
     budget = _budget.get()
     if budget is None:
         return
-    budget.steps += count
+    budget.steps += 1
     if budget.steps > MAX_STEPS:
         raise _over(f"more than {MAX_STEPS:,} loop iterations and calls")
     if time.monotonic() > budget.deadline:
@@ -103,6 +103,7 @@ def _step(count: int = 1) -> None:
 
 
 def _charge(characters: int) -> None:
+    """Count characters built by the current render."""
     budget = _budget.get()
     if budget is None:
         return
@@ -112,12 +113,14 @@ def _charge(characters: int) -> None:
 
 
 def _refuse_over(size: int, what: str) -> None:
+    """Refuse a value (or an operation's result) larger than MAX_OUTPUT."""
     if size > MAX_OUTPUT:
         raise _over(f"{what} would be over {MAX_OUTPUT:,} characters")
 
 
-def _size(value: Any, limit: int = MAX_OUTPUT) -> int:
-    """About how many characters ``value`` prints as; stops counting past ``limit``."""
+def _size(value: Any) -> int:
+    """About how many characters ``value`` prints as; stops counting past MAX_OUTPUT."""
+    limit = MAX_OUTPUT
     total = 0
     pending = [value]
     while pending and total <= limit:
@@ -169,6 +172,7 @@ def _number(value: Any) -> int:
 
 
 def _text(value: Any) -> str:
+    """A string argument (empty for anything else: the operation rejects it)."""
     return value if isinstance(value, str) else ""
 
 
@@ -245,6 +249,7 @@ def _format_size(template: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]
 
 
 def _replace_size(text: Any, old: Any, new: Any, count: Any) -> int:
+    """The size of ``text.replace(old, new, count)``."""
     if isinstance(text, str) and isinstance(old, str):
         places = text.count(old) if old else len(text) + 1
     elif isinstance(text, bytes) and isinstance(old, bytes):
@@ -257,6 +262,7 @@ def _replace_size(text: Any, old: Any, new: Any, count: Any) -> int:
 
 
 def _join_size(separator: Any, items: Collection[Any]) -> int:
+    """The size of ``separator.join(items)`` (counting stops past MAX_OUTPUT)."""
     total = _size(separator) * max(len(items) - 1, 0)
     for item in items:
         total += _size(item)
@@ -277,6 +283,7 @@ def _striptags_cost(text: str) -> int:
 
 
 def _check_cost(cost: int, what: str) -> None:
+    """Refuse an operation estimated to copy more than MAX_COST characters."""
     if cost > MAX_COST:
         raise _over(f"{what} would copy more than {MAX_COST:,} characters")
 
@@ -325,6 +332,7 @@ def _check_method(method: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
 
 
 def _sum_cost(p: dict[str, Any]) -> int:
+    """Copies made by ``sum`` of lists or strings (each addition copies the total so far)."""
     items = p["iterable"]
     if isinstance(p["start"], int | float) or not isinstance(items, Collection):
         return 0
@@ -377,10 +385,13 @@ def _metered_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     """``func`` with its result (and, for some filters, its arguments) checked."""
     signature = inspect.signature(func)
     size, cost, whole = _FILTER_SIZES.get(name), _FILTER_COSTS.get(name), _MATERIALIZE.get(name)
+    offset = 1 if getattr(func, "jinja_pass_arg", None) else 0  # context, environment...
 
     @wraps(func)
     def checked(*args: Any, **kwargs: Any) -> Any:
         _step()
+        if len(args) > offset:  # the filtered value: never turned into a huge string
+            _refuse_over(_size(args[offset]), f"the input of {name}")
         if size or cost or whole:
             try:
                 bound = signature.bind(*args, **kwargs)
@@ -406,6 +417,8 @@ def _metered_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _lipsum(lipsum: Callable[..., str]) -> Callable[..., str]:
+    """Jinja's ``lipsum`` global, refusing more text than the budget allows."""
+
     @wraps(lipsum)
     def checked(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:
         _refuse_over(_number(n) * _number(max) * 12, "lipsum")
@@ -445,6 +458,7 @@ class _Compiler(CodeGenerator):
 
 
 def _internal_filter(name: str, node: nodes.Node) -> nodes.Filter:
+    """``node|name``, added by the compiler (not written in the template)."""
     return nodes.Filter(node, name, [], [], None, None, lineno=node.lineno)
 
 
