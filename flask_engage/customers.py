@@ -40,6 +40,7 @@ from .models import (
     AutomationRun,
     ChangeKind,
     Customer,
+    CustomerAlias,
     Event,
     ListChange,
     ListMember,
@@ -182,6 +183,7 @@ def forget(session: Session, external_ids: Iterable[str]) -> Erasure:
         ("runs", AutomationRun),
         ("memberships", Membership),
         (None, MembershipChange),
+        (None, CustomerAlias),  # the host ids merged into this customer
         ("subscriptions", Unsubscription),
         (None, ListMember),
         (None, ListChange),

@@ -27,6 +27,7 @@ from .lists import service as list_service
 from .merge import merge_customers
 from .messages import broadcasts as broadcast_service
 from .messages.unsubscribe import set_subscription
+from .messages.urls import check_link_base
 from .migrations import skip_in_host_autogenerate
 from .models import (
     Automation,
@@ -75,6 +76,7 @@ class Engage:
             log.warning("flask-engage: unknown setting %s is ignored", key)
         for note in startup_warnings(app.config):
             log.warning("flask-engage: %s", note)
+        check_link_base(app)
         app.extensions["engage"] = self
         self._states[app] = EngageState(extension=self, db=db, after_commit=operations.after_commit)
         hooks.install()

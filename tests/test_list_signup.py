@@ -221,3 +221,16 @@ def test_a_confirmation_waits_for_the_mail_server(app, client):
     ((_, raw),) = inbox.received
     assert b"https://app.example.com/engage/lists/beta/confirm/" in raw  # never the Host
     assert engage.status()["outbox"] == 0
+
+
+def test_a_list_unsubscribe_link_still_works_after_a_merge(app, client):
+    engage.identify("anon-1", email="x@example.com")
+    db.session.commit()
+    news = engage.create_list("News")
+    engage.add_to_list(news, "anon-1")
+    db.session.commit()
+    path = engage.list_unsubscribe_url(news, "anon-1")[len(BASE) :]
+    engage.merge("anon-1", "42")
+    assert on_list(news) == ["42"]
+    assert client.post(path).status_code == 200
+    assert on_list(news) == []

@@ -30,7 +30,15 @@ from sqlalchemy.orm import Session
 from ..channels.email import MailMessage, sender
 from ..errors import ConfigurationError, StateError, ValidationError
 from ..messages.urls import external_url
-from ..models import Customer, CustomerList, ListMember, ListMemberStatus, OutboxTask, utcnow
+from ..models import (
+    Customer,
+    CustomerAlias,
+    CustomerList,
+    ListMember,
+    ListMemberStatus,
+    OutboxTask,
+    utcnow,
+)
 from ..outbox import add_to_outbox
 from ..tracking import CustomerPatch
 from .members import ensure_customers, subscribe, unsubscribe
@@ -252,10 +260,19 @@ def confirm(session: Session, token: str, now: datetime | None = None) -> Custom
 
 
 def leave(session: Session, token: str, now: datetime | None = None) -> CustomerList:
-    """Unsubscribe the customer of a list unsubscribe link from that list alone."""
+    """Unsubscribe the customer of a list unsubscribe link from that list alone (or,
+    when they were merged into another customer since, that customer: internal ids
+    are never reused)."""
     list_id, customer_id = read_unsubscribe_token(token)
     found = session.get(CustomerList, list_id)
-    if found is None or session.get(Customer, customer_id) is None:
+    if session.get(Customer, customer_id) is None:
+        customer_id = session.scalar(
+            select(CustomerAlias.customer_id)
+            .where(CustomerAlias.source_id == customer_id)
+            .order_by(CustomerAlias.id.desc())
+            .limit(1)
+        )
+    if found is None or customer_id is None:
         raise ValidationError("token: this unsubscribe link is no longer valid", field="token")
     unsubscribe(session, list_id, [customer_id], now)
     return found

@@ -7,7 +7,7 @@ automations triggered by a list
 nullable, ``trigger_kind`` longer for ``subscribes``/``unsubscribes``).
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-02
 """
 
@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql
 import flask_engage.models
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
