@@ -154,7 +154,7 @@ def import_customers(
                 ids = write_customers(session.connection(), patches)
                 add_to_outbox(session, "evaluate", ids.values())
                 if list_id is not None:
-                    subscribe(session, list_id, ids.values(), resubscribe=False)
+                    subscribe(session, list_id, ids.values(), resubscribe=False, evaluate=False)
         result.imported += len(chunk)
         if progress is not None:
             progress(len(chunk) + len(result.errors) - reported)

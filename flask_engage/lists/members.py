@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, case, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Query, Session
@@ -75,9 +75,15 @@ def ensure_customers(
 
 
 def _record(
-    session: Session, list_id: int, joined: Iterable[int], left: Iterable[int], now: datetime
+    session: Session,
+    list_id: int,
+    joined: Iterable[int],
+    left: Iterable[int],
+    now: datetime,
+    evaluate: bool = True,
 ) -> None:
-    """Write the changes, start the automations they trigger, re-evaluate the customers."""
+    """Write the changes, start the automations they trigger, re-evaluate the customers
+    (unless the caller does: ``evaluate=False``)."""
     rows = [
         {"list_id": list_id, "customer_id": customer_id, "kind": kind, "at": now}
         for kind, ids in ((ChangeKind.JOINED.value, joined), (ChangeKind.LEFT.value, left))
@@ -90,7 +96,29 @@ def _record(
     if start_list_runs(session, computation, now):
         # the runs' first steps are due: after the commit, walk them (and send)
         add_to_outbox(session, OutboxTask.DELIVER, [0])
-    add_to_outbox(session, OutboxTask.EVALUATE, [row["customer_id"] for row in rows])
+    if evaluate:
+        add_to_outbox(session, OutboxTask.EVALUATE, [row["customer_id"] for row in rows])
+
+
+def _add_members(session: Session) -> Any:
+    """``INSERT`` of member rows that skips customers already on the list (run with one
+    parameter set per row: the statement is compiled once and cached)."""
+    return insert_ignoring_conflicts(
+        session.connection(), members_table, ["list_id", "customer_id"]
+    )
+
+
+def _member(list_id: int, customer_id: int, status: str, now: datetime) -> dict[str, Any]:
+    """A new member row."""
+    return {
+        "list_id": list_id,
+        "customer_id": customer_id,
+        "status": status,
+        "created_at": now,
+        "updated_at": now,
+        "subscribed_at": now if status == SUBSCRIBED else None,
+        "unsubscribed_at": now if status == UNSUBSCRIBED else None,
+    }
 
 
 def subscribe(
@@ -100,11 +128,13 @@ def subscribe(
     now: datetime | None = None,
     *,
     resubscribe: bool = True,
+    evaluate: bool = True,
 ) -> list[int]:
     """Make customers subscribed members; returns those who were not before.
 
     Pending members are confirmed; members who unsubscribed are subscribed again
     only when ``resubscribe`` (an import leaves them out). Idempotent.
+    ``evaluate=False``: the caller re-evaluates these customers' segments itself.
     """
     now = now or utcnow()
     ids = list(dict.fromkeys(customer_ids))
@@ -122,25 +152,10 @@ def subscribe(
             .returning(members_table.c.customer_id)
         ).all()
         joined += session.scalars(
-            insert_ignoring_conflicts(
-                session.connection(), members_table, ["list_id", "customer_id"]
-            )
-            .values(
-                [
-                    {
-                        "list_id": list_id,
-                        "customer_id": customer_id,
-                        "status": SUBSCRIBED,
-                        "created_at": now,
-                        "updated_at": now,
-                        "subscribed_at": now,
-                    }
-                    for customer_id in chunk
-                ]
-            )
-            .returning(members_table.c.customer_id)
+            _add_members(session).returning(members_table.c.customer_id),
+            [_member(list_id, customer_id, SUBSCRIBED, now) for customer_id in chunk],
         ).all()
-    _record(session, list_id, joined, (), now)
+    _record(session, list_id, joined, (), now, evaluate)
     return joined
 
 
@@ -167,21 +182,8 @@ def unsubscribe(
             .values(status=UNSUBSCRIBED, unsubscribed_at=now, updated_at=now)
         )
         session.execute(
-            insert_ignoring_conflicts(
-                session.connection(), members_table, ["list_id", "customer_id"]
-            ).values(
-                [
-                    {
-                        "list_id": list_id,
-                        "customer_id": customer_id,
-                        "status": UNSUBSCRIBED,
-                        "created_at": now,
-                        "updated_at": now,
-                        "unsubscribed_at": now,
-                    }
-                    for customer_id in chunk
-                ]
-            )
+            _add_members(session),
+            [_member(list_id, customer_id, UNSUBSCRIBED, now) for customer_id in chunk],
         )
     _record(session, list_id, (), left, now)
     return left

@@ -263,12 +263,13 @@ def leave(session: Session, token: str, now: datetime | None = None) -> Customer
     """Unsubscribe the customer of a list unsubscribe link from that list alone (or,
     when they were merged into another customer since, that customer: internal ids
     are never reused)."""
-    list_id, customer_id = read_unsubscribe_token(token)
+    list_id, made_for = read_unsubscribe_token(token)
     found = session.get(CustomerList, list_id)
-    if session.get(Customer, customer_id) is None:
+    customer_id: int | None = made_for
+    if session.get(Customer, made_for) is None:
         customer_id = session.scalar(
             select(CustomerAlias.customer_id)
-            .where(CustomerAlias.source_id == customer_id)
+            .where(CustomerAlias.source_id == made_for)
             .order_by(CustomerAlias.id.desc())
             .limit(1)
         )
