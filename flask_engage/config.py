@@ -31,6 +31,9 @@ DEFAULTS: dict[str, Any] = {
     "ENGAGE_ADMIN_URL": "/engage/admin",
     #: ``callable() -> bool``: who may use the admin. ``None``: only in debug or testing.
     "ENGAGE_ADMIN_ACCESS": None,
+    #: The host's login page (a URL or an endpoint) where the admin sends visitors who
+    #: are not signed in. ``None``: Flask-Login's ``login_view``, else a 403.
+    "ENGAGE_ADMIN_LOGIN_URL": None,
     #: ``callable() -> customer id or None`` for the current request. ``None``: Flask-Login.
     "ENGAGE_IDENTITY": None,
     #: Keys of the server-to-server API: ``"key"`` (Bearer) or ``"key:secret"`` (also Basic).

@@ -19,7 +19,7 @@ LAYERS = [
     {"errors", "values", "signals", "models", "config", "addresses"},
     {"db", "outbox", "migrations"},
     {"tracking", "segments", "channels", "messages.templates"},
-    {"messages", "automations", "merge", "importer", "demo"},
+    {"messages", "automations", "merge", "customers", "importer", "demo"},
     {"jobs", "hooks"},
     {"operations", "status"},
     {"blueprints", "admin", "cli"},
