@@ -3,7 +3,9 @@
 ``init_app`` applies :data:`DEFAULTS` with ``app.config.setdefault`` and then
 :func:`check_config`: settings that could only fail later, deep inside a job,
 are refused at start-up with a :class:`~flask_engage.errors.ConfigurationError`
-naming the key. Every key is documented in ``docs/configuration.md`` (a test
+naming the key. Settings that leave only a part of Engage unable to work
+(:func:`startup_warnings`) and unknown ``ENGAGE_*`` keys (:func:`unknown_keys`)
+are logged as warnings. Every key is documented in ``docs/configuration.md`` (a test
 keeps the two in step).
 """
 
@@ -189,6 +191,28 @@ def parse_rate_limit(value: Any, key: str = "rate limit") -> tuple[int, int]:
             f" got {value!r}"
         )
     return int(match[1]), int(match[2] or 1) * _SECONDS[match[3].lower()]
+
+
+def startup_warnings(config: Mapping[str, Any]) -> list[str]:
+    """Settings without which part of Engage cannot work: logged by ``init_app``.
+
+    Tracking, segments and the admin work without them, so they are warnings, not
+    errors; every email would fail (no ``SECRET_KEY``) or could not carry its links
+    (no base URL) until they are set.
+    """
+    notes = []
+    if not config.get("SECRET_KEY"):
+        notes.append(
+            "SECRET_KEY is not set: unsubscribe links cannot be signed, so every email "
+            "would fail; set SECRET_KEY"
+        )
+    if not config.get("ENGAGE_BASE_URL") and not config.get("SERVER_NAME"):
+        notes.append(
+            "neither ENGAGE_BASE_URL nor SERVER_NAME is set: links in messages "
+            "(unsubscribe, clicks) cannot be built; set ENGAGE_BASE_URL "
+            '(e.g. "https://app.example.com")'
+        )
+    return notes
 
 
 def unknown_keys(config: Mapping[str, Any]) -> list[str]:

@@ -13,13 +13,13 @@ from flask_mail import Mail
 from sqlalchemy import inspect, select
 from sqlalchemy.orm import Query, Session
 
-from . import hooks, jobs, operations, tracking
+from . import customers, hooks, jobs, operations, tracking
 from .admin import init_admin
 from .automations import retry_parked_runs
 from .automations import service as automation_service
 from .blueprints import register_blueprints
 from .cli import engage_cli
-from .config import apply_defaults, unknown_keys
+from .config import apply_defaults, startup_warnings, unknown_keys
 from .db import EngageState, get_state, host_session, log, operation_session
 from .errors import ConfigurationError, NotFound, ValidationError
 from .merge import merge_customers
@@ -62,6 +62,8 @@ class Engage:
         apply_defaults(app.config)
         for key in unknown_keys(app.config):
             log.warning("flask-engage: unknown setting %s is ignored", key)
+        for note in startup_warnings(app.config):
+            log.warning("flask-engage: %s", note)
         app.extensions["engage"] = self
         self._states[app] = EngageState(extension=self, db=db, after_commit=operations.after_commit)
         hooks.install()
@@ -125,23 +127,37 @@ class Engage:
         events: Mapping[str, str] | None = None,
         changes: Mapping[str, str] | None = None,
         properties: Iterable[str] = (),
+        customer_prefix: str | None = None,
+        on_delete: str | None = None,
     ) -> Any:
         """Follow a host model: attributes copied, created/deleted/changed events recorded.
 
         Usable as ``engage.track_model(User, ...)`` or as a class decorator
-        ``@engage.track_model(attributes=["plan"])``.
+        ``@engage.track_model(attributes=["plan"])``. Values that cannot be stored are
+        converted or dropped with a warning naming the model and column; the host's
+        commit goes on. ORM bulk ``update()``/``delete()`` statements are tracked too.
+
+        ``customer_prefix``: put before this model's customer ids (``"partner:"``);
+        a second model that gives customer ids must say it (``""``: the same ids).
+        ``on_delete``: ``"forget"`` erases the customer with the row, ``"keep"`` keeps
+        its history but takes it out of every segment and send. Default: ``"forget"``
+        for a model whose primary key is the customer id, ``"keep"`` when it names a
+        ``deleted`` event, nothing for other models.
         """
-        options: dict[str, Any] = dict(
-            customer_id=customer_id,
-            email=email,
-            attributes=attributes,
-            events=events,
-            changes=changes,
-            properties=properties,
-        )
 
         def register(cls: type) -> type:
-            spec = tracking.TrackedModel.build(cls, **options)
+            spec = tracking.TrackedModel.build(
+                cls,
+                customer_id=customer_id,
+                email=email,
+                attributes=attributes,
+                events=events,
+                changes=changes,
+                properties=properties,
+                customer_prefix=customer_prefix,
+                on_delete=on_delete,
+            )
+            tracking.check_namespaces(self._tracked, spec)
             self._tracked[cls] = spec
             hooks.follow_changes(cls, list(spec.changes))
             return cls
@@ -186,6 +202,29 @@ class Engage:
     def current_identity(self) -> str | None:
         """The customer id of the current request (``ENGAGE_IDENTITY`` or Flask-Login)."""
         return tracking.current_identity()
+
+    def get_customer(self, customer_id: int | str) -> Customer | None:
+        """The customer with this host id, or None; a read that writes nothing.
+
+        A customer whose host row was deleted under ``on_delete="keep"`` is returned
+        with ``deleted_at`` set.
+        """
+        return customers.get_customer(host_session(), customer_id)
+
+    def forget(self, customer_id: int | str) -> dict[str, int]:
+        """Erase a customer: the customer, events, memberships, subscriptions, runs and
+        push subscriptions. Messages stay for counts, without customer or content.
+
+        Written in the host's transaction: commit ``db.session`` to keep it. Returns
+        what was erased (all zeros for an unknown id).
+        """
+        external_id = tracking.check_customer_id(customer_id)
+        return customers.forget(host_session(), [external_id]).as_dict()
+
+    def forget_preview(self, customer_id: int | str) -> dict[str, int] | None:
+        """What :meth:`forget` would erase (for a confirmation), or None for an unknown id."""
+        preview = customers.erasure_preview(host_session(), customer_id)
+        return None if preview is None else preview.as_dict()
 
     def merge(self, source_id: int | str, destination_id: int | str) -> Customer:
         """Move a customer's events, attributes and subscriptions onto another; delete it."""

@@ -43,7 +43,8 @@ def merge_customers(source_id: int | str, destination_id: int | str) -> Customer
         source = _locked(session, source_ext)
         if source is None:
             raise NotFound(f"source: no customer {source_ext!r}")
-        write_customers(session.connection(), {destination_ext: CustomerPatch()})
+        # merging brings no deleted destination back (only an identify does)
+        write_customers(session.connection(), {destination_ext: CustomerPatch(restore=False)})
         destination = _locked(session, destination_ext)
         assert destination is not None
         _move(session, source, destination)
@@ -51,9 +52,8 @@ def merge_customers(source_id: int | str, destination_id: int | str) -> Customer
     with operation_session() as session:
         merged = session.get(Customer, destination.id)
         assert merged is not None
-    signals.customers_merged.send(
-        current_app._get_current_object(), source_id=source_ext, customer=merged
-    )
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    signals.customers_merged.send(app, source_id=source_ext, customer=merged)
     return merged
 
 

@@ -144,7 +144,12 @@ class Base(DeclarativeBase):
 
 
 class Customer(Base):
-    """A person known to the host app. ``external_id`` is the host's id as a string."""
+    """A person known to the host app. ``external_id`` is the host's id as a string.
+
+    ``deleted_at`` is set when the host deleted the row behind a customer tracked with
+    ``on_delete="keep"``: the history stays, but the customer is in no segment and
+    gets no message until identified again.
+    """
 
     __tablename__ = "engage_customers"
 
@@ -154,6 +159,7 @@ class Customer(Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     def __repr__(self) -> str:
         return f"<Customer {self.external_id!r}>"
@@ -437,8 +443,9 @@ class Message(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    customer_id: Mapped[int] = mapped_column(
-        BigId, ForeignKey("engage_customers.id", ondelete="CASCADE")
+    #: None once the customer was forgotten: the message stays for counts, anonymous.
+    customer_id: Mapped[int | None] = mapped_column(
+        BigId, ForeignKey("engage_customers.id", ondelete="SET NULL")
     )
     channel: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16), default="queued")
@@ -468,7 +475,7 @@ class Message(Base):
     #: ``status`` code and ``latency_ms``); ``None`` when it reported nothing.
     receipt: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
-    customer: Mapped[Customer] = relationship(lazy="joined")
+    customer: Mapped[Customer | None] = relationship(lazy="joined")
 
     def __repr__(self) -> str:
         return f"<Message {self.channel} {self.status} customer={self.customer_id}>"

@@ -8,21 +8,25 @@ names seen, and an ``evaluate`` outbox row per changed customer.
 
 from __future__ import annotations
 
+import enum
+import json
 import re
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from flask import current_app
 from sqlalchemy import Connection, bindparam, inspect, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Mapper, Session
 
-from .db import get_state, host_session, insert_ignoring_conflicts, pending_work
-from .errors import ValidationError
+from .db import get_state, host_session, insert_ignoring_conflicts, log, pending_work
+from .errors import ConfigurationError, ValidationError
 from .models import AttributeDefinition, Customer, Event, OutboxTask, utcnow
 from .outbox import add_to_outbox
-from .values import check_name, normalize_mapping, parse_datetime, value_type
+from .values import check_name, normalize_mapping, normalize_value, parse_datetime, value_type
 
 try:  # optional: Flask-Login's current user is the default identity
     from flask_login import current_user
@@ -38,11 +42,17 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
 
 @dataclass
 class CustomerPatch:
-    """A change to one customer: ``None`` attribute values remove the attribute."""
+    """A change to one customer: ``None`` attribute values remove the attribute.
+
+    ``email``: None leaves it as it is, ``""`` removes it. ``restore``: an identify
+    brings back a customer whose host row was deleted (``on_delete="keep"``); an
+    event alone does not.
+    """
 
     email: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
     created_at: datetime | None = None
+    restore: bool = True
 
     def apply(self, current: Mapping[str, Any]) -> dict[str, Any]:
         merged = dict(current)
@@ -57,6 +67,7 @@ class CustomerPatch:
         self.attributes.update(other.attributes)
         self.email = other.email if other.email is not None else self.email
         self.created_at = other.created_at or self.created_at
+        self.restore = self.restore or other.restore
 
 
 def current_identity() -> str | None:
@@ -74,7 +85,9 @@ def current_identity() -> str | None:
 
 
 def check_customer_id(value: Any, field: str = "id") -> str:
-    """The host's customer id (int or str) as the stored string."""
+    """The host's customer id (int, str or UUID) as the stored string."""
+    if isinstance(value, uuid.UUID):
+        value = str(value)
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise ValidationError(f"{field}: customer id must be a string or an integer", field=field)
     text = str(value).strip()
@@ -125,6 +138,7 @@ def write_customers(
         table.c.email,
         table.c.attributes,
         table.c.created_at,
+        table.c.deleted_at,
     )
     ids: dict[str, int] = {}
     updates: list[dict[str, Any]] = []
@@ -141,7 +155,7 @@ def write_customers(
                     [
                         {
                             "external_id": key,
-                            "email": patches[key].email,
+                            "email": patches[key].email or None,
                             "attributes": patches[key].apply({}),
                             "created_at": patches[key].created_at or now,
                             "updated_at": now,
@@ -160,12 +174,14 @@ def write_customers(
             patch = patches[key]
             ids[key] = row.id
             attributes = patch.apply(row.attributes or {})
-            email = patch.email if patch.email is not None else row.email
+            email = (patch.email or None) if patch.email is not None else row.email
             created_at = patch.created_at or row.created_at
+            deleted_at = None if patch.restore else row.deleted_at
             if (
                 attributes != (row.attributes or {})
                 or email != row.email
                 or created_at != row.created_at
+                or deleted_at != row.deleted_at
             ):
                 updates.append(
                     {
@@ -173,6 +189,7 @@ def write_customers(
                         "attributes": attributes,
                         "email": email,
                         "created_at": created_at,
+                        "deleted_at": deleted_at,
                         "updated_at": now,
                     }
                 )
@@ -184,6 +201,7 @@ def write_customers(
                 attributes=bindparam("attributes"),
                 email=bindparam("email"),
                 created_at=bindparam("created_at"),
+                deleted_at=bindparam("deleted_at"),
                 updated_at=bindparam("updated_at"),
             ),
             updates,
@@ -280,7 +298,7 @@ def store(
     now = utcnow()
     all_patches = dict(patches)
     for external_id, *_ in events:
-        all_patches.setdefault(external_id, CustomerPatch())
+        all_patches.setdefault(external_id, CustomerPatch(restore=False))
     ids = write_customers(conn, all_patches, now)
     event_ids = (
         write_events(
@@ -366,11 +384,73 @@ def track_many(items: Sequence[TrackItem]) -> list[Event]:
 # --- track_model -------------------------------------------------------------------------
 
 AttributeSource = str | Callable[[Any], Any]
+#: What deleting a tracked row may do to its customer (``track_model(on_delete=...)``).
+ON_DELETE = ("forget", "keep")
+
+
+def storable(value: Any) -> Any:
+    """A host column's value in a form Engage stores: an Enum becomes its value, a UUID
+    its text, a dict (or a list holding dicts or lists) its JSON text; the rest is left
+    to :func:`~flask_engage.values.normalize_value` (Decimal -> number, date -> datetime)."""
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, default=_json_default)
+    if isinstance(value, list | tuple | set | frozenset):
+        items = [storable(item) for item in value]
+        if any(isinstance(item, list) for item in items) or any(
+            isinstance(item, dict) for item in value
+        ):
+            return json.dumps(list(value), sort_keys=True, default=_json_default)
+        return sorted(items, key=str) if isinstance(value, set | frozenset) else items
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Decimal):
+        return float(value)
+    return str(value)
+
+
+def _reason(error: ValidationError) -> str:
+    """An error's message without its field prefix."""
+    text = str(error)
+    return text.split(": ", 1)[1] if error.field and text.startswith(f"{error.field}: ") else text
+
+
+class Notes:
+    """What automatic tracking could not store: one warning per model column and flush."""
+
+    def __init__(self) -> None:
+        self._notes: dict[str, tuple[str, int]] = {}
+
+    def add(self, where: str, message: str) -> None:
+        first, count = self._notes.get(where, (message, 0))
+        self._notes[where] = (first, count + 1)
+
+    def __bool__(self) -> bool:
+        return bool(self._notes)
+
+    def emit(self) -> None:
+        for where, (message, count) in self._notes.items():
+            rows = f" ({count} rows)" if count > 1 else ""
+            log.warning("flask-engage: %s: %s%s; the host's commit goes on", where, message, rows)
+        self._notes.clear()
 
 
 @dataclass
 class TrackedModel:
-    """How one host model maps onto customers and events."""
+    """How one host model maps onto customers and events.
+
+    ``identity``: rows of this model say who a customer is (its own primary key is
+    the customer id, or it gives the email); two identity models must say how their
+    ids relate (``customer_prefix``). ``on_delete``: what deleting a row does to its
+    customer (``forget``, ``keep`` or None: nothing).
+    """
 
     model: type
     customer_id: AttributeSource
@@ -379,6 +459,9 @@ class TrackedModel:
     events: dict[str, str]
     changes: dict[str, str]
     properties: tuple[str, ...]
+    customer_prefix: str | None = None
+    on_delete: str | None = None
+    identity: bool = False
 
     @classmethod
     def build(
@@ -391,8 +474,11 @@ class TrackedModel:
         events: Mapping[str, str] | None = None,
         changes: Mapping[str, str] | None = None,
         properties: Iterable[str] = (),
+        customer_prefix: str | None = None,
+        on_delete: str | None = None,
     ) -> TrackedModel:
-        mapper = inspect(model)
+        name = model.__name__
+        mapper: Mapper[Any] = inspect(model)
         columns = set(mapper.attrs.keys())
         attrs = dict(attributes) if isinstance(attributes, Mapping) else {a: a for a in attributes}
         for option, names in (
@@ -402,39 +488,97 @@ class TrackedModel:
             ("customer_id", [customer_id] if isinstance(customer_id, str) else []),
             ("email", [email] if isinstance(email, str) else []),
         ):
-            for name in names:
-                if name not in columns:
+            for column in names:
+                if column not in columns:
                     raise ValidationError(
-                        f"track_model({model.__name__}): {option} names unknown attribute {name!r}",
+                        f"track_model({name}): {option} names unknown attribute {column!r}",
                         field=option,
                     )
-        for name in attrs:
-            check_name(name, f"attributes.{name}")
-        unknown = set(events or {}) - {"created", "deleted"}
+        for attribute in attrs:
+            check_name(attribute, f"attributes.{attribute}")
+        events = dict(events or {})
+        unknown = set(events) - {"created", "deleted"}
         if unknown:
             raise ValidationError(
-                f"track_model({model.__name__}): events keys must be 'created' or 'deleted', "
+                f"track_model({name}): events keys must be 'created' or 'deleted', "
                 f"not {sorted(unknown)}",
                 field="events",
+            )
+        if customer_prefix is not None and (
+            not isinstance(customer_prefix, str) or len(customer_prefix) > 64
+        ):
+            raise ValidationError(
+                f"track_model({name}): customer_prefix must be a string of at most 64 characters",
+                field="customer_prefix",
+            )
+        keys = [mapper.get_property_by_column(column).key for column in mapper.primary_key]
+        own_key = isinstance(customer_id, str) and keys == [customer_id]
+        if on_delete is None:
+            on_delete = ("keep" if "deleted" in events else "forget") if own_key else None
+        elif on_delete not in ON_DELETE:
+            raise ValidationError(
+                f"track_model({name}): on_delete must be 'forget' or 'keep', not {on_delete!r}",
+                field="on_delete",
+            )
+        elif on_delete == "forget" and "deleted" in events:
+            raise ValidationError(
+                f"track_model({name}): on_delete='forget' erases the customer with its events: "
+                "a 'deleted' event would be erased too (use on_delete='keep')",
+                field="on_delete",
             )
         return cls(
             model,
             customer_id,
             email,
             attrs,
-            dict(events or {}),
+            events,
             dict(changes or {}),
             tuple(properties),
+            customer_prefix,
+            on_delete,
+            own_key or email is not None,
         )
+
+    def where(self, source: AttributeSource, name: str) -> str:
+        """``Model.column`` for warnings (the option's name for a callable)."""
+        return f"{self.model.__name__}.{source if isinstance(source, str) else name}"
 
     def value(self, instance: Any, source: AttributeSource) -> Any:
         return source(instance) if callable(source) else getattr(instance, source)
 
-    def customer_of(self, instance: Any) -> str | None:
-        value = self.value(instance, self.customer_id)
-        return None if value is None else check_customer_id(value, "customer_id")
+    def stored(self, value: Any, where: str, notes: Notes) -> Any:
+        """``value`` as stored, or None (with a note) when it cannot be stored."""
+        try:
+            return normalize_value(storable(value), where)
+        except ValidationError as exc:
+            notes.add(where, f"{_reason(exc)}; not stored")
+            return None
 
-    def patch(self, instance: Any, changed: set[str] | None) -> CustomerPatch | None:
+    def customer_of(self, instance: Any, notes: Notes) -> str | None:
+        """The customer id of a row (prefixed), or None: no customer, or an unusable id."""
+        value = self.value(instance, self.customer_id)
+        if value is None:
+            return None
+        try:
+            text = check_customer_id(value, "customer_id")
+            return check_customer_id((self.customer_prefix or "") + text, "customer_id")
+        except ValidationError as exc:
+            notes.add(self.where(self.customer_id, "customer_id"), f"{_reason(exc)}; row ignored")
+            return None
+
+    def email_of(self, instance: Any, notes: Notes) -> str:
+        """The row's email, or ``""`` (no email) when it has none or an invalid one."""
+        assert self.email is not None
+        value = self.value(instance, self.email)
+        if value is None or value == "":
+            return ""
+        try:
+            return check_email(storable(value)) or ""
+        except ValidationError:
+            notes.add(self.where(self.email, "email"), "not an email address; stored as no email")
+            return ""
+
+    def patch(self, instance: Any, changed: set[str] | None, notes: Notes) -> CustomerPatch | None:
         """The customer patch for this row; ``changed`` limits it to modified columns."""
         wanted = {
             name: source
@@ -445,16 +589,125 @@ class TrackedModel:
         if self.email is not None and (
             changed is None or callable(self.email) or self.email in changed
         ):
-            email = check_email(self.value(instance, self.email))
+            email = self.email_of(instance, notes)
         if not wanted and email is None:
             return None
-        values = {name: self.value(instance, source) for name, source in wanted.items()}
-        return CustomerPatch(email=email, attributes=normalize_mapping(values, "attributes"))
+        values = {
+            name: self.stored(self.value(instance, source), self.where(source, name), notes)
+            for name, source in wanted.items()
+        }
+        return CustomerPatch(email=email, attributes=values, restore=self.identity)
 
-    def event_properties(self, instance: Any) -> dict[str, Any]:
-        return normalize_mapping(
-            {name: getattr(instance, name) for name in self.properties}, "properties"
+    def event_properties(self, instance: Any, notes: Notes) -> dict[str, Any]:
+        return {
+            name: self.stored(getattr(instance, name), self.where(name, name), notes)
+            for name in self.properties
+        }
+
+    def watched(self) -> set[str]:
+        """Columns whose changes matter to this model's tracking (every column when an
+        attribute is computed by a callable)."""
+        sources = [*self.attributes.values(), self.email, self.customer_id]
+        if any(callable(source) for source in sources):
+            mapper: Mapper[Any] = inspect(self.model)
+            return {attr.key for attr in mapper.column_attrs}
+        names = {source for source in sources if isinstance(source, str)}
+        return names | set(self.changes) | set(self.properties)
+
+
+def check_namespaces(tracked: Mapping[type, TrackedModel], new: TrackedModel) -> None:
+    """Refuse a second identity model that does not say how its ids relate to another's."""
+    if not new.identity or new.customer_prefix is not None:
+        return
+    for other in tracked.values():
+        if not other.identity or other.customer_prefix is not None:
+            continue
+        if issubclass(new.model, other.model) or issubclass(other.model, new.model):
+            continue
+        raise ConfigurationError(
+            f"track_model({new.model.__name__}): {other.model.__name__} and "
+            f"{new.model.__name__} both give customer ids; say how their ids relate: "
+            f'customer_prefix="{new.model.__name__.lower()}:" keeps them apart, '
+            'customer_prefix="" when the same id is the same person in both'
         )
+
+
+def spec_for(tracked: Mapping[type, TrackedModel], klass: type) -> TrackedModel | None:
+    """The tracking of a class, or of its nearest tracked base class."""
+    for base in klass.__mro__:
+        if base in tracked:
+            return tracked[base]
+    return None
+
+
+@dataclass
+class Collected:
+    """What the tracked rows of one flush (or bulk statement) ask of Engage."""
+
+    patches: dict[str, CustomerPatch] = field(default_factory=dict)
+    events: list[TrackItem] = field(default_factory=list)
+    #: Customers to erase (``on_delete="forget"``).
+    forget: set[str] = field(default_factory=set)
+    #: Customers whose host row is gone (``on_delete="keep"``).
+    keep: set[str] = field(default_factory=set)
+    notes: Notes = field(default_factory=Notes)
+
+    def __bool__(self) -> bool:
+        return bool(self.patches or self.events or self.forget or self.keep)
+
+    def _patch(self, external_id: str, patch: CustomerPatch | None) -> None:
+        if patch is None:
+            return
+        if external_id in self.patches:
+            self.patches[external_id].merge(patch)
+        else:
+            self.patches[external_id] = patch
+
+    def created(self, spec: TrackedModel, instance: Any, now: datetime) -> None:
+        """A new row: its customer's patch, and its ``created`` event."""
+        if (external_id := spec.customer_of(instance, self.notes)) is None:
+            return
+        patch = spec.patch(instance, None, self.notes) or CustomerPatch(restore=spec.identity)
+        self._patch(external_id, patch)
+        if "created" in spec.events:
+            properties = spec.event_properties(instance, self.notes)
+            self.events.append((external_id, spec.events["created"], properties, now))
+
+    def changed(
+        self,
+        spec: TrackedModel,
+        instance: Any,
+        changed: Mapping[str, tuple[Any, Any]],
+        now: datetime,
+    ) -> None:
+        """An updated row: its changed columns (name -> (old, new))."""
+        if not changed or (external_id := spec.customer_of(instance, self.notes)) is None:
+            return
+        self._patch(external_id, spec.patch(instance, set(changed), self.notes))
+        for column, event_name in spec.changes.items():
+            if column in changed:
+                old, new = changed[column]
+                where = spec.where(column, column)
+                properties = {
+                    **spec.event_properties(instance, self.notes),
+                    "from": spec.stored(old, where, self.notes),
+                    "to": spec.stored(new, where, self.notes),
+                }
+                self.events.append((external_id, event_name, properties, now))
+
+    def deleted(self, spec: TrackedModel, instance: Any, now: datetime) -> None:
+        """A deleted row: its ``deleted`` event, and what happens to its customer."""
+        if not (spec.on_delete or "deleted" in spec.events):
+            return
+        if (external_id := spec.customer_of(instance, self.notes)) is None:
+            return
+        if "deleted" in spec.events:
+            properties = spec.event_properties(instance, self.notes)
+            self.events.append((external_id, spec.events["deleted"], properties, now))
+        if spec.on_delete == "forget":
+            self.forget.add(external_id)
+        elif spec.on_delete == "keep":
+            self.keep.add(external_id)
 
 
 def changed_columns(instance: Any) -> dict[str, tuple[Any, Any]]:
@@ -471,59 +724,18 @@ def changed_columns(instance: Any) -> dict[str, tuple[Any, Any]]:
     return result
 
 
-def collect_flush(
-    session: Session, tracked: Mapping[type, TrackedModel]
-) -> tuple[dict[str, CustomerPatch], list[TrackItem]]:
-    """Customer patches and events for the tracked rows of one flush."""
-    patches: dict[str, CustomerPatch] = {}
-    events: list[TrackItem] = []
+def collect_flush(session: Session, tracked: Mapping[type, TrackedModel]) -> Collected:
+    """Customer patches, events and deletes for the tracked rows of one flush."""
+    collected = Collected()
     now = utcnow()
-
-    def spec_of(instance: Any) -> TrackedModel | None:
-        for klass in type(instance).__mro__:
-            if klass in tracked:
-                return tracked[klass]
-        return None
-
-    def add_patch(external_id: str, patch: CustomerPatch | None) -> None:
-        if patch is None:
-            return
-        if external_id in patches:
-            patches[external_id].merge(patch)
-        else:
-            patches[external_id] = patch
-
     for instance in session.new:
-        spec = spec_of(instance)
-        if spec is None or (external_id := spec.customer_of(instance)) is None:
-            continue
-        add_patch(external_id, spec.patch(instance, None) or CustomerPatch())
-        if "created" in spec.events:
-            events.append(
-                (external_id, spec.events["created"], spec.event_properties(instance), now)
-            )
+        if (spec := spec_for(tracked, type(instance))) is not None:
+            collected.created(spec, instance, now)
     for instance in session.dirty:
-        spec = spec_of(instance)
-        if spec is None or not session.is_modified(instance):
-            continue
-        changed = changed_columns(instance)
-        if not changed or (external_id := spec.customer_of(instance)) is None:
-            continue
-        add_patch(external_id, spec.patch(instance, set(changed)))
-        for column, event_name in spec.changes.items():
-            if column in changed:
-                old, new = changed[column]
-                properties = {
-                    **spec.event_properties(instance),
-                    **normalize_mapping({"from": old, "to": new}, "properties"),
-                }
-                events.append((external_id, event_name, properties, now))
+        spec = spec_for(tracked, type(instance))
+        if spec is not None and session.is_modified(instance):
+            collected.changed(spec, instance, changed_columns(instance), now)
     for instance in session.deleted:
-        spec = spec_of(instance)
-        if spec is None or "deleted" not in spec.events:
-            continue
-        if (external_id := spec.customer_of(instance)) is not None:
-            events.append(
-                (external_id, spec.events["deleted"], spec.event_properties(instance), now)
-            )
-    return patches, events
+        if (spec := spec_for(tracked, type(instance))) is not None:
+            collected.deleted(spec, instance, now)
+    return collected

@@ -13,6 +13,8 @@ from tests.hostapp import create_app, db, engage
 from tests.smtp_sink import Inbox, free_port
 
 REDIS_URL = os.environ.get("ENGAGE_TEST_REDIS_URL")
+#: The second host app's own suite runs in its own virtualenv (test_second_host.py).
+collect_ignore = ["second_host"]
 
 
 def _private_postgres(url: str | None) -> str | None:

@@ -23,7 +23,7 @@ LAYERS = [
     {"jobs", "hooks"},
     {"operations", "status"},
     {"blueprints", "admin", "cli"},
-    {"extension", "__init__"},
+    {"extension", "__init__", "testing"},
 ]
 
 

@@ -20,8 +20,8 @@ from flask_engage.models import Customer, Event
 from tests.conftest import database_url
 
 
-@pytest.fixture
-def demo_app(db_kind, tmp_path) -> Iterator[Flask]:
+def example_app(db_kind, tmp_path, **config) -> Iterator[Flask]:
+    """The example app on a fresh database of the given kind, with its tables."""
     url = database_url(db_kind, tmp_path)
     if db_kind == "postgresql":
         engine = create_engine(url)
@@ -29,13 +29,18 @@ def demo_app(db_kind, tmp_path) -> Iterator[Flask]:
             conn.execute(text("DROP SCHEMA public CASCADE"))
             conn.execute(text("CREATE SCHEMA public"))
         engine.dispose()
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "TESTING": True, "ENGAGE_REDIS_URL": None,
-                      "ENGAGE_BASE_URL": "http://demo.example.com"})
+    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "ENGAGE_REDIS_URL": None,
+                      "ENGAGE_BASE_URL": "http://demo.example.com", **config})
     with app.app_context():
         engage.create_all()
         yield app
         app.extensions["sqlalchemy"].session.remove()
         app.extensions["sqlalchemy"].engine.dispose()
+
+
+@pytest.fixture
+def demo_app(db_kind, tmp_path) -> Iterator[Flask]:
+    yield from example_app(db_kind, tmp_path, TESTING=True)
 
 
 @pytest.fixture
@@ -193,22 +198,10 @@ def test_seed_demo_creates_segments_with_members(demo_app):
 @pytest.fixture
 def demo_mode_app(db_kind, tmp_path) -> Iterator[Flask]:
     """The example app as ``make demo`` runs it: inline jobs, no worker, not TESTING."""
-    url = database_url(db_kind, tmp_path)
-    if db_kind == "postgresql":
-        engine = create_engine(url)
-        with engine.begin() as conn:
-            conn.execute(text("DROP SCHEMA public CASCADE"))
-            conn.execute(text("CREATE SCHEMA public"))
-        engine.dispose()
-    app = create_app({"SQLALCHEMY_DATABASE_URI": url, "ENGAGE_REDIS_URL": None,
-                      "ENGAGE_BASE_URL": "http://demo.example.com", "MAIL_SUPPRESS_SEND": True,
-                      "ENGAGE_SCHEDULE_INTERVAL": 1, "ENGAGE_RECOMPUTE_INTERVAL": 1})
-    assert not app.testing and app.config["ENGAGE_INLINE_SCHEDULE"]
-    with app.app_context():
-        engage.create_all()
+    for app in example_app(db_kind, tmp_path, MAIL_SUPPRESS_SEND=True,
+                           ENGAGE_SCHEDULE_INTERVAL=1, ENGAGE_RECOMPUTE_INTERVAL=1):
+        assert not app.testing and app.config["ENGAGE_INLINE_SCHEDULE"]
         yield app
-        app.extensions["sqlalchemy"].session.remove()
-        app.extensions["sqlalchemy"].engine.dispose()
 
 
 def test_the_demo_runs_its_schedule_without_a_worker(demo_mode_app):

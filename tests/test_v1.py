@@ -76,6 +76,7 @@ def test_identify_with_standard_fields_and_meta(client):
         "number": "2348012345678",
         "is_account": False,
         "tz": "Africa/Lagos",
+        "timezone": "Africa/Lagos",  # what automations' waits read
         "plan": "Premium",
         "age": 31,
     }

@@ -4,7 +4,10 @@ automations; one module per view, reads in the services, plain words for people.
 When the host already has a Flask-Admin ``Admin`` on the app (``app.extensions["admin"]``)
 when ``engage.init_app`` runs, Engage adds its views to it; otherwise Engage creates
 its own ``Admin`` at ``ENGAGE_ADMIN_URL``. A host that wants Engage inside its own
-admin must therefore create its ``Admin(app)`` before calling ``engage.init_app``.
+admin must therefore create its ``Admin(app)`` (or call ``admin.init_app(app)``)
+before calling ``engage.init_app``. A module-level ``Admin()`` used by an app
+factory works for any number of apps: its ``init_app`` registers Engage's views
+again, and Engage does not add them twice.
 """
 
 from __future__ import annotations
@@ -61,6 +64,11 @@ def init_admin(app: Flask) -> None:
     if admins:
         admin = admins[0]
         prefix = admin.url.rstrip("/") + "/engage"
+        if "engage_dashboard" in app.blueprints:
+            # A module-level Admin shared by an app factory: its init_app registered the
+            # views Engage added for an earlier app on this one already.
+            _register_assets(app, prefix)
+            return
         admin.add_view(
             DashboardView(name="Engage", endpoint="engage_dashboard", url=f"{prefix}/dashboard")
         )
@@ -87,6 +95,10 @@ def init_admin(app: Flask) -> None:
             name="Automations", endpoint="engage_automations", url=f"{prefix}/automations"
         )
     )
+    _register_assets(app, prefix)
+
+
+def _register_assets(app: Flask, prefix: str) -> None:
     app.register_blueprint(assets, url_prefix=f"{prefix}/assets")
     app.jinja_env.globals.setdefault("engage_csrf_token", csrf_token)
     for name, function in FILTERS.items():

@@ -13,6 +13,7 @@ from typing import Any
 from flask import jsonify, request
 from flask.typing import ResponseReturnValue
 
+from ..customers import forget
 from ..db import host_session
 from ..merge import merge_customers
 from ..models import Customer, utcnow
@@ -56,6 +57,8 @@ def _user_patch(external_id: str, body: dict[str, Any]) -> CustomerPatch:
     for name in (*TEXT_FIELDS, "is_account", "lists", "app_last_active"):
         if name in data:
             attributes[name] = data[name]
+    if "tz" in data:  # Engage's field; automations and templates read ``timezone``
+        attributes["timezone"] = data["tz"]
     return CustomerPatch(
         email=data.get("email"), attributes=attributes, created_at=data.get("created_at")
     )
@@ -109,6 +112,29 @@ def v1_merge() -> ResponseReturnValue:
     data = V1_MERGE.parse(json_body())
     customer = merge_customers(data["source"], data["destination"])
     return jsonify(customer_json(customer))
+
+
+@bp.delete("/v1/users/<uid>")
+@documented(
+    "Engage.so v1: delete a user (erased with its events, memberships, subscriptions and runs)",
+    "Engage v1",
+    {"200": OK, "404": ERROR},
+    auth="keys",
+)
+@require_api_key
+def v1_delete(uid: str) -> ResponseReturnValue:
+    """Erase a user, as ``engage.forget`` does; messages stay for counts, anonymous."""
+    external_id = _user_id(uid)
+    session = host_session()
+    try:
+        erased = forget(session, [external_id])
+        if not erased.customers:
+            raise ApiError(404, f"id: no user {external_id!r}", "id")
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    return jsonify({"ok": True, "id": external_id, "erased": erased.as_dict()})
 
 
 @bp.route("/v1/<path:path>", methods=["GET", "POST", "PUT", "PATCH", "DELETE"])

@@ -203,8 +203,10 @@ def _deliver(
     """
     if opted_out and not source.ignore_opt_out:
         raise SkipMessage("unsubscribed")
-    channel = get_channel(message.channel)
     customer = message.customer
+    if customer is None or customer.deleted_at is not None:
+        raise SkipMessage("deleted")  # forgotten, or its host row deleted (on_delete="keep")
+    channel = get_channel(message.channel)
     composed = compose(customer, channel, source.subject, source.body)
     rendered = composed.rendered
     message.subject, message.body = rendered.subject, rendered.html or rendered.text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import context
 
 from flask_engage.db import get_state
@@ -15,15 +17,20 @@ def include_name(name, type_, parent_names):
 
 def run() -> None:
     engine = get_state().db.engine
+    options: dict[str, Any] = dict(
+        target_metadata=metadata,
+        version_table=VERSION_TABLE,
+        include_name=include_name,
+        render_as_batch=engine.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    if context.is_offline_mode():  # ``upgrade --sql``: print the SQL, touch nothing
+        context.configure(url=engine.url, literal_binds=True, **options)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
     with engine.connect() as connection:
-        context.configure(
-            connection=connection,
-            target_metadata=metadata,
-            version_table=VERSION_TABLE,
-            include_name=include_name,
-            render_as_batch=connection.dialect.name == "sqlite",
-            compare_type=True,
-        )
+        context.configure(connection=connection, **options)
         with context.begin_transaction():
             context.run_migrations()
         connection.commit()

@@ -115,8 +115,9 @@ class Compiler:
         return select(customers.c.id).where(*self.scope(), self.condition(filters))
 
     def scope(self) -> list[ColumnElement[bool]]:
-        """Conditions every evaluated customer must meet (restriction, as-of)."""
-        conditions: list[ColumnElement[bool]] = []
+        """Conditions every evaluated customer must meet: not deleted by the host
+        (``on_delete="keep"``), and the restriction and as-of moment if any."""
+        conditions: list[ColumnElement[bool]] = [customers.c.deleted_at.is_(None)]
         if self.customer_ids is not None:
             conditions.append(customers.c.id.in_(self._ids))
         if self.as_of:

@@ -20,6 +20,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import (
     Select,
+    and_,
     bindparam,
     delete,
     exists,
@@ -95,7 +96,7 @@ def recompute_segment(session: Session, segment: Segment, now: datetime | None =
         session.execute(select(Segment.id).where(Segment.id == segment.id).with_for_update())
     computation = uuid.uuid4().hex
     compiler = make_compiler(session, now)
-    condition = compiler.condition(segment.filters)
+    condition = and_(*compiler.scope(), compiler.condition(segment.filters))
     is_member = exists().where(
         memberships.c.segment_id == segment.id, memberships.c.customer_id == customers.c.id
     )

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from flask import current_app
-from sqlalchemy import exists, func, select, true
+from sqlalchemy import and_, exists, func, select, true
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Query, Session
 
@@ -242,8 +242,8 @@ def count(session: Session, filters: Any, now: datetime | None = None) -> int:
     compiler = make_compiler(session, now or utcnow())
 
     def run() -> int | None:
-        where = compiler.condition(node)
-        return session.scalar(select(func.count()).select_from(customers).where(where))
+        where = [*compiler.scope(), compiler.condition(node)]
+        return session.scalar(select(func.count()).select_from(customers).where(*where))
 
     return _evaluated(session, run) or 0
 
@@ -290,7 +290,7 @@ def preview_impact(
     runs = AutomationRun.__table__
 
     def run() -> Impact:
-        condition = compiler.condition(node)
+        condition = and_(*compiler.scope(), compiler.condition(node))
         is_member = exists().where(
             memberships.c.segment_id == segment.id, memberships.c.customer_id == customers.c.id
         )
