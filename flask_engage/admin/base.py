@@ -14,7 +14,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, flash, jsonify, redirect, request, url_for
 from flask_admin import BaseView
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.wrappers import Response
 
 from ..blueprints.common import ApiError
@@ -63,13 +63,18 @@ def payload(field: str = "body") -> dict[str, Any]:
 
 
 def check_depth(data: Any, field: str) -> None:
-    """Refuse JSON nested deeper than :data:`MAX_JSON_DEPTH` (walked without recursion)."""
+    """Refuse JSON nested deeper than :data:`MAX_JSON_DEPTH`, and text with NUL
+    characters (no database stores them); walked without recursion."""
     stack: list[tuple[Any, int]] = [(data, 0)]
     while stack:
         node, depth = stack.pop()
         if depth > MAX_JSON_DEPTH:
             raise ApiError(400, f"{field}: the JSON is nested too deeply", field)
+        if isinstance(node, str) and "\x00" in node:
+            raise ApiError(400, f"{field}: text must not contain NUL characters", field)
         if isinstance(node, dict):
+            if any("\x00" in key for key in node):
+                raise ApiError(400, f"{field}: text must not contain NUL characters", field)
             stack.extend((value, depth + 1) for value in node.values())
         elif isinstance(node, list):
             stack.extend((item, depth + 1) for item in node)
@@ -103,7 +108,14 @@ class EngageViewMixin:
     def _handle_view(self, name: str, **kwargs: Any) -> Any:
         if not self.is_accessible():
             return self.inaccessible_callback(name, **kwargs)
-        request.max_content_length = body_limit()
+        limit = body_limit()
+        if request.content_length is not None and request.content_length > limit:
+            raise RequestEntityTooLarge(f"body: larger than {limit} bytes")
+        request.max_content_length = limit
+        for values in (request.args, request.form):
+            for key, value in values.items(multi=True):
+                if "\x00" in key or "\x00" in value:
+                    raise ApiError(400, f"{key[:40]}: text must not contain NUL characters", key)
         if request.method == "POST" and not csrf_valid():
             message = "csrf_token: missing or invalid CSRF token; reload the page and try again"
             if wants_json() or not request.form:

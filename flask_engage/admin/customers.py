@@ -24,7 +24,7 @@ from ..messages.audience import customer_messages
 from ..models import Customer, Event, Message
 from ..segments.browse import all_segments
 from .base import BIG_ID, EngageView, engage
-from .paging import id_arg, keyset
+from .paging import MAX_SMALL_ID, id_arg, keyset
 from .words import channel_label, who
 
 
@@ -40,7 +40,7 @@ class CustomersView(EngageView):
     def index(self) -> Any:
         session = host_session()
         q = search_text()
-        segment_id = id_arg("segment")
+        segment_id = id_arg("segment", MAX_SMALL_ID)
         page = keyset(session, search(q, segment_id), Customer.id, cursor="before", descending=True)
         return self.render(
             "engage_admin/customers.html",
@@ -94,6 +94,7 @@ class CustomersView(EngageView):
                 (channel, channel_label(channel), subscribed)
                 for channel, subscribed in subscriptions(session, customer.id).items()
             ],
+            erasure=erasure_words(engage().forget_preview(customer.external_id) or {}),
         )
 
     @expose(f"/<{BIG_ID}:customer_id>/subscription", methods=("POST",))
@@ -117,3 +118,37 @@ class CustomersView(EngageView):
         state = "subscribed to" if subscribe else "unsubscribed from"
         flash(f"{who(customer)} is now {state} {channel_label(channel).lower()}.", "success")
         return self.back("details", customer_id=customer.id)
+
+    @expose(f"/<{BIG_ID}:customer_id>/forget", methods=("POST",))
+    def forget(self, customer_id: int) -> Any:
+        """Erase the customer (``engage.forget``), after the page's confirmation."""
+        customer = self._get(customer_id)
+        name = who(customer)
+        try:
+            engage().forget(customer.external_id)
+            host_session().commit()
+        except EngageError as exc:
+            host_session().rollback()
+            return self.failed(exc, "details", customer_id=customer.id)
+        flash(f"{name} was forgotten: their data is erased.", "success")
+        return self.back("index")
+
+
+def erasure_words(erasure: dict[str, int]) -> str:
+    """What forgetting erases, in a sentence for the confirmation."""
+    parts = [
+        f"{erasure.get(key, 0)} {label}"
+        for key, label in (
+            ("events", "event(s)"),
+            ("memberships", "segment membership(s)"),
+            ("subscriptions", "unsubscribe setting(s)"),
+            ("runs", "automation run(s)"),
+            ("push_subscriptions", "push subscription(s)"),
+        )
+    ]
+    kept = erasure.get("messages", 0)
+    return (
+        f"This erases the customer with their attributes, {', '.join(parts)}."
+        f" Their {kept} message(s) stay in the counts, without any of their content."
+        " This cannot be undone."
+    )

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from flask import request
-from sqlalchemy import ColumnElement, Select
+from sqlalchemy import BigInteger, ColumnElement, Select
 from sqlalchemy.orm import QueryableAttribute, Session
 
 from ..errors import ValidationError
@@ -22,22 +22,29 @@ T = TypeVar("T")
 
 #: Rows per page.
 PAGE = 50
-#: The largest id of any Engage table (64-bit).
+#: The largest id of Engage's 64-bit id columns (customers, events, messages...).
 MAX_ID = 2**63 - 1
+#: The largest id of its 32-bit ones (segments, broadcasts, automations).
+MAX_SMALL_ID = 2**31 - 1
 
 
-def id_arg(name: str) -> int | None:
+def id_arg(name: str, maximum: int = MAX_ID) -> int | None:
     """A whole number from the query string (an id or a position); None when absent.
 
-    Anything else, or a number no 64-bit column holds, is a :class:`ValidationError`
-    naming the parameter.
+    Anything else, or a number above ``maximum`` (what the column holds), is a
+    :class:`ValidationError` naming the parameter.
     """
     raw = request.args.get(name, "").strip()
     if not raw:
         return None
-    if not raw.isdigit() or len(raw) > 19 or int(raw) > MAX_ID:
+    if not raw.isdigit() or len(raw) > 19 or int(raw) > maximum:
         raise ValidationError(f"{name}: expected a whole number, got {raw[:40]!r}", field=name)
     return int(raw)
+
+
+def largest(column: Any) -> int:
+    """The largest id a column holds: 64-bit for ``BigInteger`` ids, else 32-bit."""
+    return MAX_ID if isinstance(getattr(column, "type", None), BigInteger) else MAX_SMALL_ID
 
 
 @dataclass
@@ -67,7 +74,7 @@ def keyset(
     ``descending``: newest first (positions go down). ``scalars``: rows are entities
     (else result rows); ``key_of`` reads a row's key (default: ``row.id``).
     """
-    position = id_arg(cursor)
+    position = id_arg(cursor, largest(key))
     if position is not None:
         query = query.where(key < position if descending else key > position)
     query = query.order_by(key.desc() if descending else key).limit(size + 1)
