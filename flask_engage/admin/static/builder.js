@@ -156,6 +156,9 @@
     var lastError = null;
     var valuesCache = {};
 
+    // A single condition at the root gets a group around it, so conditions can be added.
+    if (!readOnly && root && kindOf(root) && kindOf(root).form !== "group") { root = {all: [root]}; }
+
     function shape(op) {
       var operand = g.OPERATORS[op] ? g.OPERATORS[op].operand : "scalar";
       return ["none", "pair", "list", "duration"].indexOf(operand) >= 0 ? operand : "scalar";
