@@ -197,20 +197,14 @@ def startup_warnings(config: Mapping[str, Any]) -> list[str]:
     """Settings without which part of Engage cannot work: logged by ``init_app``.
 
     Tracking, segments and the admin work without them, so they are warnings, not
-    errors; every email would fail (no ``SECRET_KEY``) or could not carry its links
-    (no base URL) until they are set.
+    errors; every email would fail (no ``SECRET_KEY``) until it is set. (A missing or
+    malformed link base is checked by ``messages.urls.check_link_base``.)
     """
     notes = []
     if not config.get("SECRET_KEY"):
         notes.append(
             "SECRET_KEY is not set: unsubscribe links cannot be signed, so every email "
             "would fail; set SECRET_KEY"
-        )
-    if not config.get("ENGAGE_BASE_URL") and not config.get("SERVER_NAME"):
-        notes.append(
-            "neither ENGAGE_BASE_URL nor SERVER_NAME is set: links in messages "
-            "(unsubscribe, clicks) cannot be built; set ENGAGE_BASE_URL "
-            '(e.g. "https://app.example.com")'
         )
     return notes
 

@@ -46,6 +46,7 @@ from .models import (
     AutomationRun,
     ChangeKind,
     Customer,
+    CustomerAlias,
     Event,
     Membership,
     MembershipChange,
@@ -175,6 +176,7 @@ def forget(session: Session, external_ids: Iterable[str]) -> Erasure:
         ("runs", AutomationRun),
         ("memberships", Membership),
         (None, MembershipChange),
+        (None, CustomerAlias),  # the host ids merged into this customer
         ("subscriptions", Unsubscription),
         ("push_subscriptions", PushSubscription),
         ("events", Event),

@@ -25,6 +25,7 @@ from .errors import ConfigurationError, NotFound, ValidationError
 from .merge import merge_customers
 from .messages import broadcasts as broadcast_service
 from .messages.unsubscribe import set_subscription
+from .messages.urls import check_link_base
 from .migrations import skip_in_host_autogenerate
 from .models import Automation, Broadcast, Customer, Event, Segment, metadata, utcnow
 from .segments import history as segment_history_module
@@ -64,6 +65,7 @@ class Engage:
             log.warning("flask-engage: unknown setting %s is ignored", key)
         for note in startup_warnings(app.config):
             log.warning("flask-engage: %s", note)
+        check_link_base(app)
         app.extensions["engage"] = self
         self._states[app] = EngageState(extension=self, db=db, after_commit=operations.after_commit)
         hooks.install()
