@@ -299,3 +299,34 @@ def test_a_typo_in_an_attribute_name_shows_a_warning(app, page, screen):
     row.locator(".use-value").click()
     expect(page.locator("#engage-preview")).to_have_attribute("data-count", "3")
     expect(page.locator(".node-warning")).to_have_count(0)
+
+
+def test_a_test_sends_unsubscribe_link_unsubscribes_nobody(app, page, screen):
+    from playwright.sync_api import expect
+
+    pro_customers()
+    draft = engage.create_broadcast(
+        "Card news", channel="email", segments=["customers-on-the-pro-plan"],
+        subject="News for {{ customer.email }}", body="<p>Hello {{ customer.email }}</p>",
+    )
+    page.goto(f"/engage/admin/broadcasts/{draft.id}")
+    page.fill("#test-email", "marketer@example.com")
+    page.fill("#test-customer", "u2@example.com")
+    mail = app.extensions["mail"]
+    with mail.record_messages() as outbox:
+        page.locator("#test-customer").press("Enter")
+        expect(page.locator(".engage-flash")).to_contain_text(
+            "Test sent to marketer@example.com, written for u2@example.com."
+        )
+    (test,) = outbox
+    assert test.recipients == ["marketer@example.com"]
+    assert test.subject == "[Test] News for u2@example.com"
+    link = test.extra_headers["List-Unsubscribe"].strip("<>")
+    assert link in test.html
+    page.goto(link.replace("https://app.example.com", ""))
+    expect(page.locator("h1")).to_have_text("This was a test message")
+    expect(page.locator("body")).to_contain_text("unsubscribes nobody")
+    one_click = page.request.post(link.replace("https://app.example.com", ""))
+    assert one_click.status == 200
+    assert engage.count({"channel": "email", "op": "unsubscribed"}) == 0
+    assert messages() == 0

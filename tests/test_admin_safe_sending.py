@@ -19,6 +19,7 @@ from flask_engage.models import (
     Message,
     OutboxItem,
     RunStatus,
+    SchedulerState,
     utcnow,
 )
 from tests.hostapp import User, db, engage
@@ -279,3 +280,12 @@ def test_parked_work_is_shown_and_retried_from_the_dashboard(app, admin, pro_cus
     engage.run_due()
     page = admin.get(f"{ADMIN}/").get_data(as_text=True)
     assert "The schedule (waits, scheduled broadcasts, time-based segments) last ran" in page
+    with operation_session() as session:  # no tick for an hour: more than two intervals
+        session.execute(
+            update(SchedulerState)
+            .where(SchedulerState.key == "last_tick")
+            .values(value=(utcnow() - timedelta(hours=1)).isoformat())
+        )
+    page = admin.get(f"{ADMIN}/").get_data(as_text=True)
+    assert '<span class="badge badge-danger">late</span>' in page
+    assert "it should run at least every 600 seconds" in page

@@ -189,7 +189,7 @@ class AutomationsView(EngageView):
         customer = self._customer(body) or Customer(
             external_id="sample", email="someone@example.com", attributes={}
         )
-        composed = compose(customer, channel, spec.get("subject"), spec["body"])
+        composed = compose(customer, channel, spec.get("subject"), spec["body"], test=True)
         return jsonify(
             customer=who(customer),
             subject=composed.rendered.subject,
@@ -222,7 +222,7 @@ class AutomationsView(EngageView):
         if any(c in address for c in " \r\n"):
             raise ValidationError("email: enter one address", field="email")
         person = customer or Customer(external_id="test", email=address, attributes={})
-        composed = compose(person, channel, spec.get("subject"), spec["body"])
+        composed = compose(person, channel, spec.get("subject"), spec["body"], test=True)
         composed.rendered.subject = f"[Test] {composed.rendered.subject or ''}".strip()
         assert composed.unsubscribe_url is not None
         message = build(person, composed.rendered, composed.unsubscribe_url)

@@ -299,7 +299,11 @@ class BroadcastsView(EngageView):
             return None, None, None
         try:
             composed = compose(
-                customer, get_channel(broadcast.channel), broadcast.subject, broadcast.body
+                customer,
+                get_channel(broadcast.channel),
+                broadcast.subject,
+                broadcast.body,
+                test=True,
             )
         except EngageError as exc:
             return customer, None, str(exc)
@@ -367,7 +371,11 @@ class BroadcastsView(EngageView):
                 )
             customer = self._source(broadcast, wanted, address)
             composed = compose(
-                customer, get_channel(broadcast.channel), broadcast.subject, broadcast.body
+                customer,
+                get_channel(broadcast.channel),
+                broadcast.subject,
+                broadcast.body,
+                test=True,
             )
             composed.rendered.subject = f"[Test] {composed.rendered.subject or broadcast.name}"
             assert composed.unsubscribe_url is not None
