@@ -330,3 +330,32 @@ def test_a_test_sends_unsubscribe_link_unsubscribes_nobody(app, page, screen):
     assert one_click.status == 200
     assert engage.count({"channel": "email", "op": "unsubscribed"}) == 0
     assert messages() == 0
+
+
+def test_every_page_fits_the_screen(app, page, screen):
+    """Each page of the admin, with data, at both sizes: nothing runs off a phone."""
+    pro_customers()
+    kyc_data()
+    engage.track(1, "Purchase", {"amount": 25})
+    db.session.commit()
+    segment = engage.get_segment("customers-on-the-pro-plan")
+    broadcast = engage.create_broadcast(
+        "Card cashback week", channel="email", segments=[segment], subject="Cashback",
+        body="<p>Hi {{ customer.email }}</p>",
+    )
+    engage.send_broadcast(broadcast)
+    automation = db.session.scalars(select(Automation)).first()
+    customer = engage.get_customer(1)
+    for name, path in [
+        ("dashboard", "/engage/admin/"),
+        ("customers", "/engage/admin/customers/"),
+        ("customer", f"/engage/admin/customers/{customer.id}"),
+        ("segments", "/engage/admin/segments/"),
+        ("broadcasts", "/engage/admin/broadcasts/"),
+        ("broadcast_page", f"/engage/admin/broadcasts/{broadcast.id}"),
+        ("automations", "/engage/admin/automations/"),
+        ("automation", f"/engage/admin/automations/{automation.id}"),
+    ]:
+        page.goto(path)
+        page.wait_for_load_state("networkidle")
+        shot(page, screen, f"page_{name}")

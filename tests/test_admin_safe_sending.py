@@ -165,8 +165,9 @@ def test_a_broadcast_that_fails_for_everyone_is_blocked_before_sending(app, admi
     check = admin.post(
         f"{ADMIN}/broadcasts/check", json={"broadcast_id": draft.id}, headers={"X-CSRFToken": TOKEN}
     ).get_json()
-    assert check["failed"] == 3 and "nothing was sent" in check["blocked"]
-    assert "template fails" in check["failures"][0]["plain"]
+    assert check["failed"] == 3 and "cannot be sent yet" in check["blocked"]
+    (failure,) = check["failures"]  # one error, for each of the three
+    assert "template fails" in failure["plain"] and len(failure["customers"]) == 3
 
     refused = admin.post(
         f"{ADMIN}/broadcasts/{draft.id}/send", data={"csrf_token": TOKEN}, follow_redirects=True

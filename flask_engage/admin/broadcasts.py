@@ -98,6 +98,17 @@ def blocked(failures: list[RenderFailure], rendered: int) -> SendBlocked:
     )
 
 
+def group_failures(failures: list[RenderFailure], shown: int = 3) -> list[dict[str, Any]]:
+    """Render failures by error, in plain words, with a few of the customers each hit."""
+    groups: dict[str, list[str]] = {}
+    for failure in failures:
+        groups.setdefault(plain(failure.error), []).append(who(failure.customer))
+    return [
+        {"plain": words, "customers": names[:shown], "more": max(len(names) - shown, 0)}
+        for words, names in groups.items()
+    ]
+
+
 def estimate_json(found: Estimate) -> dict[str, Any]:
     """An :class:`Estimate` as the confirmation dialog shows it."""
     return {
@@ -240,14 +251,14 @@ class BroadcastsView(EngageView):
             if scheduled is None
             else f"{local_time(scheduled):%Y-%m-%d %H:%M}",
             "sampled": len(recipients),
-            "failures": [
-                {"customer": who(f.customer), "error": f.error, "plain": plain(f.error)}
-                for f in failures[:5]
-            ],
+            "failures": group_failures(failures),
             "failed": len(failures),
         }
         if failures:
-            answer["blocked"] = plain(str(blocked(failures, len(recipients))))
+            answer["blocked"] = (
+                f"The message could not be written for {len(failures)} of {len(recipients)}"
+                " sampled recipients, so it cannot be sent yet. Fix it first:"
+            )
         return jsonify(answer)
 
     @expose(f"/<{SMALL_ID}:broadcast_id>")

@@ -94,6 +94,7 @@ class SegmentsView(EngageView):
             "error_message": str(error) if error else None,
             "error_plain": plain(str(error)) if error else None,
             "self_slug": segment.slug if segment else None,
+            "read_only": bool(segment and segment.is_default),
         }
         return self.render(
             "engage_admin/builder.html",

@@ -64,6 +64,7 @@ _PARTS: dict[str, str | None] = {
     "customer": "customer",
 }
 _TOKEN = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]")
+_CLASS = re.compile(r"^(?:[A-Z][A-Za-z]*: )+")
 _PATH = re.compile(r"^([A-Za-z_][\w.\[\]-]*): ")
 _EXCEPTION = re.compile(r"(?:\b(subject|body): )?\b([A-Z][A-Za-z]*(?:Error|Exception)): ")
 #: What common template failures mean.
@@ -115,6 +116,7 @@ def dejargon(text: str) -> str:
 
 def plain(message: str) -> str:
     """An error message for people: its path in words, a failing template explained."""
+    message = _CLASS.sub("", message)  # "InvalidTemplate: body: ..." -> "body: ..."
     found = _PATH.match(message)
     rest = message[found.end() :] if found else message
     failure = _EXCEPTION.search(rest)

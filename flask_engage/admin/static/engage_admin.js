@@ -116,7 +116,10 @@
       alert.id = "send-blocked";
       var list = document.createElement("ul");
       list.className = "mb-0";
-      answer.failures.forEach(function (f) { list.appendChild(text("li", f.customer + ": " + f.plain)); });
+      answer.failures.forEach(function (f) {
+        var names = f.customers.join(", ") + (f.more ? " and " + number(f.more) + " more" : "");
+        list.appendChild(text("li", f.plain + " (for " + names + ")"));
+      });
       alert.appendChild(list);
       body.appendChild(alert);
       confirmButton.disabled = true;

@@ -50,6 +50,7 @@
     data: data,
     countUrl: data.count_url,
     preview: preview,
+    readOnly: data.read_only,
     onChange: function (root, keepText) {
       if (!keepText) { textarea.value = JSON.stringify(root, null, 2); jsonError.textContent = ""; }
     }
