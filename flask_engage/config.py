@@ -125,6 +125,11 @@ def check_config(config: MutableMapping[str, Any]) -> None:
     secret = config["ENGAGE_WEBHOOK_SECRET"]
     if secret is not None and (not isinstance(secret, str) or not secret.strip()):
         raise ConfigurationError("ENGAGE_WEBHOOK_SECRET: expected a non-blank string or None")
+    login = config["ENGAGE_ADMIN_LOGIN_URL"]
+    if login is not None and (not isinstance(login, str) or not login.strip()):
+        raise ConfigurationError(
+            "ENGAGE_ADMIN_LOGIN_URL: expected a URL or an endpoint name, or None"
+        )
     _check_browser_events(config["ENGAGE_BROWSER_EVENTS"])
     if config["ENGAGE_BROWSER_RATE_LIMIT"] is not None:
         parse_rate_limit(config["ENGAGE_BROWSER_RATE_LIMIT"], "ENGAGE_BROWSER_RATE_LIMIT")

@@ -7,7 +7,12 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from flask import Flask
 from flask_login import LoginManager, UserMixin, current_user, login_user
+from flask_sqlalchemy import SQLAlchemy
+
+from flask_engage import Engage
+from flask_engage.errors import ConfigurationError
 
 ADMIN = "/engage/admin"
 
@@ -87,3 +92,11 @@ def test_without_a_login_page_refused_visitors_get_403(app, client):
     app.testing = False
     app.config["ENGAGE_ADMIN_ACCESS"] = lambda: False
     assert client.get(f"{ADMIN}/customers/").status_code == 403
+
+
+@pytest.mark.parametrize("value", [42, "", "  "])
+def test_a_login_url_must_be_a_url_or_an_endpoint(value, db_kind):
+    app = Flask("host")
+    app.config.update(SQLALCHEMY_DATABASE_URI="sqlite://", ENGAGE_ADMIN_LOGIN_URL=value)
+    with pytest.raises(ConfigurationError, match="^ENGAGE_ADMIN_LOGIN_URL"):
+        Engage(app, db=SQLAlchemy(app))

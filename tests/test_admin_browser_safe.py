@@ -8,6 +8,7 @@ their card). Screenshots go to tests/artifacts/ (the docs' images are taken from
 from __future__ import annotations
 
 import os
+import re
 from datetime import timedelta
 
 import pytest
@@ -235,6 +236,12 @@ def test_building_the_kyc_reminder_without_json(app, page, screen):
     send = page.locator(".step-card").nth(2)
     send.locator(".send-channel").select_option("email")
     send.locator(".send-subject").fill("{{ customer.first_name }}, finish your KYC")
+    page.click("#save-automation")  # no message yet: the error shows on that step
+    send = page.locator(".step-card").nth(2)
+    expect(send.locator(".step-error")).to_contain_text("Step 3 › body: A message needs a body")
+    expect(send.locator(".send-body")).to_have_class(re.compile(r"\bis-invalid\b"))
+    expect(page.locator("#name")).to_have_value("KYC reminder")
+    expect(page.locator(".step-card").nth(0).locator(".wait-amount")).to_have_value("3")
     send.locator(".send-body").fill(
         "Hi {{ customer.first_name }}, verify your identity in two minutes to unlock your card."
     )

@@ -140,7 +140,7 @@ class EngageViewMixin:
         return view.render("engage_admin/error.html", message=explain(message)), status
 
     def _api_error(self, exc: ApiError) -> Any:
-        if wants_json() or request.method == "POST":
+        if wants_json():
             return json_error(exc.status, exc.message, exc.field)
         return self.page_error(exc.message, exc.status)
 
