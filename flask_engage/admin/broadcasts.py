@@ -25,6 +25,7 @@ from ..messages.audience import (
     all_broadcasts,
     broadcast_estimate,
     broadcast_messages,
+    check_broadcast,
     estimate,
     failure_reasons,
     render_failures,
@@ -55,7 +56,6 @@ def channels_data() -> list[dict[str, Any]]:
             "label": c.label,
             "needs_subject": c.needs_subject,
             "options": list(c.options),
-            "opt_out": c.opt_out,
             #: How a send of it is tested: an email to the admin, or one real request.
             "test": "email"
             if isinstance(c, EmailChannel)
@@ -335,17 +335,9 @@ class BroadcastsView(EngageView):
         try:
             if broadcast.status in EDITABLE:
                 check_schedule(broadcast.scheduled_at)
-                recipients = sample(
-                    session,
-                    broadcast.segment_ids or [],
-                    broadcast.channel,
-                    broadcast.send_to_unsubscribed,
-                )
-                failures = render_failures(
-                    get_channel(broadcast.channel), broadcast.subject, broadcast.body, recipients
-                )
+                rendered, failures = check_broadcast(session, broadcast)
                 if failures:
-                    raise blocked(failures, len(recipients))
+                    raise blocked(failures, rendered)
             result = engage().send_broadcast(broadcast.id)
         except EngageError as exc:
             session.rollback()
