@@ -33,6 +33,9 @@ DEFAULTS: dict[str, Any] = {
     "ENGAGE_ADMIN_URL": "/engage/admin",
     #: ``callable() -> bool``: who may use the admin. ``None``: only in debug or testing.
     "ENGAGE_ADMIN_ACCESS": None,
+    #: The host's login page (a URL or an endpoint) where the admin sends visitors who
+    #: are not signed in. ``None``: Flask-Login's ``login_view``, else a 403.
+    "ENGAGE_ADMIN_LOGIN_URL": None,
     #: ``callable() -> customer id or None`` for the current request. ``None``: Flask-Login.
     "ENGAGE_IDENTITY": None,
     #: Keys of the server-to-server API: ``"key"`` (Bearer) or ``"key:secret"`` (also Basic).
@@ -122,6 +125,11 @@ def check_config(config: MutableMapping[str, Any]) -> None:
     secret = config["ENGAGE_WEBHOOK_SECRET"]
     if secret is not None and (not isinstance(secret, str) or not secret.strip()):
         raise ConfigurationError("ENGAGE_WEBHOOK_SECRET: expected a non-blank string or None")
+    login = config["ENGAGE_ADMIN_LOGIN_URL"]
+    if login is not None and (not isinstance(login, str) or not login.strip()):
+        raise ConfigurationError(
+            "ENGAGE_ADMIN_LOGIN_URL: expected a URL or an endpoint name, or None"
+        )
     _check_browser_events(config["ENGAGE_BROWSER_EVENTS"])
     if config["ENGAGE_BROWSER_RATE_LIMIT"] is not None:
         parse_rate_limit(config["ENGAGE_BROWSER_RATE_LIMIT"], "ENGAGE_BROWSER_RATE_LIMIT")

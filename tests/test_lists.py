@@ -319,3 +319,14 @@ def test_history_counts_subscribers_per_day(app):
     assert points[-1]["date"] == points[-2].date.fromordinal(points[-2].date.toordinal() + 1)
     with pytest.raises(ValidationError, match="^days:"):
         engage.list_history(news, 0)
+
+
+def test_the_admin_shows_automations_started_by_a_list(app, client):
+    news = engage.create_list("Newsletter")
+    automation = engage.create_automation("Welcome", trigger={"subscribes": news}, steps=[WELCOME])
+    index = client.get("/engage/admin/automations/")
+    assert index.status_code == 200 and b"Newsletter" in index.data
+    page = client.get(f"/engage/admin/automations/{automation.id}")
+    assert page.status_code == 200 and b"subscribes to" in page.data
+    builder = client.get("/engage/admin/segments/new")  # the list condition offers it
+    assert builder.status_code == 200 and b"newsletter" in builder.data

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from .runs import advance_runs, start_runs
+from .runs import advance_runs, retry_parked_runs, start_runs
 from .service import (
     automation_stats,
     check_trigger,
@@ -27,6 +27,7 @@ __all__ = [
     "delete_automation",
     "describe_step",
     "register",
+    "retry_parked_runs",
     "start_runs",
     "step_keys",
     "update_automation",

@@ -287,14 +287,6 @@ def all_lists(session: Session, *, archived: bool = False) -> list[CustomerList]
     return list(session.scalars(query))
 
 
-def list_choices(session: Session) -> list[dict[str, Any]]:
-    """``[{"id", "slug", "name"}]`` of the open lists, for pickers (the filter builder,
-    a broadcast's audience)."""
-    return [
-        {"id": found.id, "slug": found.slug, "name": found.name} for found in all_lists(session)
-    ]
-
-
 def subscriber_counts(session: Session, list_ids: list[int]) -> dict[int, int]:
     """Members subscribed or pending confirmation, per list (Engage's ``subscriber_count``)."""
     if not list_ids:
