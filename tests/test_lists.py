@@ -99,6 +99,8 @@ def test_bad_list_conditions_name_the_path(app):
         ({"list": "nope"}, "filters.list: no list 'nope'"),
         ({"all": [{"list": "beta", "op": "is"}]}, "filters.all[0].op: unknown operator 'is'"),
         ({"list": True}, "filters.list: expected a list id or slug"),
+        ({"list": "\u00b9"}, "filters.list: no list '\u00b9'"),  # a digit, but not 0-9
+        ({"list": 10**30}, "filters.list: no list 1000000000000000000000000000000"),
         ({"list": "beta", "extra": 1}, "filters"),
     ]:
         with pytest.raises(InvalidFilter) as info:

@@ -181,7 +181,7 @@ def _cursor(name: str) -> int | None:
     value = request.args.get(name)
     if value is None:
         return None
-    if not value.isdigit() or len(value) > 18:
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
         raise ApiError(400, f"{name}: not a cursor of this API", name)
     return int(value)
 
@@ -198,7 +198,7 @@ def _cursor(name: str) -> int | None:
 def v1_lists() -> ResponseReturnValue:
     """A page of lists: ``{"data": [...], "next_cursor", "previous_cursor"}``."""
     raw = request.args.get("limit", str(DEFAULT_LIMIT))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
         raise ApiError(400, f"limit: expected a whole number from 1 to {MAX_LIMIT}", "limit")
     limit = int(raw)
     after, before = _cursor("next_cursor"), _cursor("previous_cursor")

@@ -57,7 +57,7 @@ SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 def list_id_of(ref: int | str) -> int | None:
     """The id an int or an all-digit text names, when it can be one."""
     if isinstance(ref, str):
-        if not ref.isdigit() or len(ref) > 10:
+        if not (ref.isascii() and ref.isdigit()) or len(ref) > 10:
             return None
         ref = int(ref)
     return ref if 0 < ref <= MAX_ID else None

@@ -673,7 +673,7 @@ def _list_id(ref: int | str) -> ColumnElement[Any]:
     if isinstance(ref, int):
         return literal(ref)
     by_slug = select(lists.c.id).where(lists.c.slug == ref).scalar_subquery()
-    if not ref.isdigit():
+    if not (ref.isascii() and ref.isdigit()):
         return by_slug
     by_id = select(lists.c.id).where(lists.c.id == int(ref)).scalar_subquery()
     return func.coalesce(by_id, by_slug)

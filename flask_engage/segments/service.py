@@ -70,7 +70,7 @@ def _lookups(session: Session) -> dict[str, Lookup]:
 
     def listed(ref: int | str) -> int | None:
         as_id = str(ref)
-        if as_id.isdigit() and len(as_id) <= 10 and 0 < int(as_id) < 2**31:
+        if as_id.isascii() and as_id.isdigit() and len(as_id) <= 10 and 0 < int(as_id) < 2**31:
             found = session.get(CustomerList, int(as_id))
             if found is not None:
                 return found.id
