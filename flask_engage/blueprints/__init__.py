@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import api, inbox, openapi, push, unsubscribe, v1  # noqa: F401  (their routes)
+from . import api, engagement, inbox, openapi, push, unsubscribe, v1  # noqa: F401  (their routes)
 from .common import bp
 
 
