@@ -2,15 +2,18 @@
 
 An email broadcast goes to N customers (tests/hostapp, 5 segments, one of them
 "clicked this broadcast"); then the test client fetches their pixels and follows
-their links, as mail clients would, in alternating blocks next to a bare Flask view
-answering the same GIF. Each hit verifies its token, writes the event (customer
-lookup, event row, outbox rows, the message's first open or click) and commits
-before answering. "answer" is the time until the response is there (what the
-visitor waits for); "with follow-up" adds what the hit set off, run once the
-response is closed: in inline mode the customer's segments are re-evaluated then,
-with Redis (``BENCH_REDIS_URL``) that work is only queued.
-Target: < 5 ms per hit on SQLite.
-Usage: python benchmarks/bench_engagement.py [-n 2000] [--customers 200] [--dir /dev/shm]
+their links, as mail clients would, in alternating blocks next to two bare Flask
+views: one answering the same GIF, one inserting a row of an untracked model and
+committing (the floor of any write to this database). Each hit verifies its
+token, writes the event (customer lookup, event row, outbox rows, the message's
+first open or click) and commits before answering.
+
+"answer" is the time until the response is there (what the visitor waits for);
+"with follow-up" adds what the hit set off, run once the response is closed: in
+inline mode the customer's segments are re-evaluated then, with Redis
+(``BENCH_REDIS_URL``) that work is only queued. Target: < 5 ms per hit on SQLite.
+Usage: python benchmarks/bench_engagement.py [-n 2000] [--customers 200]
+       [--sqlite-only] [--dir /dev/shm]
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from common import POSTGRES_URL, REDIS_URL, ensure_database, percentile, reset_s
 from flask import Flask, Response
 
 from flask_engage.blueprints.engagement import PIXEL
-from tests.hostapp import create_app, db, engage
+from tests.hostapp import Note, create_app, db, engage
 
 ENGAGEMENT_URL = POSTGRES_URL.rsplit("/", 1)[0] + "/engage_bench_engagement"
 BROWSER = {"User-Agent": "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"}
@@ -47,6 +50,12 @@ def build(url: str, redis: bool, customers: int) -> tuple[Flask, list[str], list
 
     @app.get("/bare/<token>")
     def bare(token: str) -> Response:
+        return Response(PIXEL, mimetype="image/gif")
+
+    @app.get("/commit/<token>")
+    def commit(token: str) -> Response:
+        db.session.add(Note(text=token))
+        db.session.commit()
         return Response(PIXEL, mimetype="image/gif")
 
     with app.app_context():
@@ -91,15 +100,16 @@ def _path(url: str) -> str:
 
 
 def measure(app: Flask, pixels: list[str], clicks: list[str], hits: int, block: int = 50):
-    """Seconds per hit (answer, and answer with follow-up): bare view, pixel, click,
+    """Seconds per hit (answer, and answer with follow-up): bare views, pixel, click,
     in alternating blocks."""
     client = app.test_client()
-    kinds = ("bare", "open", "click")
+    kinds = ("bare", "commit", "open", "click")
     answer: dict[str, list[float]] = {kind: [] for kind in kinds}
     total: dict[str, list[float]] = {kind: [] for kind in kinds}
-    expected = {"bare": 200, "open": 200, "click": 302}
+    expected = {"bare": 200, "commit": 200, "open": 200, "click": 302}
     for n in range(20):  # warm up every path
         client.get(f"/bare/{n}", headers=BROWSER).close()
+        client.get(f"/commit/w{n}", headers=BROWSER).close()
         client.get(pixels[n % len(pixels)], headers=BROWSER).close()
         client.get(clicks[n % len(clicks)], headers=BROWSER).close()
     for start in range(0, hits, block):
@@ -107,6 +117,7 @@ def measure(app: Flask, pixels: list[str], clicks: list[str], hits: int, block: 
             for n in range(start, start + block):
                 url = {
                     "bare": f"/bare/{n}",
+                    "commit": f"/commit/{n}",
                     "open": pixels[n % len(pixels)],
                     "click": clicks[n % len(clicks)],
                 }[kind]
@@ -164,6 +175,7 @@ def main() -> None:
                             kind,
                             args.hits,
                             statistics.mean(ms["bare"]),
+                            statistics.mean(ms["commit"]),
                             mean,
                             statistics.median(ms[kind]),
                             percentile(ms[kind], 95),
@@ -183,6 +195,7 @@ def main() -> None:
                 "hit",
                 "hits",
                 "bare GIF view (ms)",
+                "bare insert + commit (ms)",
                 "answer mean (ms)",
                 "answer p50 (ms)",
                 "answer p95 (ms)",

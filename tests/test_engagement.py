@@ -108,9 +108,7 @@ def test_a_click_redirects_and_records_one_email_clicked(app, client):
     assert response.status_code == 302
     assert response.headers["Location"] == "https://shop.example/sale?a=1&b=2"
     (clicked,) = events("Email clicked")
-    message = db.session.scalar(
-        select(Message).join(Customer).where(Customer.external_id == "ann")
-    )
+    message = db.session.scalar(select(Message).join(Customer).where(Customer.external_id == "ann"))
     assert clicked.customer_id == message.customer_id
     assert clicked.properties["message_id"] == message.id
     assert clicked.properties["broadcast_id"] == broadcast.id

@@ -42,7 +42,10 @@ def sent_message(app):
     engage.identify("ann", email="ann@example.com")
     db.session.commit()
     broadcast = engage.create_broadcast(
-        "News", channel="email", segments=["all"], subject="News",
+        "News",
+        channel="email",
+        segments=["all"],
+        subject="News",
         body='<a href="https://example.com/a">a</a>',
     )
     engage.send_broadcast(broadcast)

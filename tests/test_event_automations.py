@@ -76,8 +76,9 @@ def test_an_event_trigger_sends_once_per_qualifying_event(app, reentry, expected
 
 
 def test_an_event_handled_twice_starts_nothing_twice(app):
-    engage.create_automation("Thanks", trigger={"event": "Purchase"}, steps=[email("Thanks")],
-                             reentry=True)
+    engage.create_automation(
+        "Thanks", trigger={"event": "Purchase"}, steps=[email("Thanks")], reentry=True
+    )
     person("ann")
     with inbox(app) as outbox:
         buy("ann", 10)
@@ -94,8 +95,9 @@ def test_an_event_handled_twice_starts_nothing_twice(app):
 def test_an_event_trigger_ignores_events_before_it_existed_and_while_paused(app):
     person("ann")
     buy("ann", 500)
-    automation = engage.create_automation("Thanks", trigger=BIG_PURCHASE, steps=[email("Thanks")],
-                                          reentry=True)
+    automation = engage.create_automation(
+        "Thanks", trigger=BIG_PURCHASE, steps=[email("Thanks")], reentry=True
+    )
     with inbox(app) as outbox:
         engage.run_due()
         assert outbox == []
@@ -174,8 +176,11 @@ def test_wait_for_takes_else_when_the_time_is_up(app):
         assert sent(outbox) == [("ann", "Still thinking?"), ("bob", "Still thinking?")]
         engage.run_due(t + timedelta(days=4, hours=2))
     assert sent(outbox) == sorted(
-        [(name, subject) for name in ("ann", "bob") for subject in
-         ("Still thinking?", "Last call", "Tips")]
+        [
+            (name, subject)
+            for name in ("ann", "bob")
+            for subject in ("Still thinking?", "Last call", "Tips")
+        ]
     )
 
 
@@ -326,22 +331,40 @@ def test_branches_nest(app):
 
 BAD = [
     ({"event": ""}, [email("x")], "trigger.event: name must not be empty"),
-    ({"event": "Purchase", "where": [{"property": "amount", "op": "bigger", "value": 1}]},
-     [email("x")], "trigger.where[0].op: unknown operator"),
+    (
+        {"event": "Purchase", "where": [{"property": "amount", "op": "bigger", "value": 1}]},
+        [email("x")],
+        "trigger.where[0].op: unknown operator",
+    ),
     ({"event": "Purchase", "window": {"last_days": 1}}, [email("x")], "trigger.window: unknown"),
     ({"event": "x"}, [{"wait_for": {"event": "Purchase"}}], "steps[0].wait_for: say how long"),
-    ({"event": "x"}, [{"wait_for": {"event": "Purchase", "days": -1}}],
-     "steps[0].wait_for.days: expected a number >= 0"),
-    ({"event": "x"}, [{"wait_for": {"event": "Purchase", "days": 1, "then": [{"jump": 1}]}}],
-     "steps[0].wait_for.then[0]: unknown step 'jump'"),
-    ({"event": "x"}, [{"wait_for": {"event": "Purchase", "days": 1, "else": "x"}}],
-     "steps[0].wait_for.else: expected a list"),
+    (
+        {"event": "x"},
+        [{"wait_for": {"event": "Purchase", "days": -1}}],
+        "steps[0].wait_for.days: expected a number >= 0",
+    ),
+    (
+        {"event": "x"},
+        [{"wait_for": {"event": "Purchase", "days": 1, "then": [{"jump": 1}]}}],
+        "steps[0].wait_for.then[0]: unknown step 'jump'",
+    ),
+    (
+        {"event": "x"},
+        [{"wait_for": {"event": "Purchase", "days": 1, "else": "x"}}],
+        "steps[0].wait_for.else: expected a list",
+    ),
     ({"event": "x"}, [{"wait_for": {"days": 1}}], "steps[0].wait_for.event: name must be"),
-    ({"event": "x"}, [{"wait_for": {"event": "P", "days": 1, "timeout": 2}}],
-     "steps[0].wait_for.timeout: unknown field"),
+    (
+        {"event": "x"},
+        [{"wait_for": {"event": "P", "days": 1, "timeout": 2}}],
+        "steps[0].wait_for.timeout: unknown field",
+    ),
     ({"event": "x"}, [{"branch": {"then": []}}], "steps[0].branch: expected {'if'"),
-    ({"event": "x"}, [{"branch": {"if": {"attribute": "a", "op": "nope", "value": 1}}}],
-     "steps[0].branch.if: "),
+    (
+        {"event": "x"},
+        [{"branch": {"if": {"attribute": "a", "op": "nope", "value": 1}}}],
+        "steps[0].branch.if: ",
+    ),
     ({"event": "x"}, [{"goto": 3}], "steps[0]: unknown step 'goto'"),
 ]
 

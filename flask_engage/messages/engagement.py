@@ -83,16 +83,20 @@ def record(
     Returns False, recording nothing, when there is no such message, its channel
     does not report that kind (that way), or its customer was forgotten.
     """
-    row = session.execute(
+    conn = session.connection()
+    messages, customers = Message.__table__, Customer.__table__
+    first = FIRST.get(kind, ())
+    row = conn.execute(
         select(
-            Message.channel,
-            Message.broadcast_id,
-            Message.automation_id,
-            Message.step,
-            Customer.external_id,
+            messages.c.channel,
+            messages.c.broadcast_id,
+            messages.c.automation_id,
+            messages.c.step,
+            customers.c.external_id,
+            *(messages.c[column] for column in first),
         )
-        .join(Customer, Customer.id == Message.customer_id)
-        .where(Message.id == message_id)
+        .join(customers, customers.c.id == messages.c.customer_id)
+        .where(messages.c.id == message_id)
     ).first()
     if row is None or row.channel not in channel_names():
         return False
@@ -110,17 +114,16 @@ def record(
     if url is not None:
         properties["url"] = _CONTROL.sub("", url)
     machine = False
-    if kind in FIRST:
+    if first:
         machine = is_machine(user_agent, method)
         properties["user_agent"] = clean_agent(user_agent)
         properties["machine"] = machine
-    store(session, {}, [(row.external_id, event, properties, now)])
-    if kind in FIRST:
-        column = FIRST[kind][1 if machine else 0]
-        session.execute(
-            update(Message)
-            .where(Message.id == message_id, getattr(Message, column).is_(None))
+    store(session, {}, [(row.external_id, event, properties, now)], conn=conn)
+    column = first[1 if machine else 0] if first else None
+    if column is not None and row._mapping[column] is None:  # its first of the kind
+        conn.execute(
+            update(messages)
+            .where(messages.c.id == message_id, messages.c[column].is_(None))
             .values({column: now})
-            .execution_options(synchronize_session=False)
         )
     return True

@@ -40,7 +40,7 @@ MAX_URL = 2000
 MAX_TOKEN = 4096
 _MAX_ID = 2**63 - 1
 
-_ANCHOR_HREF = re.compile(r"""(<a\b[^>]*?\bhref\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
+_ANCHOR_HREF = re.compile(r"""(<a\b[^>]*?\shref\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
 _TEXT_URL = re.compile(r"""https?://[^\s<>"'()\[\]{}]+""", re.IGNORECASE)
 _TRAILING = ".,;:!?"
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)

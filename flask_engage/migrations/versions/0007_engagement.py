@@ -9,7 +9,7 @@ gains the ``event_id`` that started a run (unique per automation) and
 
 Revision ID: 0007
 Revises: 0004
-Create Date: 2026-12-08
+Create Date: 2026-11-29
 """
 
 import sqlalchemy as sa
