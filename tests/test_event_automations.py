@@ -6,6 +6,7 @@ Time moves with ``engage.run_due(now)``; emails are observed through Flask-Mail'
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -380,3 +381,40 @@ def test_bad_event_triggers_and_branches_are_named_and_nothing_is_written(app):
     with pytest.raises(InvalidAutomation, match="nest at most"):
         engage.create_automation("Deep", trigger={"event": "x"}, steps=deep)
     assert db.session.scalars(select(Automation)).all() == []
+
+
+def test_a_click_starts_an_automation_and_a_scanner_does_not(app, client):
+    engage.create_automation(
+        "Clicked the sale",
+        trigger={
+            "event": "Email clicked",
+            "where": [{"property": "machine", "op": "is_false"}],
+        },
+        steps=[email("Still deciding?")],
+    )
+    person("ann")
+    person("bob")
+    db.session.commit()
+    broadcast = engage.create_broadcast(
+        "Sale",
+        channel="email",
+        segments=["all"],
+        subject="Sale",
+        body='<a href="https://shop.example/sale">Sale</a>',
+    )
+    with inbox(app) as news:
+        engage.send_broadcast(broadcast)
+    links = {
+        m.recipients[0].split("@")[0]: re.search(
+            r'href="https://app\.example\.com([^"]*)"', m.html
+        )[1]
+        for m in news
+    }
+    with inbox(app) as outbox:
+        client.get(
+            links["bob"], headers={"User-Agent": "Mozilla/5.0 (compatible; Mimecast)"}
+        ).close()
+        client.get(
+            links["ann"], headers={"User-Agent": "Mozilla/5.0 (X11; Linux) Firefox/128"}
+        ).close()
+    assert sent(outbox) == [("ann", "Still deciding?")]
