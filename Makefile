@@ -9,14 +9,18 @@ $(BIN)/activate: pyproject.toml
 	$(BIN)/pip install -q -e '.[test,dev]'
 	touch $(BIN)/activate
 
-.PHONY: install test demo lint
+.PHONY: install test demo lint types
 install: $(BIN)/activate
 
-test: $(BIN)/activate
+# ruff and mypy first: a style or type error fails fast, before the slow suite
+test: lint types
 	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2
 
 lint: $(BIN)/activate
 	$(BIN)/ruff check .
+
+types: $(BIN)/activate
+	$(BIN)/mypy
 
 demo: $(BIN)/activate
 	cd example_app && FLASK_APP=app ../$(BIN)/flask engage db upgrade

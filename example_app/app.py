@@ -8,6 +8,7 @@ PostgreSQL with RQ workers (``flask engage worker``).
 from __future__ import annotations
 
 import os
+import secrets
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -94,12 +95,33 @@ def admin_access() -> bool:
     return current_app.debug or bool(current_user.is_authenticated and current_user.is_admin)
 
 
-def create_app(config: dict[str, Any] | None = None) -> Flask:
+def secret_key(instance_path: Path) -> str:
+    """``SECRET_KEY`` from the environment, else this install's own random key.
+
+    The key signs session cookies (the admin's login) and unsubscribe links: a key
+    shipped with the code would let anyone forge both. It is made once and kept in
+    the instance folder (``instance/secret_key``, readable by its owner only).
+    """
+    if os.environ.get("SECRET_KEY"):
+        return os.environ["SECRET_KEY"]
+    path = instance_path / "secret_key"
+    try:
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+            key = secrets.token_hex(32)
+            file.write(key)
+            return key
+    except FileExistsError:  # made before (or by another process just now)
+        key = path.read_text().strip()
+        if not key:
+            raise RuntimeError(f"{path} is empty: delete it to make a new key") from None
+        return key
+
+
+def create_app(config: dict[str, Any] | None = None, instance_path: str | None = None) -> Flask:
     """The demo app; ``config`` overrides (tests pass a temporary database)."""
-    app = Flask(__name__, instance_path=str(Path(__file__).parent / "instance"))
+    app = Flask(__name__, instance_path=instance_path or str(Path(__file__).parent / "instance"))
     Path(app.instance_path).mkdir(exist_ok=True)
     app.config.update(
-        SECRET_KEY=os.environ.get("SECRET_KEY", "demo-secret-change-me"),
         SQLALCHEMY_DATABASE_URI=os.environ.get(
             "DATABASE_URL", f"sqlite:///{Path(app.instance_path) / 'demo.db'}"
         ),
@@ -110,6 +132,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         MAIL_SUPPRESS_SEND=os.environ.get("MAIL_SERVER") is None,
     )
     app.config.update(config or {})
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = secret_key(Path(app.instance_path))
     db.init_app(app)
     engage.init_app(app, db=db)
     login_manager.init_app(app)

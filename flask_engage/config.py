@@ -33,6 +33,9 @@ DEFAULTS: dict[str, Any] = {
     "ENGAGE_ADMIN_URL": "/engage/admin",
     #: ``callable() -> bool``: who may use the admin. ``None``: only in debug or testing.
     "ENGAGE_ADMIN_ACCESS": None,
+    #: The host's login page (a URL or an endpoint) where the admin sends visitors who
+    #: are not signed in. ``None``: Flask-Login's ``login_view``, else a 403.
+    "ENGAGE_ADMIN_LOGIN_URL": None,
     #: ``callable() -> customer id or None`` for the current request. ``None``: Flask-Login.
     "ENGAGE_IDENTITY": None,
     #: Keys of the server-to-server API: ``"key"`` (Bearer) or ``"key:secret"`` (also Basic).
@@ -132,6 +135,11 @@ def check_config(config: MutableMapping[str, Any]) -> None:
     secret = config["ENGAGE_WEBHOOK_SECRET"]
     if secret is not None and (not isinstance(secret, str) or not secret.strip()):
         raise ConfigurationError("ENGAGE_WEBHOOK_SECRET: expected a non-blank string or None")
+    login = config["ENGAGE_ADMIN_LOGIN_URL"]
+    if login is not None and (not isinstance(login, str) or not login.strip()):
+        raise ConfigurationError(
+            "ENGAGE_ADMIN_LOGIN_URL: expected a URL or an endpoint name, or None"
+        )
     _check_browser_events(config["ENGAGE_BROWSER_EVENTS"])
     if config["ENGAGE_BROWSER_RATE_LIMIT"] is not None:
         parse_rate_limit(config["ENGAGE_BROWSER_RATE_LIMIT"], "ENGAGE_BROWSER_RATE_LIMIT")
@@ -204,20 +212,14 @@ def startup_warnings(config: Mapping[str, Any]) -> list[str]:
     """Settings without which part of Engage cannot work: logged by ``init_app``.
 
     Tracking, segments and the admin work without them, so they are warnings, not
-    errors; every email would fail (no ``SECRET_KEY``) or could not carry its links
-    (no base URL) until they are set.
+    errors; every email would fail (no ``SECRET_KEY``) until it is set. (A missing or
+    malformed link base is checked by ``messages.urls.check_link_base``.)
     """
     notes = []
     if not config.get("SECRET_KEY"):
         notes.append(
             "SECRET_KEY is not set: unsubscribe links cannot be signed, so every email "
             "would fail; set SECRET_KEY"
-        )
-    if not config.get("ENGAGE_BASE_URL") and not config.get("SERVER_NAME"):
-        notes.append(
-            "neither ENGAGE_BASE_URL nor SERVER_NAME is set: links in messages "
-            "(unsubscribe, clicks) cannot be built; set ENGAGE_BASE_URL "
-            '(e.g. "https://app.example.com")'
         )
     return notes
 

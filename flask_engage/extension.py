@@ -15,6 +15,7 @@ from sqlalchemy.orm import Query, Session
 
 from . import customers, hooks, jobs, operations, tracking
 from .admin import init_admin
+from .automations import retry_parked_runs
 from .automations import service as automation_service
 from .blueprints import register_blueprints
 from .cli import engage_cli
@@ -25,11 +26,13 @@ from .merge import merge_customers
 from .messages import broadcasts as broadcast_service
 from .messages import outcomes
 from .messages.unsubscribe import set_subscription
+from .messages.urls import check_link_base
 from .migrations import skip_in_host_autogenerate
 from .models import Automation, Broadcast, Customer, Event, Segment, metadata, utcnow
 from .segments import history as segment_history_module
 from .segments import service as segment_service
 from .segments.membership import Outcome
+from .segments.service import Impact
 from .status import collect_status
 from .values import as_aware
 
@@ -63,6 +66,7 @@ class Engage:
             log.warning("flask-engage: unknown setting %s is ignored", key)
         for note in startup_warnings(app.config):
             log.warning("flask-engage: %s", note)
+        check_link_base(app)
         app.extensions["engage"] = self
         self._states[app] = EngageState(extension=self, db=db, after_commit=operations.after_commit)
         hooks.install()
@@ -244,16 +248,33 @@ class Engage:
         name: str | None = None,
         filters: Any = None,
         description: str | None = None,
+        trigger_automations: bool = False,
     ) -> Segment:
-        """Rename, re-describe or re-filter a segment (members are recomputed)."""
+        """Rename, re-describe or re-filter a segment (members are recomputed).
+
+        Customers who join or leave because the filters changed start the segment's
+        automations only with ``trigger_automations=True``; joins and leaves caused
+        later by data or time always do. :meth:`preview_segment_update` tells how
+        many that would be.
+        """
         with operation_session() as session:
             found = self._segment(session, segment)
             changed = segment_service.update_segment(
                 session, found, name=name, filters=filters, description=description
             )
         if changed:
-            self._refresh(found)
+            self._refresh(found, trigger=trigger_automations)
         return found
+
+    def preview_segment_update(
+        self, segment: Segment | int | str, filters: Any, *, now: datetime | None = None
+    ) -> Impact:
+        """What ``update_segment(segment, filters=filters)`` would change, without
+        writing: how many customers join and leave, and which automations would
+        start for how many of them if asked to (``trigger_automations=True``)."""
+        with operation_session() as session:
+            found = self._segment(session, segment)
+            return segment_service.preview_impact(session, found, filters, _moment(now))
 
     def delete_segment(self, segment: Segment | int | str) -> None:
         """Delete a segment (not ``All``, not one still used)."""
@@ -347,6 +368,17 @@ class Engage:
                 else as_aware(scheduled_at, "scheduled_at"),
                 options=options,
             )
+
+    def update_broadcast(self, broadcast: Broadcast | int, **changes: Any) -> Broadcast:
+        """Change a draft or scheduled broadcast (``name``, ``channel``, ``segments``,
+        ``subject``, ``body``, ``send_to_unsubscribed``, ``scheduled_at``, ``options``),
+        checked as ``create_broadcast`` checks them."""
+        if changes.get("scheduled_at") is not None:
+            changes["scheduled_at"] = as_aware(changes["scheduled_at"], "scheduled_at")
+        if "segments" in changes:
+            changes["segments"] = list(changes["segments"])
+        with operation_session() as session:
+            return broadcast_service.update_broadcast(session, _id(broadcast), **changes)
 
     def send_broadcast(
         self, broadcast: Broadcast | int, *, now: datetime | None = None
@@ -460,6 +492,16 @@ class Engage:
         ``flask engage worker --help``).
         """
         return jobs.work(burst=burst, **options)
+
+    def retry_parked(self) -> int:
+        """Give parked work a new start: outbox items and automation runs that kept
+        failing (``status()["parked"]``). Returns how many were retried."""
+        items = jobs.retry_parked()
+        with operation_session() as session:
+            runs = retry_parked_runs(session, utcnow())
+        if runs:
+            operations.finish()
+        return items + runs
 
     def status(self) -> dict[str, Any]:
         """Operational facts: ``last_tick``, ``schedule_ok``, ``outbox``, ``parked``,

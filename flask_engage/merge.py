@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask import current_app
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from . import signals
@@ -12,6 +12,7 @@ from .errors import NotFound, ValidationError
 from .models import (
     AutomationRun,
     Customer,
+    CustomerAlias,
     Event,
     Membership,
     MembershipChange,
@@ -30,8 +31,10 @@ def merge_customers(source_id: int | str, destination_id: int | str) -> Customer
 
     Events, push subscriptions, unsubscriptions and messages move; attributes merge
     with the destination winning on conflict (its email too, when it has one). An
-    unknown destination is created. Commits by itself; the destination's segments
-    are re-evaluated after the commit and ``customers_merged`` is sent.
+    unknown destination is created. The source's id is recorded as an alias of the
+    destination, so unsubscribe links already sent to the source act on the
+    destination. Commits by itself; the destination's segments are re-evaluated
+    after the commit and ``customers_merged`` is sent.
     """
     source_ext = check_customer_id(source_id, "source")
     destination_ext = check_customer_id(destination_id, "destination")
@@ -97,6 +100,19 @@ def _move(session: Session, source: Customer, destination: Customer) -> None:
         update(Segment)
         .where(Segment.id.in_(select(Membership.segment_id).where(Membership.customer_id == src)))
         .values(member_count=Segment.member_count - 1, updated_at=Segment.updated_at)
+    )
+    # Links made for the source (and for customers merged into it) now act on the destination.
+    session.execute(
+        update(CustomerAlias).where(CustomerAlias.customer_id == src).values(customer_id=dst)
+    )
+    session.execute(
+        insert(CustomerAlias).values(
+            external_id=source.external_id,
+            source_id=src,
+            source_created_at=source.created_at,
+            customer_id=dst,
+            merged_at=utcnow(),
+        )
     )
     for table in (Message, AutomationRun, Membership, MembershipChange, Unsubscription):
         session.execute(delete(table).where(table.customer_id == src))

@@ -157,6 +157,9 @@ class Customer(Base):
     """
 
     __tablename__ = "engage_customers"
+    # SQLite: AUTOINCREMENT, so the id of a deleted (merged) customer is never given to a
+    # new one. PostgreSQL's sequences never reuse ids.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     external_id: Mapped[str] = mapped_column(String(255), unique=True)
@@ -172,6 +175,31 @@ class Customer(Base):
     def template_context(self) -> dict[str, Any]:
         """What templates see as ``customer``: attributes plus ``id`` and ``email``."""
         return {**(self.attributes or {}), "id": self.external_id, "email": self.email}
+
+
+class CustomerAlias(Base):
+    """A host id merged into another customer (``engage.merge``).
+
+    Unsubscribe links made for the merged customer act on ``customer_id``, the
+    customer it was merged into (or, after later merges, that one's destination).
+    ``source_id`` and ``source_created_at`` are the merged customer's internal id and
+    creation time: links made before version 0.3 carry the internal id.
+    """
+
+    __tablename__ = "engage_customer_aliases"
+    __table_args__ = (
+        Index("ix_engage_customer_aliases_external_id", "external_id", "merged_at"),
+        Index("ix_engage_customer_aliases_source_id", "source_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    external_id: Mapped[str] = mapped_column(String(255))
+    source_id: Mapped[int] = mapped_column(BigId)
+    source_created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    customer_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("engage_customers.id", ondelete="CASCADE"), index=True
+    )
+    merged_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class AttributeDefinition(Base):

@@ -149,6 +149,9 @@ def test_build_segment_and_send_broadcast(app, page):
         page.fill("#subject", "An offer for {{ customer.city }}")
         page.fill("#body", "<p>Hello {{ customer.email }}, thanks for buying.</p>")
         page.click("#send-now")
+        # Sending asks first, naming the number of recipients (issue 17).
+        expect(page.locator("#confirm-send")).to_have_text("Send to 2 customers")
+        page.click("#confirm-send")
         expect(page.locator("#broadcast-status")).to_have_text("sent")
         expect(page.locator("#messages")).to_contain_text("sent")
     assert sorted(m.recipients[0] for m in outbox) == ["user1@example.com", "user5@example.com"]

@@ -1,4 +1,5 @@
-"""The admin panel (Flask-Admin): customers, segment builder, broadcasts, automations.
+"""The admin panel (Flask-Admin): dashboard, customers, segment builder, broadcasts,
+automations; one module per view, reads in the services, plain words for people.
 
 When the host already has a Flask-Admin ``Admin`` on the app (``app.extensions["admin"]``)
 when ``engage.init_app`` runs, Engage adds its views to it; otherwise Engage creates
@@ -11,19 +12,20 @@ again, and Engage does not add them twice.
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from flask import Blueprint, Flask, current_app
 from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
 
+from .automations import AutomationsView
+from .broadcasts import BroadcastsView
+from .customers import CustomersView
+from .dashboard import DashboardIndexView, DashboardView
 from .security import csrf_token
-from .views import (
-    AutomationsView,
-    BroadcastsView,
-    CustomersView,
-    DashboardIndexView,
-    DashboardView,
-    SegmentsView,
-)
+from .segments import SegmentsView
+from .words import channel_label, dejargon, explain, plain, status_colour, who
 
 #: Serves the admin's templates and its static builder/chart files.
 assets = Blueprint(
@@ -33,6 +35,26 @@ assets = Blueprint(
     static_folder="static",
     static_url_path="/static",
 )
+
+
+def local(moment: datetime | None) -> str:
+    """A moment in ``ENGAGE_TIMEZONE``, to the minute."""
+    if moment is None:
+        return ""
+    zone = ZoneInfo(current_app.config["ENGAGE_TIMEZONE"])
+    return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+
+
+#: Template filters of the admin's pages.
+FILTERS = {
+    "engage_who": who,
+    "engage_channel": channel_label,
+    "engage_plain": plain,
+    "engage_explain": explain,
+    "engage_dejargon": dejargon,
+    "engage_status_colour": status_colour,
+    "engage_local": local,
+}
 
 
 def init_admin(app: Flask) -> None:
@@ -79,3 +101,5 @@ def init_admin(app: Flask) -> None:
 def _register_assets(app: Flask, prefix: str) -> None:
     app.register_blueprint(assets, url_prefix=f"{prefix}/assets")
     app.jinja_env.globals.setdefault("engage_csrf_token", csrf_token)
+    for name, function in FILTERS.items():
+        app.jinja_env.filters.setdefault(name, function)

@@ -1,4 +1,4 @@
-"""Small inline SVG charts (no JavaScript, no CDN)."""
+"""Small inline SVG charts (no JavaScript, no CDN) that stay readable on a phone."""
 
 from __future__ import annotations
 
@@ -6,25 +6,48 @@ from collections.abc import Sequence
 
 from markupsafe import Markup, escape
 
-WIDTH, HEIGHT, PAD = 640, 200, 32
+WIDTH, HEIGHT, PAD = 640, 220, 40
 
 
 def line_chart(
-    labels: Sequence[str], values: Sequence[float], *, unit: str = "%", top: float | None = None
+    labels: Sequence[str],
+    values: Sequence[float],
+    *,
+    unit: str = "%",
+    top: float | None = None,
+    rebuilt: Sequence[bool] = (),
 ) -> Markup:
-    """A line chart of ``values`` (e.g. percent of all customers per day)."""
+    """A line chart of ``values`` (e.g. percent of all customers per day).
+
+    Points flagged in ``rebuilt`` were reconstructed from today's data rather than
+    recorded on their day: drawn hollow on a dashed line, and said so in their title.
+    """
     if not values:
         return Markup('<p class="text-muted">No data yet.</p>')
+    flags = list(rebuilt) + [False] * (len(values) - len(rebuilt))
     top = top if top is not None else max(max(values), 1e-9)
     step = (WIDTH - 2 * PAD) / max(len(values) - 1, 1)
+
+    def x(i: int) -> float:
+        return PAD + i * step
 
     def y(v: float) -> float:
         return HEIGHT - PAD - (v / top) * (HEIGHT - 2 * PAD) if top else HEIGHT - PAD
 
-    points = " ".join(f"{PAD + i * step:.1f},{y(v):.1f}" for i, v in enumerate(values))
+    def path(indexes: range) -> str:
+        return " ".join(f"{x(i):.1f},{y(values[i]):.1f}" for i in indexes)
+
+    # The whole series is one polyline (dashed when part of it is rebuilt); the
+    # recorded days are drawn solid over it.
+    first = len(values) - next((n for n, flag in enumerate(reversed(flags)) if flag), len(values))
+    style = "line rebuilt" if first else "line"
+    lines = [f'<polyline class="{style}" points="{path(range(len(values)))}"/>']
+    if first and first < len(values) - 1:
+        lines.append(f'<path class="line" d="M {path(range(first, len(values)))}"/>')
+    hollow, note = ' class="rebuilt"', " (rebuilt from today’s data)"
     dots = "".join(
-        f'<circle cx="{PAD + i * step:.1f}" cy="{y(v):.1f}" r="2.5"><title>{escape(labels[i])}: '
-        f"{v:g}{unit}</title></circle>"
+        f'<circle cx="{x(i):.1f}" cy="{y(v):.1f}" r="3"{hollow if flags[i] else ""}>'
+        f"<title>{escape(labels[i])}: {v:g}{unit}{note if flags[i] else ''}</title></circle>"
         for i, v in enumerate(values)
     )
     return Markup(
@@ -33,17 +56,17 @@ def line_chart(
         f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" '
         f'class="axis"/>'
         f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{HEIGHT - PAD}" class="axis"/>'
-        f'<text x="2" y="{PAD}" class="label">{top:g}{unit}</text>'
+        f'<text x="2" y="{PAD - 8}" class="label">{top:g}{unit}</text>'
         f'<text x="2" y="{HEIGHT - PAD}" class="label">0</text>'
-        f'<text x="{PAD}" y="{HEIGHT - 8}" class="label">{escape(labels[0])}</text>'
-        f'<text x="{WIDTH - PAD}" y="{HEIGHT - 8}" class="label" text-anchor="end">'
+        f'<text x="{PAD}" y="{HEIGHT - 10}" class="label">{escape(labels[0])}</text>'
+        f'<text x="{WIDTH - PAD}" y="{HEIGHT - 10}" class="label" text-anchor="end">'
         f"{escape(labels[-1])}</text>"
-        f'<polyline class="line" points="{points}"/>{dots}</svg>'
+        f"{''.join(lines)}{dots}</svg>"
     )
 
 
 def bar_chart(labels: Sequence[str], values: Sequence[int]) -> Markup:
-    """A bar chart of counts (sends per day)."""
+    """A bar chart of counts (sends per day); labels are ``YYYY-MM-DD``."""
     top = max(values) if values and max(values) > 0 else 1
     width = (WIDTH - 2 * PAD) / max(len(values), 1)
     bars = []
@@ -55,8 +78,8 @@ def bar_chart(labels: Sequence[str], values: Sequence[int]) -> Markup:
             f'width="{width - 8:.1f}" '
             f'height="{height:.1f}"><title>{escape(label)}: {value}</title></rect>'
             f'<text class="label" x="{x + width / 2:.1f}" y="{HEIGHT - 10}" text-anchor="middle">'
-            f"{escape(label[5:])}</text>"
-            f'<text class="label" x="{x + width / 2:.1f}" y="{HEIGHT - PAD - height - 4:.1f}" '
+            f"{escape(label[8:])}</text>"
+            f'<text class="label" x="{x + width / 2:.1f}" y="{HEIGHT - PAD - height - 6:.1f}" '
             f'text-anchor="middle">{value}</text>'
         )
     return Markup(

@@ -12,7 +12,7 @@ an event.
 from __future__ import annotations
 
 from . import branches  # noqa: F401  (registers the branching steps)
-from .runs import advance_runs, start_event_runs, start_runs, wake_runs
+from .runs import advance_runs, retry_parked_runs, start_event_runs, start_runs, wake_runs
 from .service import (
     automation_stats,
     check_trigger,
@@ -33,6 +33,7 @@ __all__ = [
     "delete_automation",
     "describe_step",
     "register",
+    "retry_parked_runs",
     "start_event_runs",
     "start_runs",
     "step_keys",

@@ -360,3 +360,14 @@ def advance_runs(session: Session, now: datetime, limit: int = 200) -> tuple[int
                 _record_failure(session, run, f"{type(exc).__name__}: {exc}"[:2000], now)
         processed += 1
     return processed, queued
+
+
+def retry_parked_runs(session: Session, now: datetime) -> int:
+    """Give every parked run a new start at the step it failed on; returns how many."""
+    return rowcount(
+        session.execute(
+            update(AutomationRun)
+            .where(AutomationRun.status == RunStatus.PARKED)
+            .values(status=RunStatus.ACTIVE, attempts=0, error=None, due_at=now, updated_at=now)
+        )
+    )

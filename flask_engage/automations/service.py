@@ -79,6 +79,21 @@ def _set_steps(automation: Automation, trigger: Trigger, steps: list[dict[str, A
     automation.watched_events = sorted(watched)
 
 
+def check_name(session: Session, name: Any, current: Automation | None = None) -> str:
+    """A trimmed automation name that no other automation has (in any letter case)."""
+    if not isinstance(name, str) or not name.strip():
+        raise fail("name", "an automation needs a name")
+    name = name.strip()
+    if len(name) > 200:
+        raise fail("name", "longer than 200 characters")
+    clash = session.scalar(
+        select(Automation).where(func.lower(Automation.name) == name.lower()).limit(1)
+    )
+    if clash is not None and (current is None or clash.id != current.id):
+        raise fail("name", f"an automation named {clash.name!r} already exists")
+    return name
+
+
 def create_automation(
     session: Session,
     name: str,
@@ -90,11 +105,10 @@ def create_automation(
     exit_on_leave: bool = False,
 ) -> Automation:
     """Insert a validated automation."""
-    if not isinstance(name, str) or not name.strip():
-        raise fail("name", "an automation needs a name")
+    name = check_name(session, name)
     checked = check_trigger(session, trigger)
     automation = Automation(
-        name=name.strip(),
+        name=name,
         **checked.columns(),
         active=bool(active),
         reentry=bool(reentry),
@@ -118,9 +132,7 @@ def update_automation(session: Session, automation: Automation, **changes: Any) 
     if unknown:
         raise fail(sorted(unknown)[0], "unknown field")
     if changes.get("name") is not None:
-        if not str(changes["name"]).strip():
-            raise fail("name", "an automation needs a name")
-        automation.name = str(changes["name"]).strip()
+        automation.name = check_name(session, str(changes["name"]), automation)
     trigger = (
         check_trigger(session, changes["trigger"])
         if changes.get("trigger") is not None

@@ -1,7 +1,13 @@
-"""In-app inbox for the current identity."""
+"""In-app inbox for the current identity.
+
+Each message has ``subject`` and ``text`` (plain text: insert them as text) and
+``body`` (HTML with customer data escaped: safe to insert as HTML). See
+:mod:`flask_engage.channels.inapp`.
+"""
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
 from flask import jsonify, request
@@ -23,8 +29,14 @@ def _customer_id(external: str) -> int | None:
 
 
 def _text(body: str | None) -> str:
-    """The plain text of a body (widgets show this; ``body`` keeps the HTML)."""
-    return html_to_text(body) if body and is_html(body) else body or ""
+    """The plain text of a stored body, which is HTML (widgets show this as text).
+
+    A plain-text template's body is stored escaped and without tags: unescaping it
+    gives back the text exactly.
+    """
+    if not body:
+        return ""
+    return html_to_text(body) if is_html(body) else html.unescape(body)
 
 
 def _mine(customer_id: int | None) -> tuple[Any, ...]:

@@ -7,12 +7,11 @@ from flask.typing import ResponseReturnValue
 
 from ..db import operation_session
 from ..errors import NotFound, ValidationError
-from ..messages.unsubscribe import read_token, set_subscription
-from ..models import Customer
+from ..messages.unsubscribe import resolve_token, set_subscription
 from .common import bp
 from .openapi import HTML, documented
 
-INVALID = {"description": "Bad or tampered token (HTML page)"}
+INVALID = {"description": "Bad or tampered token, or a customer who is gone (HTML page)"}
 
 
 @bp.route("/unsubscribe/<token>", methods=["GET", "POST"])
@@ -30,21 +29,21 @@ INVALID = {"description": "Bad or tampered token (HTML page)"}
 )
 def unsubscribe(token: str) -> ResponseReturnValue:
     try:
-        customer_id, channel = read_token(token)
-    except ValidationError:
+        with operation_session() as session:
+            target = resolve_token(session, token)
+    except (ValidationError, NotFound):
         return render_template("engage/unsubscribe.html", state="invalid"), 400
-    with operation_session() as session:
-        customer = session.get(Customer, customer_id)
-    if customer is None:
-        return render_template("engage/unsubscribe.html", state="invalid"), 400
+    channel = target.channel
+    if target.customer is None:  # a test send: nobody to unsubscribe
+        return render_template("engage/unsubscribe.html", state="test", channel=channel)
     if request.method == "GET":
         return render_template(
             "engage/unsubscribe.html", state="confirm", channel=channel, token=token
         )
     resubscribe = request.form.get("action") == "resubscribe"
     try:
-        set_subscription(customer_id, channel, subscribed=resubscribe, internal=True)
-    except NotFound:
+        set_subscription(target.customer.id, channel, subscribed=resubscribe, internal=True)
+    except NotFound:  # merged or removed since the token was read
         return render_template("engage/unsubscribe.html", state="invalid"), 400
     state = "resubscribed" if resubscribe else "done"
     return render_template("engage/unsubscribe.html", state=state, channel=channel, token=token)

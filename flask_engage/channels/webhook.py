@@ -31,21 +31,24 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
-from urllib.parse import quote
 from uuid import uuid4
 
 import requests
 from flask import current_app
-from jinja2 import Template, Undefined
-from jinja2.sandbox import SecurityError
 from requests.structures import CaseInsensitiveDict
 
 from ..addresses import check_url, parse_url, public_session
 from ..config import VERSION
-from ..errors import ConfigurationError, InvalidTemplate, UnsafeAddress, ValidationError
-from ..messages.templates import SAMPLE_CONTEXT, Rendered, Sandbox, check_template, render
+from ..errors import ConfigurationError, UnsafeAddress, ValidationError
+from ..messages.templates import (
+    SAMPLE_CONTEXT,
+    Rendered,
+    check_template,
+    render,
+    render_text,
+    render_url,
+)
 from ..models import Customer
 from .base import Channel, DeliveryFailed, Outgoing, RetryLater
 
@@ -78,29 +81,6 @@ _WRITTEN_ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]+[/?#]")
 _LINE_BREAKS = re.compile(r"[\r\n\x00]")
 
 
-def _url_encode(value: Any) -> str:
-    """An expression's output in a URL: percent-encoded, ``/``, ``?``, ``&`` included."""
-    return quote(str(value), safe="")
-
-
-_url_env = Sandbox(autoescape=False, undefined=Undefined, finalize=_url_encode)
-_text_env = Sandbox(autoescape=False, undefined=Undefined)
-
-
-@lru_cache(maxsize=256)
-def _compile(env: Sandbox, source: str) -> Template:
-    return env.from_string(source)
-
-
-def _render(env: Sandbox, source: str, context: Mapping[str, Any], field: str) -> str:
-    try:
-        return _compile(env, source).render(context)
-    except SecurityError as exc:
-        raise InvalidTemplate(f"{field}: unsafe template: {exc}", field=field) from None
-    except Exception as exc:
-        raise InvalidTemplate(f"{field}: {type(exc).__name__}: {exc}", field=field) from None
-
-
 def _secret(field: str = "channel") -> str:
     secret = current_app.config.get("ENGAGE_WEBHOOK_SECRET")
     if not secret:
@@ -127,7 +107,7 @@ def _check_url(url: Any, field: str) -> str:
             field=field,
         )
     check_template(url, field)
-    sample = _render(_url_env, url, SAMPLE_CONTEXT, field)
+    sample = render_url(url, SAMPLE_CONTEXT, field)
     check_url(sample, field, allow_private=_allow_private(), https_only=False)
     return url
 
@@ -201,7 +181,7 @@ def build_request(
     The body goes as rendered; it is labelled ``application/json`` when it parses as
     JSON, else ``text/plain`` (a ``Content-Type`` header of the send wins).
     """
-    url = _render(_url_env, options["url"], context, "url")
+    url = render_url(options["url"], context, "url")
     parse_url(url, "url", allow_private=_allow_private(), https_only=False)
     text = rendered.text
     body = text.encode("utf-8")
@@ -214,7 +194,7 @@ def build_request(
         {"Content-Type": content_type, "User-Agent": f"flask-engage/{VERSION}"}
     )
     for name, template in (options.get("headers") or {}).items():
-        value = _render(_text_env, template, context, f"headers.{name}")
+        value = render_text(template, context, f"headers.{name}")
         if _LINE_BREAKS.search(value):
             raise DeliveryFailed(f"headers.{name}: the rendered value is not one line")
         try:

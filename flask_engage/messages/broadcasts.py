@@ -22,16 +22,15 @@ from ..models import (
     Broadcast,
     BroadcastStatus,
     Customer,
-    Membership,
     Message,
     MessageStatus,
     OutboxTask,
     Segment,
-    Unsubscription,
     utcnow,
 )
 from ..outbox import add_to_outbox
 from ..segments.service import find_segment
+from .audience import blocked, in_segments
 from .outcomes import engagement_counts
 
 #: Broadcasts that are over.
@@ -60,6 +59,91 @@ def create_broadcast(
     ``options`` are the channel's own settings (a webhook's ``url``...), checked by
     the channel; errors name them as the channel does (``url: ...``).
     """
+    broadcast = Broadcast(
+        **_checked(
+            session,
+            name=name,
+            channel=channel,
+            segments=segments,
+            subject=subject,
+            body=body,
+            send_to_unsubscribed=send_to_unsubscribed,
+            scheduled_at=scheduled_at,
+            options=options,
+        ),
+        status=BroadcastStatus.DRAFT,
+    )
+    session.add(broadcast)
+    session.flush()
+    return broadcast
+
+
+def update_broadcast(session: Session, broadcast_id: int, **fields: Any) -> Broadcast:
+    """Change a draft or scheduled broadcast; every field is checked as at creation.
+
+    A scheduled broadcast stays scheduled (at its new time); one that started
+    sending meanwhile is not changed (StateError).
+    """
+    # Locked (PostgreSQL) so that the schedule cannot queue it while it changes.
+    broadcast = session.get(Broadcast, broadcast_id, with_for_update=True)
+    if broadcast is None:
+        raise NotFound(f"broadcast: no broadcast {broadcast_id!r}")
+    if broadcast.status not in (BroadcastStatus.DRAFT, BroadcastStatus.SCHEDULED):
+        raise StateError(
+            f"broadcast {broadcast.name!r} is {broadcast.status}: only drafts and scheduled"
+            " broadcasts can be changed"
+        )
+    unknown = set(fields) - set(_FIELDS)
+    if unknown:
+        field = sorted(unknown)[0]
+        raise ValidationError(f"{field}: not a field of a broadcast", field=field)
+    current = {
+        "name": broadcast.name,
+        "channel": broadcast.channel,
+        "segments": list(broadcast.segment_ids or []),
+        "subject": broadcast.subject,
+        "body": broadcast.body,
+        "send_to_unsubscribed": broadcast.send_to_unsubscribed,
+        "scheduled_at": broadcast.scheduled_at,
+        "options": broadcast.options,
+    }
+    checked = _checked(session, **{**current, **fields})
+    if broadcast.status == BroadcastStatus.SCHEDULED and checked["scheduled_at"] is None:
+        raise ValidationError(
+            "scheduled_at: a scheduled broadcast needs a time (cancel it to stop it)",
+            field="scheduled_at",
+        )
+    for key, value in checked.items():
+        setattr(broadcast, key, value)
+    session.flush()
+    return broadcast
+
+
+_FIELDS = (
+    "name",
+    "channel",
+    "segments",
+    "subject",
+    "body",
+    "send_to_unsubscribed",
+    "scheduled_at",
+    "options",
+)
+
+
+def _checked(
+    session: Session,
+    *,
+    name: Any,
+    channel: Any,
+    segments: list[Any],
+    subject: Any,
+    body: Any,
+    send_to_unsubscribed: bool,
+    scheduled_at: Any,
+    options: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """A broadcast's fields, validated, as the model stores them."""
     if not isinstance(name, str) or not name.strip():
         raise ValidationError("name: a broadcast needs a name", field="name")
     kind = get_channel(channel)
@@ -81,20 +165,16 @@ def create_broadcast(
         raise ValidationError(
             "scheduled_at: expected a timezone-aware datetime", field="scheduled_at"
         )
-    broadcast = Broadcast(
-        name=name.strip(),
-        channel=channel,
-        segment_ids=list(dict.fromkeys(segment_ids)),
-        subject=subject,
-        body=body,
-        send_to_unsubscribed=bool(send_to_unsubscribed),
-        options={key: checked[key] for key in kind.options if key in checked} or None,
-        scheduled_at=scheduled_at,
-        status=BroadcastStatus.DRAFT,
-    )
-    session.add(broadcast)
-    session.flush()
-    return broadcast
+    return {
+        "name": name.strip(),
+        "channel": channel,
+        "segment_ids": list(dict.fromkeys(segment_ids)),
+        "subject": subject,
+        "body": body,
+        "send_to_unsubscribed": bool(send_to_unsubscribed),
+        "options": {key: checked[key] for key in kind.options if key in checked} or None,
+        "scheduled_at": scheduled_at,
+    }
 
 
 def _check_option_names(channel: Channel, options: Any) -> dict[str, Any]:
@@ -167,17 +247,11 @@ def start_broadcast(session: Session, broadcast_id: int, now: datetime | None = 
         return 0
     customers = Customer.__table__
     channel = broadcast.channel
-    opted_out = exists().where(
-        Unsubscription.customer_id == customers.c.id, Unsubscription.channel == channel
-    )
     reachable = get_channel(channel).reachable()
-    blocked = literal(False) if broadcast.send_to_unsubscribed else opted_out
+    skip = blocked(channel, broadcast.send_to_unsubscribed)
     skipped, to_send = MessageStatus.SKIPPED.value, MessageStatus.QUEUED.value
-    status = case((not_(reachable), skipped), (blocked, skipped), else_=to_send)
-    reason = case((not_(reachable), "no_address"), (blocked, "unsubscribed"), else_=None)
-    recipients = select(Membership.customer_id).where(
-        Membership.segment_id.in_(broadcast.segment_ids)
-    )
+    status = case((not_(reachable), skipped), (skip, skipped), else_=to_send)
+    reason = case((not_(reachable), "no_address"), (skip, "unsubscribed"), else_=None)
     columns = ["customer_id", "channel", "status", "error", "broadcast_id", "created_at"]
     session.execute(
         insert_ignoring_conflicts(
@@ -191,7 +265,7 @@ def start_broadcast(session: Session, broadcast_id: int, now: datetime | None = 
                 reason,
                 literal(broadcast.id),
                 literal(now, Message.__table__.c.created_at.type),
-            ).where(customers.c.id.in_(recipients)),
+            ).where(in_segments(broadcast.segment_ids)),
         )
     )
     broadcast.status = BroadcastStatus.SENDING

@@ -13,7 +13,7 @@ from ..channels import Channel
 from ..models import Customer
 from .links import track
 from .templates import Rendered, render
-from .unsubscribe import make_token
+from .unsubscribe import make_test_token, make_token
 from .urls import external_url
 
 
@@ -34,20 +34,28 @@ def compose(
     subject: str | None,
     body: str,
     *,
+    test: bool = False,
     message_id: int | None = None,
 ) -> Composed:
     """Render ``subject`` and ``body`` for ``customer`` on ``channel``.
 
+    ``test``: a test send (an admin's preview mailed to themselves): its unsubscribe
+    link unsubscribes nobody, and its page says so. ``customer`` may then be unsaved.
     ``message_id``: the message being delivered; its opens and clicks are tracked
     (:mod:`.links`). Previews and test sends, which have none, are not.
+
     Raises :class:`~flask_engage.errors.InvalidTemplate` when a template fails for
-    this customer's data.
+    this customer's data, :class:`~flask_engage.errors.ConfigurationError` when
+    links cannot be built (no ``ENGAGE_BASE_URL`` or ``SERVER_NAME``).
     """
     unsubscribe_url = None
     if channel.opt_out:
-        unsubscribe_url = external_url(
-            "engage.unsubscribe", token=make_token(customer.id or 0, channel.name)
+        token = (
+            make_test_token(channel.name)
+            if test
+            else make_token(customer.external_id, channel.name)
         )
+        unsubscribe_url = external_url("engage.unsubscribe", token=token)
     context = {"customer": customer.template_context(), "unsubscribe_url": unsubscribe_url}
     rendered = render(subject, body, context, html=channel.html_bodies)
     report_url = None

@@ -6,22 +6,26 @@ import copy
 import re
 import unicodedata
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import and_, exists, func, select, true
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Query, Session
 
 from ..errors import InvalidFilter, StateError, ValidationError
 from ..models import (
+    LIVE_RUNS,
     Automation,
+    AutomationRun,
     Broadcast,
     Customer,
     Membership,
     Segment,
     SegmentSnapshot,
+    TriggerKind,
     utcnow,
 )
 from .compiler import customers
@@ -248,3 +252,78 @@ def members(session: Session, segment: Segment) -> Query[Customer]:
     """A query of the segment's current customers, ordered by id."""
     inside = select(Membership.customer_id).where(Membership.segment_id == segment.id)
     return session.query(Customer).filter(Customer.id.in_(inside)).order_by(Customer.id)
+
+
+@dataclass
+class AutomationImpact:
+    """An automation an edit would start, and for how many customers."""
+
+    id: int
+    name: str
+    #: ``joins`` or ``leaves``.
+    trigger: str
+    customers: int
+
+
+@dataclass
+class Impact:
+    """What saving new filters on a segment would change (nothing is written)."""
+
+    joining: int
+    leaving: int
+    #: Active automations on the segment that would start runs, with how many.
+    automations: list[AutomationImpact] = field(default_factory=list)
+
+
+def preview_impact(
+    session: Session, segment: Segment, filters: Any, now: datetime | None = None
+) -> Impact:
+    """How many customers would join and leave ``segment`` with ``filters``, and which
+    of its automations would start for how many of them (as ``start_runs`` decides:
+    active ones, not for customers who went through it once unless it allows
+    re-entry, never twice at the same time). Computed with the compiler, in a
+    savepoint: nothing is written. Raises :class:`InvalidFilter` as saving would.
+    """
+    node = _checked(session, filters, self_slug=segment.slug)
+    compiler = make_compiler(session, now or utcnow())
+    memberships = Membership.__table__
+    runs = AutomationRun.__table__
+
+    def run() -> Impact:
+        condition = and_(*compiler.scope(), compiler.condition(node))
+        is_member = exists().where(
+            memberships.c.segment_id == segment.id, memberships.c.customer_id == customers.c.id
+        )
+        joining = select(customers.c.id.label("id")).where(condition, ~is_member).subquery()
+        still = select(customers.c.id).where(customers.c.id == memberships.c.customer_id, condition)
+        leaving = (
+            select(memberships.c.customer_id.label("id"))
+            .where(memberships.c.segment_id == segment.id, ~still.exists())
+            .subquery()
+        )
+        count = {
+            kind: session.scalar(select(func.count()).select_from(who)) or 0
+            for kind, who in ((TriggerKind.JOINS, joining), (TriggerKind.LEAVES, leaving))
+        }
+        impact = Impact(count[TriggerKind.JOINS], count[TriggerKind.LEAVES])
+        watching = session.scalars(
+            select(Automation)
+            .where(Automation.trigger_segment_id == segment.id, Automation.active.is_(True))
+            .order_by(Automation.name)
+        )
+        for automation in watching:
+            who = joining if automation.trigger_kind == TriggerKind.JOINS else leaving
+            if not count[TriggerKind(automation.trigger_kind)]:
+                continue
+            blocked = exists().where(
+                runs.c.automation_id == automation.id,
+                runs.c.customer_id == who.c.id,
+                runs.c.status.in_(LIVE_RUNS) if automation.reentry else true(),
+            )
+            starting = session.scalar(select(func.count()).select_from(who).where(~blocked)) or 0
+            impact.automations.append(
+                AutomationImpact(automation.id, automation.name, automation.trigger_kind, starting)
+            )
+        return impact
+
+    return _evaluated(session, run)

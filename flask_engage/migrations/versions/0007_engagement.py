@@ -8,7 +8,7 @@ gains the ``event_id`` that started a run (unique per automation) and
 ``step_reached_at``.
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0005
 Create Date: 2026-11-29
 """
 
@@ -19,7 +19,7 @@ from sqlalchemy.dialects import postgresql
 import flask_engage.models
 
 revision = "0007"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,190 @@
+"""The admin's forms (WTForms on Flask-Admin's ``BaseForm``).
+
+Forms read, re-show and coerce what an admin typed; Engage's services validate it
+and name the bad field. Every form renders the session's CSRF token
+(:mod:`.security`), which the views check before any POST runs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from flask import current_app
+from flask_admin.form import BaseForm
+from wtforms import (  # type: ignore[import-untyped]
+    BooleanField,
+    DateTimeLocalField,
+    HiddenField,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.csrf.core import CSRF  # type: ignore[import-untyped]
+from wtforms.validators import (  # type: ignore[import-untyped]
+    Optional,
+)
+from wtforms.validators import ValidationError as FieldError
+
+from ..channels import all_channels
+from ..errors import ValidationError
+from ..models import Broadcast, Segment, TriggerKind
+from .security import FORM_FIELD, csrf_token
+
+
+class SessionTokenCSRF(CSRF):
+    """WTForms CSRF on the admin's session token (the same one AJAX calls send)."""
+
+    def generate_csrf_token(self, csrf_token_field: Any) -> str:
+        return csrf_token()
+
+    def validate_csrf_token(self, form: Any, field: Any) -> None:
+        if field.data != csrf_token():
+            raise FieldError("missing or invalid CSRF token; reload the page and try again")
+
+
+class EngageForm(BaseForm):
+    """A form of the admin: CSRF token included; errors as one ValidationError."""
+
+    class Meta:
+        csrf = True
+        csrf_class = SessionTokenCSRF
+        csrf_field_name = FORM_FIELD
+
+    def check(self) -> None:
+        """Validate the fields; raise the first error as a ValidationError naming its field."""
+        if not self.validate():
+            name, messages = next(iter(self.errors.items()))
+            message = messages[0] if isinstance(messages, list) else str(messages)
+            raise ValidationError(f"{name}: {message}", field=name)
+
+
+def segment_choices(segments: list[Segment]) -> list[tuple[int, str]]:
+    """Segments for a select: ``(id, "Name (members)")``."""
+    return [(s.id, f"{s.name} ({s.member_count:,} customers)") for s in segments]
+
+
+class SegmentForm(EngageForm):
+    """Name, description and filters (JSON, written by the builder) of a segment."""
+
+    name = StringField("Name")
+    description = StringField("Description")
+    filters = TextAreaField("Filters (JSON)")
+    #: Start automations for the customers this edit makes join or leave.
+    trigger_automations = BooleanField("Run automations for customers who join or leave now")
+    #: Set once the admin has seen the edit's impact.
+    confirmed = HiddenField()
+
+
+class BroadcastForm(EngageForm):
+    """A broadcast draft: channel from the registry, its own settings, audience, schedule."""
+
+    name = StringField("Name")
+    channel = SelectField("Channel")
+    segments = SelectMultipleField("Segments", coerce=int)
+    subject = StringField("Subject")
+    body = TextAreaField("Body")
+    url = StringField("Web address (URL)")
+    headers = TextAreaField("Headers (one Name: value per line)")
+    send_to_unsubscribed = BooleanField(
+        "Send to unsubscribed customers too (transactional messages only)"
+    )
+    scheduled_at = DateTimeLocalField(
+        "Send at", format=["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"], validators=[Optional()]
+    )
+    action = HiddenField()
+
+    def __init__(self, *args: Any, segments: list[Segment], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.channel.choices = [(c.name, c.label) for c in all_channels()]
+        self.segments.choices = segment_choices(segments)
+
+    @classmethod
+    def of(cls, broadcast: Broadcast, segments: list[Segment]) -> BroadcastForm:
+        """The form filled with a saved broadcast."""
+        options = broadcast.options or {}
+        headers = "\n".join(f"{k}: {v}" for k, v in (options.get("headers") or {}).items())
+        return cls(
+            segments=segments,
+            data={
+                "name": broadcast.name,
+                "channel": broadcast.channel,
+                "segments": list(broadcast.segment_ids or []),
+                "subject": broadcast.subject or "",
+                "body": broadcast.body,
+                "url": options.get("url", ""),
+                "headers": headers,
+                "send_to_unsubscribed": broadcast.send_to_unsubscribed,
+                "scheduled_at": local_time(broadcast.scheduled_at),
+            },
+        )
+
+    def fields(self) -> dict[str, Any]:
+        """The broadcast's fields as ``create_broadcast`` takes them."""
+        channel = next((c for c in all_channels() if c.name == self.channel.data), None)
+        options: dict[str, Any] = {}
+        if channel is not None:
+            if "url" in channel.options:
+                options["url"] = (self.url.data or "").strip()
+            if "headers" in channel.options and (self.headers.data or "").strip():
+                options["headers"] = parse_headers(self.headers.data or "")
+        needs_subject = channel is not None and channel.needs_subject
+        return {
+            "channel": self.channel.data or "",
+            "segments": list(self.segments.data or []),
+            "subject": (self.subject.data or None) if needs_subject else None,
+            "body": self.body.data or "",
+            "send_to_unsubscribed": bool(self.send_to_unsubscribed.data),
+            "scheduled_at": utc_time(self.scheduled_at.data),
+            "options": options or None,
+        }
+
+
+class AutomationForm(EngageForm):
+    """Name, trigger, flags and steps (JSON, written by the step editor)."""
+
+    name = StringField("Name")
+    trigger_kind = SelectField(
+        "When a customer",
+        choices=[(TriggerKind.JOINS.value, "joins"), (TriggerKind.LEAVES.value, "leaves")],
+    )
+    segment = SelectField("Segment", coerce=int)
+    steps = TextAreaField("Steps (JSON)")
+    active = BooleanField("Active")
+    reentry = BooleanField("Customers may go through it again after leaving and re-joining")
+    exit_on_leave = BooleanField("End a run when the customer leaves the segment")
+
+    def __init__(self, *args: Any, segments: list[Segment], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.segment.choices = [(s.id, s.name) for s in segments]
+
+
+def parse_headers(text: str) -> dict[str, str]:
+    """``Name: value`` lines as a dict (the webhook channel checks names and values)."""
+    headers: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise ValidationError(
+                f"headers: line {number} should look like 'Name: value'", field="headers"
+            )
+        headers[name.strip()] = value.strip()
+    return headers
+
+
+def _zone() -> ZoneInfo:
+    return ZoneInfo(current_app.config["ENGAGE_TIMEZONE"])
+
+
+def utc_time(local: datetime | None) -> datetime | None:
+    """A ``datetime-local`` value (in ``ENGAGE_TIMEZONE``) as an aware datetime."""
+    return None if local is None else local.replace(tzinfo=_zone())
+
+
+def local_time(moment: datetime | None) -> datetime | None:
+    """An aware datetime as the naive local time a ``datetime-local`` field shows."""
+    return None if moment is None else moment.astimezone(_zone()).replace(tzinfo=None)
