@@ -418,3 +418,19 @@ def test_a_click_starts_an_automation_and_a_scanner_does_not(app, client):
             links["ann"], headers={"User-Agent": "Mozilla/5.0 (X11; Linux) Firefox/128"}
         ).close()
     assert sent(outbox) == [("ann", "Still deciding?")]
+
+
+def test_the_admin_shows_an_event_triggered_branching_automation(app, client):
+    automation = engage.create_automation(
+        "Thanks",
+        trigger=BIG_PURCHASE,
+        steps=[
+            {"wait_for": {"event": "Paid", "days": 1, "then": [email("Paid")], "else": []}},
+            {"branch": {"if": TRIAL, "then": [email("Trial")]}},
+        ],
+    )
+    for url in ("/engage/admin/automations/", f"/engage/admin/automations/{automation.id}"):
+        response = client.get(url)
+        assert response.status_code == 200, url
+        assert b"records <strong>Purchase</strong>" in response.data
+    assert client.get(f"/engage/admin/automations/{automation.id}/edit").status_code == 200

@@ -234,7 +234,11 @@ class AutomationsView(EngageView):
     @expose(f"/<{SMALL_ID}:automation_id>")
     def details(self, automation_id: int) -> Any:
         automation = self._get(automation_id)
-        segment = host_session().get(Segment, automation.trigger_segment_id)
+        segment = (
+            host_session().get(Segment, automation.trigger_segment_id)
+            if automation.trigger_segment_id is not None
+            else None
+        )
         return self.render(
             "engage_admin/automation.html",
             automation=automation,
