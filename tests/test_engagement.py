@@ -254,6 +254,25 @@ def test_previews_and_test_sends_are_not_tracked(app):
     assert "/engage/open/" not in composed.rendered.html
 
 
+def test_an_admin_test_send_is_not_tracked(app, client):
+    customers("ann")
+    broadcast = engage.create_broadcast(
+        "Sale", channel="email", segments=["all"], subject="Sale", body=BODY
+    )
+    with client.session_transaction() as session:
+        session["_engage_admin_csrf"] = "token"
+    with app.extensions["mail"].record_messages() as sent:
+        response = client.post(
+            f"/engage/admin/broadcasts/{broadcast.id}/test",
+            data={"csrf_token": "token", "email": "me@example.com"},
+        )
+    assert response.status_code == 302
+    (mail,) = sent
+    assert mail.subject.startswith("[Test]")
+    assert "https://shop.example/sale?a=1&b=2" in hrefs(mail.html)
+    assert "/engage/click/" not in mail.html and "/engage/open/" not in mail.html
+
+
 def test_a_click_of_a_forgotten_customer_still_redirects_and_records_nothing(app, client):
     customers("ann")
     _, sent = send_email(app)
