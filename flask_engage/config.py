@@ -87,6 +87,11 @@ DEFAULTS: dict[str, Any] = {
     "ENGAGE_WEBHOOK_ALLOW_PRIVATE": False,
     #: Seconds a webhook request may take to connect, and to answer.
     "ENGAGE_WEBHOOK_TIMEOUT": 10,
+    #: Emails carry an open pixel; opens are recorded as ``Email opened`` events.
+    "ENGAGE_TRACK_OPENS": True,
+    #: Links in emails go through signed click URLs (``Email clicked`` events), and
+    #: push notifications report their clicks (``Push clicked``).
+    "ENGAGE_TRACK_CLICKS": True,
 }
 
 #: Settings that must be whole numbers >= 1 (numeric strings from the environment are accepted).
@@ -120,7 +125,12 @@ def check_config(config: MutableMapping[str, Any]) -> None:
             f"ENGAGE_TIMEZONE: unknown time zone {config['ENGAGE_TIMEZONE']!r}"
         ) from None
     _check_api_keys(config["ENGAGE_API_KEYS"])
-    for key in ("ENGAGE_PUSH_ALLOW_PRIVATE", "ENGAGE_WEBHOOK_ALLOW_PRIVATE"):
+    for key in (
+        "ENGAGE_PUSH_ALLOW_PRIVATE",
+        "ENGAGE_WEBHOOK_ALLOW_PRIVATE",
+        "ENGAGE_TRACK_OPENS",
+        "ENGAGE_TRACK_CLICKS",
+    ):
         config[key] = _boolean(key, config[key])
     secret = config["ENGAGE_WEBHOOK_SECRET"]
     if secret is not None and (not isinstance(secret, str) or not secret.strip()):

@@ -27,6 +27,7 @@ from .lists import optin as list_optin
 from .lists import service as list_service
 from .merge import merge_customers
 from .messages import broadcasts as broadcast_service
+from .messages import outcomes
 from .messages.unsubscribe import set_subscription
 from .messages.urls import check_link_base
 from .migrations import skip_in_host_autogenerate
@@ -577,9 +578,37 @@ class Engage:
             return broadcast_service.cancel(session, _id(broadcast))
 
     def broadcast_counts(self, broadcast: Broadcast | int) -> dict[str, int]:
-        """Messages of a broadcast by status and skip reason."""
+        """Messages of a broadcast by status and skip reason, and the customers who
+        ``opened`` and ``clicked`` it."""
         with operation_session() as session:
             return broadcast_service.counts(session, _id(broadcast))
+
+    def broadcast_outcomes(self, broadcast: Broadcast | int) -> dict[str, Any]:
+        """Sent, failed, skipped, opened, clicked (by people and machines) and
+        unsubscribed after it, with ``rates`` in percent of the messages sent."""
+        with operation_session() as session:
+            return outcomes.broadcast_outcomes(session, _id(broadcast))
+
+    def engagement_by_day(
+        self,
+        *,
+        broadcast: Broadcast | int | None = None,
+        automation: Automation | int | None = None,
+        days: int = 7,
+    ) -> list[dict[str, int]]:
+        """First opens and clicks per day after sending (day 0 is the day each message
+        was sent), for one broadcast or automation: a chart's points."""
+        if (broadcast is None) == (automation is None):
+            raise ValidationError("broadcast: give a broadcast or an automation", field="broadcast")
+        if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 365:
+            raise ValidationError("days: expected a whole number from 1 to 365", field="days")
+        with operation_session() as session:
+            return outcomes.engagement_by_day(
+                session,
+                broadcast_id=None if broadcast is None else _id(broadcast),
+                automation_id=None if automation is None else _id(automation),
+                days=days,
+            )
 
     # -- automations -------------------------------------------------------------------
     def create_automation(
@@ -593,8 +622,9 @@ class Engage:
         exit_on_leave: bool = False,
     ) -> Automation:
         """Create an automation started when a customer joins or leaves a segment
-        (``{"joins": segment}``, ``{"leaves": segment}``), or subscribes to or
-        unsubscribes from a list (``{"subscribes": list}``, ``{"unsubscribes": list}``)."""
+        (``{"joins": segment}``, ``{"leaves": segment}``), subscribes to or unsubscribes
+        from a list (``{"subscribes": list}``, ``{"unsubscribes": list}``), or records an
+        event (``{"event": name, "where": [...]}``)."""
         with operation_session() as session:
             return automation_service.create_automation(
                 session,
@@ -618,7 +648,8 @@ class Engage:
             automation_service.delete_automation(session, self._automation(session, automation))
 
     def automation_stats(self, automation: Automation | int) -> dict[str, Any]:
-        """Runs by status and messages per step."""
+        """Runs by status, messages per step, the steps' outline and each send step's
+        outcomes with rates (``outcomes_by_step``)."""
         with operation_session() as session:
             return automation_service.automation_stats(
                 session, self._automation(session, automation)

@@ -88,13 +88,15 @@ class TriggerKind(StrEnum):
 
     JOINS = "joins"
     LEAVES = "leaves"
+    #: The customer records an event (``trigger_event``, matching ``trigger_where``).
+    EVENT = "event"
     #: A customer's subscription to a list takes effect (added, or confirmed).
     SUBSCRIBES = "subscribes"
     #: A subscribed customer unsubscribes from a list or is removed from it.
     UNSUBSCRIBES = "unsubscribes"
 
 
-#: Triggers on a list (the others are on a segment).
+#: Triggers on a list.
 LIST_TRIGGERS = (TriggerKind.SUBSCRIBES, TriggerKind.UNSUBSCRIBES)
 
 
@@ -114,6 +116,9 @@ class OutboxTask(StrEnum):
     BROADCAST = "broadcast"
     #: Deliver queued messages (key: 0).
     DELIVER = "deliver"
+    #: React to an event automations watch: start event-triggered runs, wake runs
+    #: waiting for it (key: event id).
+    EVENT = "event"
     #: Email a list's double opt-in confirmation link (key: list member id).
     CONFIRM_LIST = "confirm_list"
 
@@ -498,23 +503,34 @@ class Broadcast(Base):
 
 
 class Automation(Base):
-    """Steps walked by each customer who joins (or leaves) the trigger segment, or
-    subscribes to (or unsubscribes from) the trigger list."""
+    """Steps walked by each customer who joins (or leaves) the trigger segment,
+    subscribes to (or unsubscribes from) the trigger list, or records the trigger event.
+
+    ``steps`` are the steps as given (branches nest theirs); runs walk the flat
+    program they compile to (``AutomationRun.step`` and ``Message.step`` are
+    positions in it; see ``flask_engage.automations.steps``).
+    """
 
     __tablename__ = "engage_automations"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(200))
-    #: A :class:`TriggerKind`: ``joins``/``leaves`` a segment, ``subscribes``/``unsubscribes``
-    #: to a list.
+    #: A :class:`TriggerKind`.
     trigger_kind: Mapped[str] = mapped_column(String(16))
+    #: The segment of a ``joins`` / ``leaves`` trigger.
     trigger_segment_id: Mapped[int | None] = mapped_column(
         Integer, ForeignKey("engage_segments.id", ondelete="CASCADE"), index=True
     )
+    #: The list of a ``subscribes`` / ``unsubscribes`` trigger.
     trigger_list_id: Mapped[int | None] = mapped_column(
         Integer, ForeignKey("engage_lists.id", ondelete="CASCADE"), index=True
     )
+    #: The event of an ``event`` trigger, and its property conditions.
+    trigger_event: Mapped[str | None] = mapped_column(String(255))
+    trigger_where: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
     steps: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    #: Names of the events it reacts to (its trigger, its ``wait_for`` steps), or None.
+    watched_events: Mapped[list[str] | None] = mapped_column(JSONType)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     reentry: Mapped[bool] = mapped_column(Boolean, default=False)
     exit_on_leave: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -522,9 +538,14 @@ class Automation(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     @property
-    def trigger(self) -> dict[str, int | None]:
-        """The trigger as given to ``create_automation``: ``{"joins": segment_id}`` or
-        ``{"subscribes": list_id}``."""
+    def trigger(self) -> dict[str, Any]:
+        """The trigger as given to ``create_automation``: ``{"joins": segment_id}``,
+        ``{"subscribes": list_id}`` or ``{"event": name, "where": [...]}``."""
+        if self.trigger_kind == TriggerKind.EVENT:
+            trigger: dict[str, Any] = {"event": self.trigger_event}
+            if self.trigger_where:
+                trigger["where"] = self.trigger_where
+            return trigger
         if self.trigger_kind in LIST_TRIGGERS:
             return {self.trigger_kind: self.trigger_list_id}
         return {self.trigger_kind: self.trigger_segment_id}
@@ -544,6 +565,7 @@ class AutomationRun(Base):
     __tablename__ = "engage_automation_runs"
     __table_args__ = (
         UniqueConstraint("automation_id", "customer_id", "entry", name="uq_engage_runs_entry"),
+        UniqueConstraint("automation_id", "event_id", name="uq_engage_runs_event"),
         Index("ix_engage_runs_status_due", "status", "due_at"),
     )
 
@@ -555,9 +577,15 @@ class AutomationRun(Base):
         BigId, ForeignKey("engage_customers.id", ondelete="CASCADE")
     )
     entry: Mapped[int] = mapped_column(Integer, default=1)
+    #: The event that started it (event triggers): one run per automation and event.
+    event_id: Mapped[int | None] = mapped_column(BigId)
+    #: Position in the automation's program (its compiled steps).
     step: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(String(16), default=RunStatus.ACTIVE)
     due_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: When the run reached its current step, on the automation's clock (a
+    #: ``wait_for`` step counts events from here); None: at ``due_at``.
+    step_reached_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Failed attempts at the current step (retried with backoff, then parked).
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     #: The last failure, when a step failed.
@@ -614,6 +642,13 @@ class Message(Base):
     retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: First open (email pixel) that looked like a person, and first that looked like
+    #: a machine (a privacy proxy fetching every image, a security scanner).
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    machine_opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: First click (email link, push notification) by a person, and by a machine.
+    clicked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    machine_clicked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: What the channel reported about the last delivery attempt (a webhook's
     #: ``status`` code and ``latency_ms``); ``None`` when it reported nothing.
     receipt: Mapped[dict[str, Any] | None] = mapped_column(JSONType)

@@ -11,20 +11,22 @@ from __future__ import annotations
 import enum
 import json
 import re
+import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from flask import current_app
+from flask import Flask, current_app
 from sqlalchemy import Connection, bindparam, inspect, select, update
 from sqlalchemy.orm import Mapper, Session
 
-from .db import get_state, host_session, insert_ignoring_conflicts, log, pending_work
+from .db import get_state, host_session, insert_ignoring_conflicts, log, pending_work, this_app
 from .errors import ConfigurationError, ValidationError
-from .models import AttributeDefinition, Customer, Event, OutboxTask, utcnow
+from .models import AttributeDefinition, Automation, Customer, Event, OutboxTask, utcnow
 from .outbox import add_to_outbox
 from .values import check_name, normalize_mapping, normalize_value, parse_datetime, value_type
 
@@ -38,6 +40,11 @@ CHUNK = 500
 TrackItem = tuple[str, str, dict[str, Any], datetime]
 DEFINITION_REFRESH = timedelta(hours=1)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
+#: Seconds a process trusts its list of the event names automations react to.
+WATCHED_TTL = 5.0
+_watched: weakref.WeakKeyDictionary[Flask, tuple[float, frozenset[str]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 @dataclass
@@ -281,6 +288,25 @@ def record_definitions(
         seen[(kind, scope, name)] = now
 
 
+def watched_events(conn: Connection) -> frozenset[str]:
+    """Names of the events active automations react to (their event trigger, their
+    ``wait_for`` steps), read at most every :data:`WATCHED_TTL` seconds per process."""
+    app = this_app()
+    cached = _watched.get(app)
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1]
+    table = Automation.__table__
+    active = select(table.c.watched_events).where(table.c.active.is_(True))
+    names = frozenset(name for (listed,) in conn.execute(active) for name in listed or ())
+    _watched[app] = (time.monotonic() + WATCHED_TTL, names)
+    return names
+
+
+def forget_watched_events() -> None:
+    """An automation was saved: read the watched event names again at the next event."""
+    _watched.pop(this_app(), None)
+
+
 def store(
     session: Session,
     patches: Mapping[str, CustomerPatch],
@@ -290,9 +316,9 @@ def store(
     """Write customer patches and ``(external_id, name, properties, occurred_at)`` events.
 
     Every customer named is created if unknown; the touched customers are queued
-    for segment re-evaluation in the same transaction, and announced
-    (``customer_identified`` for patched ones, ``event_tracked`` for events) once
-    it has committed.
+    for segment re-evaluation in the same transaction, events that automations
+    react to for the ``event`` task, and all are announced (``customer_identified``
+    for patched ones, ``event_tracked`` for events) once it has committed.
     """
     conn = conn or session.connection()
     now = utcnow()
@@ -318,6 +344,9 @@ def store(
         else []
     )
     add_to_outbox(session, OutboxTask.EVALUATE, ids.values(), conn=conn)
+    if events and (watched := watched_events(conn)):
+        reacting = [i for i, item in zip(event_ids, events, strict=True) if item[1] in watched]
+        add_to_outbox(session, OutboxTask.EVENT, reacting, conn=conn)
     work = pending_work(session)
     work.customer_ids.update(ids[key] for key in patches)
     work.event_ids.extend(event_ids)

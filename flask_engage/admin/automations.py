@@ -235,10 +235,16 @@ class AutomationsView(EngageView):
     def details(self, automation_id: int) -> Any:
         automation = self._get(automation_id)
         session = host_session()
-        if automation.trigger_list_id is not None:  # lists have no admin page yet
-            segment, trigger_list = None, session.get(CustomerList, automation.trigger_list_id)
-        else:
-            segment, trigger_list = session.get(Segment, automation.trigger_segment_id), None
+        segment = (
+            session.get(Segment, automation.trigger_segment_id)
+            if automation.trigger_segment_id is not None
+            else None
+        )
+        trigger_list = (
+            session.get(CustomerList, automation.trigger_list_id)
+            if automation.trigger_list_id is not None
+            else None
+        )
         return self.render(
             "engage_admin/automation.html",
             automation=automation,

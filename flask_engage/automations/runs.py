@@ -1,12 +1,14 @@
-"""Automation runs: started set-based with membership changes, walked step by step.
+"""Automation runs: started set-based, walked through the automation's program.
 
 Runs are created in the transaction of the membership change that triggers them
 (:func:`start_runs` for segments, :func:`start_list_runs` for lists, called by
-whoever applied the change). :func:`advance_runs`
-walks every due run as far as it can go (until a wait, the end, or an exit); each
-run's progress is a compare-and-set on its ``(step, status)``, and a send step
-writes its message row with a unique ``(run_id, step)``, so a step is executed
-once even when two workers race.
+whoever applied the change), or by the ``event`` outbox task for the events that
+trigger them (:func:`start_event_runs`: once per automation and event, and once per
+customer without re-entry), which also wakes the runs waiting for those events
+(:func:`wake_runs`). :func:`advance_runs` walks every due run as far as it can go
+(until a wait, the end, or an exit); each run's progress is a compare-and-set on its
+``(step, status)``, and a send step writes its message row with a unique
+``(run_id, step)``, so a step is executed once even when two workers race.
 
 A run whose step raises is rolled back alone (a savepoint per run), retried with
 backoff (``due_at``) and, after :data:`MAX_ATTEMPTS`, parked with its error: it
@@ -15,6 +17,7 @@ never stops the other runs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,12 +31,15 @@ from ..models import (
     AutomationRun,
     ChangeKind,
     Customer,
+    Event,
     ListChange,
     MembershipChange,
     RunStatus,
     TriggerKind,
 )
-from .steps import Next, Walk, kind_of
+from ..segments.membership import make_compiler
+from .events import event_conditions
+from .steps import Next, Walk, kind_of, program_of
 
 #: Attempts before a failing run is parked.
 MAX_ATTEMPTS = 5
@@ -157,6 +163,114 @@ def _start(
     return rowcount(started)
 
 
+def start_event_runs(session: Session, event_ids: Sequence[int], now: datetime) -> int:
+    """Start the runs of active event-triggered automations for these events, set-based;
+    returns how many started.
+
+    One run per automation and event (``AutomationRun.event_id`` is unique per
+    automation, so an event handled twice starts nothing twice); without re-entry,
+    only a customer's first qualifying event ever starts one. With re-entry every
+    qualifying event starts its own run, even while an earlier one is live.
+    """
+    events, runs, customers = Event.__table__, AutomationRun.__table__, Customer.__table__
+    names = select(events.c.name).where(events.c.id.in_(event_ids)).distinct()
+    automations = session.scalars(
+        select(Automation).where(
+            Automation.trigger_kind == TriggerKind.EVENT,
+            Automation.active.is_(True),
+            Automation.trigger_event.in_(names),
+        )
+    ).all()
+    if not automations:
+        return 0
+    compiler = make_compiler(session, now)
+    at = literal(now, runs.c.due_at.type)
+    started = 0
+    for automation in automations:
+        assert automation.trigger_event is not None
+        matched = (
+            select(
+                events.c.id.label("event_id"),
+                events.c.customer_id,
+                func.row_number()
+                .over(partition_by=events.c.customer_id, order_by=events.c.id)
+                .label("nth"),
+            )
+            .join(customers, customers.c.id == events.c.customer_id)
+            .where(
+                events.c.id.in_(event_ids),
+                customers.c.deleted_at.is_(None),
+                *event_conditions(compiler, automation.trigger_event, automation.trigger_where),
+                ~exists().where(
+                    runs.c.automation_id == automation.id, runs.c.event_id == events.c.id
+                ),
+            )
+            .subquery()
+        )
+        mine = and_(
+            runs.c.automation_id == automation.id, runs.c.customer_id == matched.c.customer_id
+        )
+        previous = select(func.max(runs.c.entry)).where(mine).scalar_subquery()
+        chosen = select(
+            literal(automation.id),
+            matched.c.customer_id,
+            func.coalesce(previous, 0) + matched.c.nth,
+            matched.c.event_id,
+            literal(0),
+            literal(RunStatus.ACTIVE.value),
+            at,
+            at,
+            at,
+        )
+        if not automation.reentry:
+            chosen = chosen.where(matched.c.nth == 1, ~exists().where(mine))
+        columns = ["automation_id", "customer_id", "entry", "event_id", "step", "status"]
+        started += rowcount(
+            session.execute(
+                insert(runs).from_select([*columns, "due_at", "started_at", "updated_at"], chosen)
+            )
+        )
+    return started
+
+
+def wake_runs(session: Session, event_ids: Sequence[int], now: datetime) -> int:
+    """Make runs waiting for these events (``wait_for`` steps) due now; returns how many.
+
+    The step itself then checks the event against its conditions and its time.
+    """
+    events = Event.__table__
+    customers_by_name: dict[str, set[int]] = {}
+    for name, customer_id in session.execute(
+        select(events.c.name, events.c.customer_id).where(events.c.id.in_(event_ids))
+    ):
+        customers_by_name.setdefault(name, set()).add(customer_id)
+    woken = 0
+    for automation in session.scalars(select(Automation).where(Automation.active.is_(True))):
+        if not set(automation.watched_events or ()) & set(customers_by_name):
+            continue
+        for position, instruction in enumerate(program_of(automation)):
+            kind, spec = kind_of(instruction)
+            for name in kind.events(spec):
+                customer_ids = customers_by_name.get(name)
+                if not customer_ids:
+                    continue
+                woken += rowcount(
+                    session.execute(
+                        update(AutomationRun)
+                        .where(
+                            AutomationRun.automation_id == automation.id,
+                            AutomationRun.step == position,
+                            AutomationRun.status == RunStatus.WAITING,
+                            AutomationRun.customer_id.in_(sorted(customer_ids)),
+                            AutomationRun.due_at > now,
+                        )
+                        .values(due_at=now)
+                        .execution_options(synchronize_session=False)
+                    )
+                )
+    return woken
+
+
 class _RunMoved(Exception):
     """Another worker advanced this run first."""
 
@@ -170,12 +284,22 @@ def advance_run(session: Session, run: AutomationRun, automation: Automation, no
     customer = session.get(Customer, run.customer_id)
     if customer is None:  # forgotten meanwhile
         status, step, clock, queued = RunStatus.CANCELLED, run.step, run.due_at, 0
+        reached = run.step_reached_at
     else:
         walk = Walk(
-            session, run, automation, customer, now, run.step, RunStatus(run.status), run.due_at
+            session,
+            run,
+            automation,
+            customer,
+            now,
+            run.step,
+            RunStatus(run.status),
+            run.due_at,
+            run.step_reached_at or run.due_at,
         )
-        _walk(walk, automation.steps)
+        _walk(walk, program_of(automation))
         status, step, clock, queued = walk.status, walk.step, walk.clock, walk.queued
+        reached = walk.reached
     moved = rowcount(
         session.execute(
             update(AutomationRun)
@@ -184,7 +308,15 @@ def advance_run(session: Session, run: AutomationRun, automation: Automation, no
                 AutomationRun.step == run.step,
                 AutomationRun.status == run.status,
             )
-            .values(step=step, status=status, due_at=clock, updated_at=now, attempts=0, error=None)
+            .values(
+                step=step,
+                status=status,
+                due_at=clock,
+                step_reached_at=reached,
+                updated_at=now,
+                attempts=0,
+                error=None,
+            )
             .execution_options(synchronize_session=False)
         )
     )
@@ -193,13 +325,21 @@ def advance_run(session: Session, run: AutomationRun, automation: Automation, no
     return queued
 
 
-def _walk(walk: Walk, steps: list[dict[str, Any]]) -> None:
-    """Run steps from ``walk.step`` until one pauses or ends the run, or none is left."""
-    while walk.step < len(steps):
-        kind, spec = kind_of(steps[walk.step])
-        if kind.run(spec, walk) is not Next.CONTINUE:
+def _walk(walk: Walk, program: list[dict[str, Any]]) -> None:
+    """Run the program from ``walk.step`` until a step pauses or ends the run, or the
+    program ends. Jumps go forward only, so this always ends."""
+    while walk.step < len(program):
+        kind, spec = kind_of(program[walk.step])
+        result = kind.run(spec, walk)
+        if result is Next.CONTINUE:
+            walk.step += 1
+        elif result is Next.JUMP:
+            if walk.target <= walk.step:
+                raise RuntimeError(f"step {walk.step} jumps back to {walk.target}")
+            walk.step = walk.target
+        else:
             return
-        walk.step += 1
+        walk.reached = walk.clock
     walk.status = RunStatus.COMPLETED
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from ..lists.service import find_list
+from ..messages.outcomes import step_outcomes
 from ..models import (
     LIST_TRIGGERS,
     LIVE_RUNS,
@@ -21,32 +23,76 @@ from ..models import (
     utcnow,
 )
 from ..segments.service import find_segment
-from .steps import check_steps, fail
+from ..tracking import forget_watched_events
+from .events import check_event_spec
+from .steps import check_steps, compile_steps, fail, watched_events
+
+#: The segment triggers (``{"joins": segment}``).
+SEGMENT_TRIGGERS = (TriggerKind.JOINS, TriggerKind.LEAVES)
 
 
-def check_trigger(session: Session, trigger: Any) -> dict[str, Any]:
-    """``{"joins"|"leaves": segment}`` or ``{"subscribes"|"unsubscribes": list}`` -> the
-    automation's trigger columns (``trigger_kind``, ``trigger_segment_id``,
-    ``trigger_list_id``)."""
+@dataclass(frozen=True)
+class Trigger:
+    """A checked trigger, as the automation's columns store it."""
+
+    kind: str
+    segment_id: int | None = None
+    list_id: int | None = None
+    event: str | None = None
+    where: list[dict[str, Any]] | None = None
+
+    def columns(self) -> dict[str, Any]:
+        return {
+            "trigger_kind": self.kind,
+            "trigger_segment_id": self.segment_id,
+            "trigger_list_id": self.list_id,
+            "trigger_event": self.event,
+            "trigger_where": self.where,
+        }
+
+
+def check_trigger(session: Session, trigger: Any) -> Trigger:
+    """``{"joins": segment}``, ``{"leaves": segment}``, ``{"subscribes": list}``,
+    ``{"unsubscribes": list}`` or ``{"event": NAME, "where": [PROPERTY, ...]}``, checked
+    (errors name ``trigger...``)."""
+    if isinstance(trigger, Mapping) and TriggerKind.EVENT in trigger:
+        extra = set(trigger) - {"event", "where"}
+        if extra:
+            raise fail(f"trigger.{sorted(extra)[0]}", "unknown field of an event trigger")
+        spec = check_event_spec(session, trigger, "trigger")
+        return Trigger(TriggerKind.EVENT, event=spec["event"], where=spec.get("where"))
     if not isinstance(trigger, Mapping) or len(trigger) != 1:
-        raise fail("trigger", "expected {'joins': segment} or {'subscribes': list}")
-    ((kind, ref),) = trigger.items()
-    if kind not in tuple(TriggerKind):
         raise fail(
-            f"trigger.{kind}",
-            "expected 'joins' or 'leaves' (a segment), 'subscribes' or 'unsubscribes' (a list)",
+            "trigger",
+            "expected {'joins': segment}, {'leaves': segment}, {'subscribes': list} or"
+            " {'event': name}",
         )
+    ((kind, ref),) = trigger.items()
     if kind in LIST_TRIGGERS:
         found = find_list(session, ref)
         if found is None:
             raise fail(f"trigger.{kind}", f"no list {ref!r}")
-        if found.archived_at is not None:
-            raise fail(f"trigger.{kind}", f"list {found.name!r} is archived")
-        return {"trigger_kind": kind, "trigger_segment_id": None, "trigger_list_id": found.id}
+        return Trigger(kind, list_id=found.id)
+    if kind not in SEGMENT_TRIGGERS:
+        raise fail(
+            f"trigger.{kind}",
+            "expected 'joins' or 'leaves' (a segment), 'subscribes' or 'unsubscribes' (a list),"
+            " or 'event'",
+        )
     segment = find_segment(session, ref.id if isinstance(ref, Segment) else ref)
     if segment is None:
         raise fail(f"trigger.{kind}", f"no segment {ref!r}")
-    return {"trigger_kind": kind, "trigger_segment_id": segment.id, "trigger_list_id": None}
+    return Trigger(kind, segment_id=segment.id)
+
+
+def _set_steps(automation: Automation, trigger: Trigger, steps: list[dict[str, Any]]) -> None:
+    """Store checked steps (compiled once: a program too large is refused) and the
+    events the automation reacts to."""
+    watched = set(watched_events(compile_steps(steps).instructions))
+    if trigger.event is not None:
+        watched.add(trigger.event)
+    automation.steps = steps
+    automation.watched_events = sorted(watched)
 
 
 def check_name(session: Session, name: Any, current: Automation | None = None) -> str:
@@ -76,16 +122,18 @@ def create_automation(
 ) -> Automation:
     """Insert a validated automation."""
     name = check_name(session, name)
+    checked = check_trigger(session, trigger)
     automation = Automation(
         name=name,
-        **check_trigger(session, trigger),
-        steps=check_steps(session, steps),
+        **checked.columns(),
         active=bool(active),
         reentry=bool(reentry),
         exit_on_leave=bool(exit_on_leave),
     )
+    _set_steps(automation, checked, check_steps(session, steps))
     session.add(automation)
     session.flush()
+    forget_watched_events()
     return automation
 
 
@@ -101,15 +149,22 @@ def update_automation(session: Session, automation: Automation, **changes: Any) 
         raise fail(sorted(unknown)[0], "unknown field")
     if changes.get("name") is not None:
         automation.name = check_name(session, str(changes["name"]), automation)
-    if changes.get("trigger") is not None:
-        for column, value in check_trigger(session, changes["trigger"]).items():
-            setattr(automation, column, value)
+    trigger = (
+        check_trigger(session, changes["trigger"])
+        if changes.get("trigger") is not None
+        else check_trigger(session, automation.trigger)
+    )
+    steps = automation.steps
     if changes.get("steps") is not None:
-        automation.steps = check_steps(session, changes["steps"])
+        steps = check_steps(session, changes["steps"])
+    for column, value in trigger.columns().items():
+        setattr(automation, column, value)
+    _set_steps(automation, trigger, steps)
     for flag in ("active", "reentry", "exit_on_leave"):
         if changes.get(flag) is not None:
             setattr(automation, flag, bool(changes[flag]))
     session.flush()
+    forget_watched_events()
     return automation
 
 
@@ -122,10 +177,14 @@ def delete_automation(session: Session, automation: Automation) -> None:
     )
     session.delete(automation)
     session.flush()
+    forget_watched_events()
 
 
 def automation_stats(session: Session, automation: Automation) -> dict[str, Any]:
-    """Runs by status, and messages by step and status, for the admin."""
+    """Runs by status, messages by step and status, and for the admin: the steps
+    (``steps``: the program's outline, one entry per step with its position, nesting
+    and arm) and the outcomes of each send step with rates (``outcomes_by_step``,
+    keyed by position; see :mod:`flask_engage.messages.outcomes`)."""
     runs = dict(
         session.execute(
             select(AutomationRun.status, func.count())
@@ -143,4 +202,6 @@ def automation_stats(session: Session, automation: Automation) -> dict[str, Any]
     return {
         "runs": {status.value: runs.get(status, 0) for status in RunStatus},
         "messages_by_step": per_step,
+        "steps": compile_steps(automation.steps).outline,
+        "outcomes_by_step": step_outcomes(session, automation.id),
     }

@@ -1,9 +1,21 @@
-"""Automation steps: one class per step kind, in one registry.
+"""Automation steps: one class per step kind, in one registry, and the program they
+compile to.
 
 A step kind knows how to check its JSON (``{"wait": {...}}``), how to describe
-itself in one line for the admin, and what it does when a run reaches it
-(:meth:`Step.run`). The run walker (:mod:`.runs`) knows nothing about the kinds:
-a new step is one class here and one :func:`register` call.
+itself in one line for the admin, how it compiles into the automation's program
+(:meth:`Step.emit`) and what it does when a run reaches it (:meth:`Step.run`).
+The run walker (:mod:`.runs`) knows nothing about the kinds: a new step is one
+class and one :func:`register` call.
+
+Steps nest (a branch holds the steps of its arms), but runs walk a flat
+**program** compiled from them (:func:`compile_steps`, a pure function of the
+stored steps: the same steps always give the same positions): each step becomes
+one instruction, a branching step an instruction holding the position of its
+``else`` arm (``else_at``), followed by its ``then`` arm, a ``goto`` past the
+``else`` arm, and the ``else`` arm. Jumps only go forward, so a walk always ends.
+A run's position (``AutomationRun.step``) is an index in the program, so the
+unique ``(run_id, step)`` of a message still means "this send, once per run".
+Steps without branches compile to themselves.
 """
 
 from __future__ import annotations
@@ -11,7 +23,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from enum import Enum
 from typing import Any, ClassVar
@@ -37,6 +49,9 @@ from ..segments.service import check_filters
 #: The longest wait a step may ask for (what ``datetime`` arithmetic can always do).
 MAX_WAIT = timedelta(days=36500)
 WAIT_UNITS = ("days", "hours", "minutes")
+#: Deepest nesting of branches, and the most instructions a program may have.
+MAX_DEPTH = 8
+MAX_PROGRAM = 1000
 
 
 def fail(path: str, message: str) -> InvalidAutomation:
@@ -53,6 +68,8 @@ class Next(Enum):
     PAUSE = "pause"
     #: The run ends with ``walk.status``.
     END = "end"
+    #: Go on at the program position ``walk.target`` (a branch not taken).
+    JUMP = "jump"
 
 
 @dataclass
@@ -66,9 +83,40 @@ class Walk:
     now: datetime
     step: int
     status: RunStatus
-    #: When the current step was reached (waits count from here).
+    #: The run's time on the automation's clock (a wait ends at its own time, not
+    #: when a worker gets to it).
     clock: datetime
+    #: When the current step was reached, on that clock (waits count from here).
+    reached: datetime
     queued: int = 0
+    #: Where a ``Next.JUMP`` goes.
+    target: int = 0
+
+
+@dataclass
+class Program:
+    """A program being compiled: its instructions, and an outline of the steps
+    (position, nesting, arm, description) for people."""
+
+    instructions: list[dict[str, Any]] = field(default_factory=list)
+    outline: list[dict[str, Any]] = field(default_factory=list)
+    depth: int = 0
+
+    @property
+    def here(self) -> int:
+        """The position of the next instruction."""
+        return len(self.instructions)
+
+    def add(self, key: str, spec: Any) -> int:
+        """Append an instruction; returns its position."""
+        self.instructions.append({key: spec})
+        return self.here - 1
+
+    def nest(self, steps: list[dict[str, Any]], arm: str) -> None:
+        """Compile the steps of a branch's arm, one level deeper."""
+        self.depth += 1
+        emit_steps(self, steps, arm)
+        self.depth -= 1
 
 
 class Step(ABC):
@@ -76,6 +124,8 @@ class Step(ABC):
 
     #: The key of the step's JSON object (``"wait"``).
     key: ClassVar[str]
+    #: Only compiled programs hold it (``goto``): steps given by people may not.
+    internal: ClassVar[bool] = False
 
     @abstractmethod
     def check(self, session: Session, spec: Any, path: str) -> Any:
@@ -88,6 +138,14 @@ class Step(ABC):
     @abstractmethod
     def run(self, spec: Any, walk: Walk) -> Next:
         """Do the step for one run."""
+
+    def emit(self, spec: Any, program: Program) -> None:
+        """Compile the checked step into the program (default: one instruction, itself)."""
+        program.add(self.key, spec)
+
+    def events(self, spec: Any) -> tuple[str, ...]:
+        """Names of the events a run at this instruction waits for (none by default)."""
+        return ()
 
 
 # --- wait -------------------------------------------------------------------------------------
@@ -133,6 +191,26 @@ def duration(spec: Mapping[str, Any]) -> timedelta:
     return timedelta(**{unit: spec.get(unit, 0) for unit in WAIT_UNITS})
 
 
+def check_duration(spec: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """The ``days`` / ``hours`` / ``minutes`` of a spec: numbers >= 0, 100 years at most."""
+    units = {unit: spec[unit] for unit in WAIT_UNITS if unit in spec}
+    for unit, amount in units.items():
+        if (
+            isinstance(amount, bool)
+            or not isinstance(amount, int | float)
+            or not 0 <= amount <= MAX_WAIT / timedelta(**{unit: 1})
+        ):
+            raise fail(f"{path}.{unit}", "expected a number >= 0, at most 100 years")
+    if duration(units) > MAX_WAIT:
+        raise fail(path, "a wait may last at most 100 years")
+    return units
+
+
+def describe_duration(spec: Mapping[str, Any]) -> str:
+    """``3 days, 2 hours``."""
+    return ", ".join(f"{spec[unit]:g} {unit}" for unit in WAIT_UNITS if unit in spec)
+
+
 class Wait(Step):
     """``{"wait": {"days": 3}}`` or ``{"wait": {"until": "09:00"}}`` (customer's time zone)."""
 
@@ -154,15 +232,7 @@ class Wait(Step):
         extra = set(spec) - set(WAIT_UNITS)
         if extra:
             raise fail(f"{path}.{sorted(extra)[0]}", "unknown unit; use days, hours or minutes")
-        for unit, amount in spec.items():
-            if (
-                isinstance(amount, bool)
-                or not isinstance(amount, int | float)
-                or not 0 <= amount <= MAX_WAIT / timedelta(**{unit: 1})
-            ):
-                raise fail(f"{path}.{unit}", "expected a number >= 0, at most 100 years")
-        if duration(spec) > MAX_WAIT:
-            raise fail(path, "a wait may last at most 100 years")
+        check_duration(spec, path)
         return dict(spec)
 
     def describe(self, spec: Any) -> str:
@@ -294,32 +364,79 @@ for _step in (Wait(), If(), Send(), Exit()):
 
 
 def step_keys() -> tuple[str, ...]:
-    """Every step kind's key, in registration order."""
-    return tuple(_registry)
+    """Every step kind's key that people may use, in registration order."""
+    return tuple(key for key, kind in _registry.items() if not kind.internal)
 
 
 def kind_of(step: Mapping[str, Any]) -> tuple[Step, Any]:
-    """The step kind of a stored step and its value."""
+    """The step kind of a stored step (or program instruction) and its value."""
     ((key, spec),) = step.items()
     return _registry[key], spec
 
 
-def check_steps(session: Session, steps: Any) -> list[dict[str, Any]]:
-    """Check a list of steps, naming the bad one (``steps[2].send.channel: ...``)."""
-    if not isinstance(steps, list) or not steps:
-        raise fail("steps", "expected a non-empty list of steps")
-    keys = ", ".join(f"'{key}'" for key in _registry)
+def check_steps(
+    session: Session, steps: Any, path: str = "steps", *, empty: bool = False
+) -> list[dict[str, Any]]:
+    """Check a list of steps, naming the bad one (``steps[2].send.channel: ...``).
+
+    ``empty``: an empty list is fine (a branch's arm). Branches check their arms
+    through here, one level deeper each time (at most :data:`MAX_DEPTH`).
+    """
+    if not isinstance(steps, list) or not (steps or empty):
+        raise fail(path, "expected a non-empty list of steps" if not empty else "expected a list")
+    if path.count("[") >= MAX_DEPTH:
+        raise fail(path, f"branches may nest at most {MAX_DEPTH} deep")
+    keys = ", ".join(f"'{key}'" for key in step_keys())
     checked = []
     for index, step in enumerate(steps):
-        path = f"steps[{index}]"
+        where = f"{path}[{index}]"
         if not isinstance(step, dict) or len(step) != 1:
-            raise fail(path, f"expected an object with one of {keys}")
+            raise fail(where, f"expected an object with one of {keys}")
         ((key, spec),) = step.items()
         kind = _registry.get(key)
-        if kind is None:
-            raise fail(path, f"unknown step {key!r}; expected one of {keys}")
-        checked.append({key: kind.check(session, spec, f"{path}.{key}")})
+        if kind is None or kind.internal:
+            raise fail(where, f"unknown step {key!r}; expected one of {keys}")
+        checked.append({key: kind.check(session, spec, f"{where}.{key}")})
     return checked
+
+
+def emit_steps(program: Program, steps: list[dict[str, Any]], arm: str | None = None) -> None:
+    """Compile checked steps into ``program``, noting each in its outline."""
+    for step in steps:
+        kind, spec = kind_of(step)
+        program.outline.append(
+            {
+                "step": program.here,
+                "depth": program.depth,
+                "arm": arm,
+                "kind": kind.key,
+                "description": kind.describe(spec),
+            }
+        )
+        kind.emit(spec, program)
+
+
+def compile_steps(steps: list[dict[str, Any]]) -> Program:
+    """The program of checked steps (see the module's docstring)."""
+    program = Program()
+    emit_steps(program, steps)
+    if program.here > MAX_PROGRAM:
+        raise fail("steps", f"too many steps: {program.here} once compiled (at most {MAX_PROGRAM})")
+    return program
+
+
+def program_of(automation: Automation) -> list[dict[str, Any]]:
+    """The program an automation's runs walk (its steps, compiled)."""
+    return compile_steps(automation.steps).instructions
+
+
+def watched_events(program: list[dict[str, Any]]) -> list[str]:
+    """Names of the events runs of a program wait for, sorted."""
+    names: set[str] = set()
+    for instruction in program:
+        kind, spec = kind_of(instruction)
+        names.update(kind.events(spec))
+    return sorted(names)
 
 
 def describe_step(step: Mapping[str, Any]) -> str:

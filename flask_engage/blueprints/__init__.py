@@ -7,6 +7,7 @@ from flask import Flask
 
 from . import (  # noqa: F401  (their routes)
     api,
+    engagement,
     inbox,
     lists,
     openapi,

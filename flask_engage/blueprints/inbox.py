@@ -8,13 +8,14 @@ Each message has ``subject`` and ``text`` (plain text: insert them as text) and
 from __future__ import annotations
 
 import html
-from typing import Any, cast
+from typing import Any
 
 from flask import jsonify, request
 from flask.typing import ResponseReturnValue
-from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import func, select, update
 
 from ..db import operation_session
+from ..messages.engagement import READ, record
 from ..messages.templates import html_to_text, is_html
 from ..models import Customer, Message, utcnow
 from .common import ApiError, bp, visitor
@@ -109,12 +110,15 @@ def inbox_read(message_id: int) -> ResponseReturnValue:
     limit_visitor(external)
     customer_id = _customer_id(external)
     with operation_session() as session:
-        result = session.execute(
+        newly_read = session.execute(
             update(Message)
-            .where(Message.id == message_id, *_mine(customer_id))
-            .values(read_at=func.coalesce(Message.read_at, utcnow()))
-        )
-        changed = cast(CursorResult, result).rowcount
-    if not changed:
-        raise ApiError(404, f"message: no in-app message {message_id} for you")
+            .where(Message.id == message_id, *_mine(customer_id), Message.read_at.is_(None))
+            .values(read_at=utcnow())
+            .returning(Message.id)
+        ).first()
+        mine = select(Message.id).where(Message.id == message_id, *_mine(customer_id))
+        if newly_read is not None:
+            record(session, READ, message_id)
+        elif session.scalar(mine) is None:
+            raise ApiError(404, f"message: no in-app message {message_id} for you")
     return jsonify({"ok": True})

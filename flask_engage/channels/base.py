@@ -50,6 +50,8 @@ class Outgoing:
     rendered: Rendered
     #: The customer's unsubscribe link (``None`` for channels without opt-out links).
     unsubscribe_url: str | None
+    #: Where the client reports a click (``tracking = "report"``); None when not tracked.
+    report_url: str | None = None
     #: What the templates were rendered with (channels that render more templates use it).
     context: dict[str, Any] = field(default_factory=dict)
     #: The channel's own settings of the send (beyond subject and body).
@@ -76,6 +78,13 @@ class Channel(ABC):
     #: Bodies with HTML tags are HTML (autoescaped, with a text part). False: every
     #: body is plain text, rendered as written (a webhook's JSON).
     html_bodies: ClassVar[bool] = True
+    #: How opens and clicks are tracked: ``"links"`` (links go through signed click
+    #: URLs, HTML gets an open pixel), ``"report"`` (the client reports a click to
+    #: ``Outgoing.report_url``), or None.
+    tracking: ClassVar[str | None] = None
+    #: The events its messages' engagement is recorded as, by kind (``"opened"``,
+    #: ``"clicked"``, ``"read"``): ``{"clicked": "Push clicked"}``.
+    engagement: ClassVar[Mapping[str, str]] = {}
 
     def reachable(self) -> ColumnElement[bool]:
         """SQL condition on ``engage_customers``: the customer has an address here."""

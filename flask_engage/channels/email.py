@@ -76,6 +76,8 @@ class EmailChannel(Channel):
     name = "email"
     label = "Email"
     needs_subject = True
+    tracking = "links"
+    engagement = {"opened": "Email opened", "clicked": "Email clicked"}
 
     def reachable(self) -> ColumnElement[bool]:
         customers = Customer.__table__

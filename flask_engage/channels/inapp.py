@@ -21,6 +21,7 @@ class InAppChannel(Channel):
 
     name = "in_app"
     label = "In-app"
+    engagement = {"read": "In-app read"}
 
     def send(self, outgoing: Outgoing, connection: Any) -> None:
         rendered = outgoing.rendered

@@ -64,18 +64,33 @@ class WebPushChannel(Channel):
     name = "push"
     label = "Web push"
     needs_subject = True
+    tracking = "report"
+    engagement = {"clicked": "Push clicked"}
 
     def reachable(self) -> ColumnElement[bool]:
         customers = Customer.__table__
         return exists(select(1).where(PushSubscription.customer_id == customers.c.id))
 
     def send(self, outgoing: Outgoing, connection: Any) -> None:
-        push(outgoing.session, outgoing.customer, outgoing.rendered, outgoing.message.id)
+        push(
+            outgoing.session,
+            outgoing.customer,
+            outgoing.rendered,
+            outgoing.message.id,
+            outgoing.report_url,
+        )
 
 
-def push(session: Session, customer: Customer, rendered: Rendered, message_id: int) -> None:
+def push(
+    session: Session,
+    customer: Customer,
+    rendered: Rendered,
+    message_id: int,
+    report_url: str | None = None,
+) -> None:
     """Push to every subscription of the customer; expired ones are deleted.
 
+    ``report_url``: where the service worker reports a click (``sw.js``).
     Raises when no subscription accepted the message.
     """
     private, _, subject = vapid_keys()
@@ -84,9 +99,14 @@ def push(session: Session, customer: Customer, rendered: Rendered, message_id: i
     )
     if not subscriptions:
         raise SkipMessage("no_address")
-    payload = json.dumps(
-        {"title": rendered.subject or "", "body": rendered.text, "message_id": message_id}
-    )
+    data: dict[str, Any] = {
+        "title": rendered.subject or "",
+        "body": rendered.text,
+        "message_id": message_id,
+    }
+    if report_url:
+        data["report"] = report_url
+    payload = json.dumps(data)
     allow_private = current_app.config["ENGAGE_PUSH_ALLOW_PRIVATE"]
     delivered, errors = 0, []
     with public_session(allow_private=allow_private) as http:

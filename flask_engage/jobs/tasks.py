@@ -15,10 +15,10 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ..automations import start_runs
+from ..automations import start_event_runs, start_runs, wake_runs
 from ..lists.optin import send_confirmations
 from ..messages.broadcasts import start_broadcast
-from ..models import Customer, OutboxTask, Segment
+from ..models import Customer, Event, OutboxTask, Segment
 from ..segments.membership import evaluate_customers
 
 
@@ -81,6 +81,17 @@ def evaluate(session: Session, customer_ids: list[int], now: datetime) -> Done:
         return Done()
     start_runs(session, computation, now)
     return Done([computation], triggered=True)
+
+
+@task(OutboxTask.EVENT)
+def react(session: Session, event_ids: list[int], now: datetime) -> Done:
+    """Start the runs these events trigger, and wake the runs waiting for them."""
+    ids = sorted(set(event_ids))
+    customers = select(Event.customer_id).where(Event.id.in_(ids)).distinct()
+    _lock_customers(session, sorted(session.scalars(customers)))
+    started = start_event_runs(session, ids, now)
+    woken = wake_runs(session, ids, now)
+    return Done(triggered=bool(started or woken))
 
 
 @task(OutboxTask.BROADCAST)

@@ -32,6 +32,7 @@ from ..models import (
 from ..outbox import add_to_outbox
 from ..segments.service import find_segment
 from .audience import blocked, in_audience
+from .outcomes import engagement_counts
 
 #: Broadcasts that are over.
 FINAL = (
@@ -341,7 +342,8 @@ def cancel(session: Session, broadcast_id: int) -> Broadcast:
 
 
 def counts(session: Session, broadcast_id: int) -> dict[str, int]:
-    """Messages by status, and skipped ones by reason (``unsubscribed``, ``no_address``...)."""
+    """Messages by status, skipped ones by reason (``unsubscribed``, ``no_address``...),
+    and the customers who ``opened`` and ``clicked`` (see :mod:`.outcomes`)."""
     result = dict.fromkeys(
         ("total", "queued", "sent", "failed", "skipped", "unsubscribed", "no_address"), 0
     )
@@ -356,6 +358,8 @@ def counts(session: Session, broadcast_id: int) -> dict[str, int]:
         result["total"] += n
         if status == MessageStatus.SKIPPED and error:
             result[error] = result.get(error, 0) + n
+    engaged = engagement_counts(session, broadcast_id)
+    result.update(opened=engaged["opened"], clicked=engaged["clicked"])
     return result
 
 

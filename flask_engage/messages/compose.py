@@ -11,6 +11,7 @@ from typing import Any
 
 from ..channels import Channel
 from ..models import Customer
+from .links import track
 from .templates import Rendered, render
 from .unsubscribe import make_test_token, make_token
 from .urls import external_url
@@ -23,15 +24,25 @@ class Composed:
     rendered: Rendered
     unsubscribe_url: str | None
     context: dict[str, Any]
+    #: Where the channel's client reports a click (push), when tracked.
+    report_url: str | None = None
 
 
 def compose(
-    customer: Customer, channel: Channel, subject: str | None, body: str, *, test: bool = False
+    customer: Customer,
+    channel: Channel,
+    subject: str | None,
+    body: str,
+    *,
+    test: bool = False,
+    message_id: int | None = None,
 ) -> Composed:
     """Render ``subject`` and ``body`` for ``customer`` on ``channel``.
 
     ``test``: a test send (an admin's preview mailed to themselves): its unsubscribe
     link unsubscribes nobody, and its page says so. ``customer`` may then be unsaved.
+    ``message_id``: the message being delivered; its opens and clicks are tracked
+    (:mod:`.links`). Previews and test sends, which have none, are not.
 
     Raises :class:`~flask_engage.errors.InvalidTemplate` when a template fails for
     this customer's data, :class:`~flask_engage.errors.ConfigurationError` when
@@ -47,4 +58,7 @@ def compose(
         unsubscribe_url = external_url("engage.unsubscribe", token=token)
     context = {"customer": customer.template_context(), "unsubscribe_url": unsubscribe_url}
     rendered = render(subject, body, context, html=channel.html_bodies)
-    return Composed(rendered, unsubscribe_url, context)
+    report_url = None
+    if message_id is not None:
+        rendered, report_url = track(channel, rendered, message_id, unsubscribe_url)
+    return Composed(rendered, unsubscribe_url, context, report_url)

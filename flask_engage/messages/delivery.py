@@ -31,6 +31,7 @@ from sqlalchemy import Connection, CursorResult, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from .. import signals
+from ..automations.steps import program_of
 from ..channels import (
     Channel,
     DeliveryFailed,
@@ -128,8 +129,9 @@ def _source(session: Session, message: Message, cache: dict[Any, Source | None])
             )
             spec = None
             if automation is not None and message.step is not None:
-                if message.step < len(automation.steps):
-                    spec = automation.steps[message.step].get("send")
+                program = program_of(automation)
+                if message.step < len(program):
+                    spec = program[message.step].get("send")
             cache[key] = (
                 Source(
                     spec.get("subject"),
@@ -207,7 +209,7 @@ def _deliver(
     if customer is None or customer.deleted_at is not None:
         raise SkipMessage("deleted")  # forgotten, or its host row deleted (on_delete="keep")
     channel = get_channel(message.channel)
-    composed = compose(customer, channel, source.subject, source.body)
+    composed = compose(customer, channel, source.subject, source.body, message_id=message.id)
     rendered = composed.rendered
     message.subject, message.body = rendered.subject, rendered.html or rendered.text
     outgoing = Outgoing(
@@ -216,6 +218,7 @@ def _deliver(
         customer=customer,
         rendered=rendered,
         unsubscribe_url=composed.unsubscribe_url,
+        report_url=composed.report_url,
         context=composed.context,
         options=source.options,
         receipt=receipt,

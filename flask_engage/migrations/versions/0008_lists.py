@@ -3,11 +3,11 @@ automations triggered by a list
 
 ``engage_lists``, ``engage_list_members`` and ``engage_list_changes`` are new;
 ``engage_broadcasts.list_ids`` holds a broadcast's lists beside its segments;
-``engage_automations`` gains ``trigger_list_id`` (``trigger_segment_id`` becomes
-nullable, ``trigger_kind`` longer for ``subscribes``/``unsubscribes``).
+``engage_automations`` gains ``trigger_list_id`` (``trigger_kind`` grows longer for
+``subscribes``/``unsubscribes``; ``trigger_segment_id`` is nullable since 0007).
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-02
 """
 
@@ -17,8 +17,8 @@ from sqlalchemy.dialects import postgresql
 
 import flask_engage.models
 
-revision = "0006"
-down_revision = "0005"
+revision = "0008"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
@@ -133,7 +133,6 @@ def upgrade() -> None:
             type_=sa.String(length=16),
             existing_nullable=False,
         )
-        batch.alter_column("trigger_segment_id", existing_type=sa.Integer(), nullable=True)
         batch.add_column(sa.Column("trigger_list_id", sa.Integer(), nullable=True))
         batch.create_foreign_key(
             LIST_FK, "engage_lists", ["trigger_list_id"], ["id"], ondelete="CASCADE"
@@ -145,15 +144,14 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # Automations started by a list have no segment to fall back on: they go.
-    listed = "SELECT id FROM engage_automations WHERE trigger_segment_id IS NULL"
+    listed = "SELECT id FROM engage_automations WHERE trigger_list_id IS NOT NULL"
     op.execute(f"UPDATE engage_messages SET automation_id = NULL WHERE automation_id IN ({listed})")
     op.execute(f"DELETE FROM engage_automation_runs WHERE automation_id IN ({listed})")
-    op.execute("DELETE FROM engage_automations WHERE trigger_segment_id IS NULL")
+    op.execute("DELETE FROM engage_automations WHERE trigger_list_id IS NOT NULL")
     with op.batch_alter_table("engage_automations") as batch:
         batch.drop_index("ix_engage_automations_trigger_list_id")
         batch.drop_constraint(LIST_FK, type_="foreignkey")
         batch.drop_column("trigger_list_id")
-        batch.alter_column("trigger_segment_id", existing_type=sa.Integer(), nullable=False)
         batch.alter_column(
             "trigger_kind",
             existing_type=sa.String(length=16),
