@@ -7,7 +7,7 @@ the ``watched_events`` it reacts to. ``engage_automation_runs``
 gains the ``event_id`` that started a run (unique per automation) and
 ``step_reached_at``.
 
-Revision ID: 0007
+Revision ID: 0006
 Revises: 0005
 Create Date: 2026-11-29
 """
@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql
 
 import flask_engage.models
 
-revision = "0007"
+revision = "0006"
 down_revision = "0005"
 branch_labels = None
 depends_on = None
