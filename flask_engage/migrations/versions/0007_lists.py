@@ -4,10 +4,10 @@ automations triggered by a list
 ``engage_lists``, ``engage_list_members`` and ``engage_list_changes`` are new;
 ``engage_broadcasts.list_ids`` holds a broadcast's lists beside its segments;
 ``engage_automations`` gains ``trigger_list_id`` (``trigger_kind`` grows longer for
-``subscribes``/``unsubscribes``; ``trigger_segment_id`` is nullable since 0007).
+``subscribes``/``unsubscribes``; ``trigger_segment_id`` is nullable since 0006).
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0007
+Revises: 0006
 Create Date: 2026-12-02
 """
 
@@ -17,8 +17,8 @@ from sqlalchemy.dialects import postgresql
 
 import flask_engage.models
 
-revision = "0008"
-down_revision = "0007"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
