@@ -16,7 +16,6 @@ from sqlalchemy import (
     Boolean,
     ColumnElement,
     Float,
-    Numeric,
     String,
     Text,
     and_,
@@ -115,13 +114,6 @@ class Field:
     def number(self) -> ColumnElement[Any]:
         """The value as a double; NULL unless it is a JSON number."""
         return case((self.is_number(), cast(self._text, Float)))
-
-    def summable(self) -> ColumnElement[Any]:
-        """The value to add up in ``sum``/``avg``: on PostgreSQL an exact ``numeric``,
-        whose sums cannot overflow (a double's sum raises ``NumericValueOutOfRange``)."""
-        if self.dialect == "postgresql":
-            return case((self.is_number(), cast(self._text, Numeric)))
-        return self.number()
 
     def text(self) -> ColumnElement[Any]:
         value = case((self.is_string(), self._text))

@@ -20,7 +20,6 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import (
     Select,
-    and_,
     bindparam,
     delete,
     exists,
@@ -29,6 +28,7 @@ from sqlalchemy import (
     literal,
     select,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy.orm import Session
@@ -96,37 +96,7 @@ def recompute_segment(session: Session, segment: Segment, now: datetime | None =
         session.execute(select(Segment.id).where(Segment.id == segment.id).with_for_update())
     computation = uuid.uuid4().hex
     compiler = make_compiler(session, now)
-    condition = and_(*compiler.scope(), compiler.condition(segment.filters))
-    is_member = exists().where(
-        memberships.c.segment_id == segment.id, memberships.c.customer_id == customers.c.id
-    )
-    session.execute(
-        insert(changes).from_select(
-            ["segment_id", "customer_id", "kind", "at", "computation"],
-            select(
-                literal(segment.id),
-                customers.c.id,
-                literal(ChangeKind.JOINED.value),
-                literal(now, changes.c.at.type),
-                literal(computation),
-            ).where(condition, ~is_member),
-        )
-    )
-    still_matches = select(customers.c.id).where(
-        customers.c.id == memberships.c.customer_id, condition
-    )
-    session.execute(
-        insert(changes).from_select(
-            ["segment_id", "customer_id", "kind", "at", "computation"],
-            select(
-                literal(segment.id),
-                memberships.c.customer_id,
-                literal(ChangeKind.LEFT.value),
-                literal(now, changes.c.at.type),
-                literal(computation),
-            ).where(memberships.c.segment_id == segment.id, ~still_matches.exists()),
-        )
-    )
+    session.execute(_diff_statement(segment.id, compiler.query(segment.filters), now, computation))
     joined, left = apply_computation(session, computation)
     took = int((time.perf_counter() - started) * 1000)
     count = session.scalar(select(func.count()).where(memberships.c.segment_id == segment.id))
@@ -142,6 +112,35 @@ def recompute_segment(session: Session, segment: Segment, now: datetime | None =
         )
     )
     return Outcome(segment.slug, joined, left, took, computation)
+
+
+def _diff_statement(
+    segment_id: int, matching_query: Select[Any], now: datetime, computation: str
+) -> Any:
+    """``INSERT`` the change rows of one segment: joins (matching customers who are not
+    members) and leaves (members who no longer match), in one statement.
+
+    The condition is evaluated once, into the ``matching`` set (a CTE that both
+    halves read, so both databases materialize it); joins and leaves are then set
+    differences with the segment's current memberships.
+    """
+    matching = matching_query.cte("engage_matching")
+    is_member = exists().where(
+        memberships.c.segment_id == segment_id, memberships.c.customer_id == matching.c.id
+    )
+    constants = (literal(now, changes.c.at.type), literal(computation))
+    joins = select(
+        literal(segment_id), matching.c.id, literal(ChangeKind.JOINED.value), *constants
+    ).where(~is_member)
+    leaves = select(
+        literal(segment_id), memberships.c.customer_id, literal(ChangeKind.LEFT.value), *constants
+    ).where(
+        memberships.c.segment_id == segment_id,
+        ~exists().where(matching.c.id == memberships.c.customer_id),
+    )
+    return insert(changes).from_select(
+        ["segment_id", "customer_id", "kind", "at", "computation"], union_all(joins, leaves)
+    )
 
 
 @dataclass
