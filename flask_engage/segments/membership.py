@@ -12,20 +12,22 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
 from sqlalchemy import (
     Select,
     bindparam,
+    case,
     delete,
     exists,
     func,
     insert,
     literal,
+    or_,
     select,
     tuple_,
     union_all,
@@ -44,9 +46,10 @@ from ..models import (
     Segment,
     utcnow,
 )
-from .compiler import Compiler, customers
+from .compiler import Compiler, customers, read_filter
+from .nodes import ANYTHING, Node, walk
 
-changes = MembershipChange.__table__
+change_rows = MembershipChange.__table__
 memberships = Membership.__table__
 
 
@@ -96,7 +99,8 @@ def recompute_segment(session: Session, segment: Segment, now: datetime | None =
         session.execute(select(Segment.id).where(Segment.id == segment.id).with_for_update())
     computation = uuid.uuid4().hex
     compiler = make_compiler(session, now)
-    session.execute(_diff_statement(segment.id, compiler.query(segment.filters), now, computation))
+    matching = compiler.query(segment.filters)
+    session.execute(_diff_statement(compiler.dialect, segment.id, matching, now, computation))
     joined, left = apply_computation(session, computation)
     took = int((time.perf_counter() - started) * 1000)
     count = session.scalar(select(func.count()).where(memberships.c.segment_id == segment.id))
@@ -115,47 +119,116 @@ def recompute_segment(session: Session, segment: Segment, now: datetime | None =
 
 
 def _diff_statement(
-    segment_id: int, matching_query: Select[Any], now: datetime, computation: str
+    dialect: str, segment_id: int, matching_query: Select[Any], now: datetime, computation: str
 ) -> Any:
     """``INSERT`` the change rows of one segment: joins (matching customers who are not
-    members) and leaves (members who no longer match), in one statement.
+    members) and leaves (members who no longer match), in one statement that
+    evaluates the condition once.
 
-    The condition is evaluated once, into the ``matching`` set (a CTE that both
-    halves read, so both databases materialize it); joins and leaves are then set
-    differences with the segment's current memberships.
+    PostgreSQL: one ``FULL JOIN`` of the matching customers with the current members
+    (one hash join); the rows without a partner are the changes. SQLite (``FULL
+    JOIN`` only from 3.39): the matching set as a CTE read by both set differences.
     """
-    matching = matching_query.cte("engage_matching")
+    constants = (literal(now, change_rows.c.at.type), literal(computation))
+    columns = ["segment_id", "customer_id", "kind", "at", "computation"]
+    if dialect == "postgresql":
+        matching = matching_query.subquery("engage_matching")
+        current = (
+            select(memberships.c.customer_id)
+            .where(memberships.c.segment_id == segment_id)
+            .subquery("engage_current")
+        )
+        both = matching.outerjoin(current, current.c.customer_id == matching.c.id, full=True)
+        kind = case((matching.c.id.is_(None), ChangeKind.LEFT.value), else_=ChangeKind.JOINED.value)
+        rows = (
+            select(
+                literal(segment_id),
+                func.coalesce(matching.c.id, current.c.customer_id),
+                kind,
+                *constants,
+            )
+            .select_from(both)
+            .where(or_(matching.c.id.is_(None), current.c.customer_id.is_(None)))
+        )
+        return insert(change_rows).from_select(columns, rows)
+    found = matching_query.cte("engage_matching")
     is_member = exists().where(
-        memberships.c.segment_id == segment_id, memberships.c.customer_id == matching.c.id
+        memberships.c.segment_id == segment_id, memberships.c.customer_id == found.c.id
     )
-    constants = (literal(now, changes.c.at.type), literal(computation))
     joins = select(
-        literal(segment_id), matching.c.id, literal(ChangeKind.JOINED.value), *constants
+        literal(segment_id), found.c.id, literal(ChangeKind.JOINED.value), *constants
     ).where(~is_member)
     leaves = select(
         literal(segment_id), memberships.c.customer_id, literal(ChangeKind.LEFT.value), *constants
     ).where(
         memberships.c.segment_id == segment_id,
-        ~exists().where(matching.c.id == memberships.c.customer_id),
+        ~exists().where(found.c.id == memberships.c.customer_id),
     )
-    return insert(changes).from_select(
-        ["segment_id", "customer_id", "kind", "at", "computation"], union_all(joins, leaves)
-    )
+    return insert(change_rows).from_select(columns, union_all(joins, leaves))
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What changed about the customers being evaluated.
+
+    Incremental evaluation then re-checks only the segments whose filters read it
+    (through segment references too), the time-based ones the schedule has not
+    recomputed for ``ENGAGE_RECOMPUTE_INTERVAL`` and the ones never computed. Pass
+    ``None`` instead when anything may have changed (a new, deleted or merged
+    customer): every segment is re-checked.
+    """
+
+    #: Attribute names set or removed (``email`` for the email).
+    attributes: Collection[str] = ()
+    #: Names of the events tracked.
+    events: Collection[str] = ()
+    #: Whether list memberships changed.
+    lists: bool = False
+    #: Whether opt-outs or push subscriptions changed.
+    channels: bool = False
+
+    def tokens(self) -> frozenset[str]:
+        """The :meth:`~.nodes.Node.inputs` tokens this change touches."""
+        return frozenset(
+            [
+                *(f"attribute:{name}" for name in self.attributes),
+                *(f"event:{name}" for name in self.events),
+                *(["list"] if self.lists else []),
+                *(["channel"] if self.channels else []),
+            ]
+        )
+
+
+#: Combined statements a process keeps (one per set of segments evaluated together).
+_STATEMENTS = 256
 
 
 @dataclass
 class _EvaluationPlan:
-    """The cached all-segments query of incremental evaluation.
+    """The cached queries of incremental evaluation.
 
-    ``columns`` holds one labelled boolean condition per segment, so a segment can
-    be evaluated on its own when the combined statement fails.
+    ``columns`` holds one labelled boolean condition per segment that compiles (so a
+    segment can be evaluated on its own when a combined statement fails), ``inputs``
+    what each segment reads, and ``statements`` the combined SELECTs built so far,
+    one per set of segments evaluated together.
     """
 
     key: tuple[Any, ...]
-    segment_ids: list[int]
-    columns: list[Any]
-    statement: Select[Any]
     compiler: Compiler
+    columns: dict[int, Any]
+    inputs: dict[int, frozenset[str]]
+    statements: dict[tuple[int, ...], Select[Any]] = field(default_factory=dict)
+
+    def statement(self, segment_ids: tuple[int, ...]) -> Select[Any]:
+        """``SELECT id, <segment condition>...`` restricted to ``engage_ids``."""
+        found = self.statements.get(segment_ids)
+        if found is None:
+            if len(self.statements) >= _STATEMENTS:
+                self.statements.clear()
+            columns = [self.columns[seg_id] for seg_id in segment_ids]
+            found = select(customers.c.id, *columns).where(*self.compiler.scope())
+            self.statements[segment_ids] = found
+        return found
 
 
 @dataclass
@@ -183,66 +256,107 @@ def _fail_segment(session: Session, segment_id: int, error: str) -> None:
     state.evaluation_plan = None
 
 
-def _evaluation_plan(session: Session, now: datetime) -> _EvaluationPlan:
-    """One SELECT with a boolean column per segment, restricted to ``engage_ids``.
+def _reads(node: Node, filters_of: Callable[[Any], Any], seen: set[str]) -> set[str]:
+    """Input tokens of a filter, following segment references (each once)."""
+    tokens: set[str] = set()
+    for item in walk(node):
+        tokens.update(item.inputs())
+        for ref in item.segment_refs():
+            filters = filters_of(ref)
+            if filters is not None and str(ref) not in seen:
+                seen.add(str(ref))
+                tokens |= _reads(read_filter(filters), filters_of, seen)
+    return tokens
+
+
+def _evaluation_plan(session: Session, now: datetime) -> tuple[_EvaluationPlan, list[Any]]:
+    """The cached plan, and the segments (id, last computed, time-based) it covers.
 
     Built once and reused while no segment and no attribute type changes (checked
     with one cheap query); only its parameters (now, ids) change between calls.
     Segments that failed here are left out until their next recompute.
     """
     state = get_state()
+    types = select(func.count()).where(AttributeDefinition.kind == "attribute").scalar_subquery()
     rows = session.execute(
-        select(Segment.id, Segment.updated_at, Segment.last_computed_at).order_by(Segment.id)
+        select(
+            Segment.id,
+            Segment.updated_at,
+            Segment.last_computed_at,
+            Segment.is_time_based,
+            types.label("types"),
+        ).order_by(Segment.id)
     ).all()
     healthy = [row for row in rows if (row.id, row.last_computed_at) not in state.unevaluable]
-    types = session.scalar(select(func.count()).where(AttributeDefinition.kind == "attribute"))
-    key = (tuple((row.id, row.updated_at) for row in healthy), types)
+    key = (tuple((row.id, row.updated_at) for row in healthy), rows[0].types if rows else 0)
     plan = state.evaluation_plan
-    if plan is not None and plan.key == key:
-        return plan
-    compiler = make_compiler(session, now, customer_ids=[])
-    filters: dict[int, Any] = dict(session.execute(select(Segment.id, Segment.filters)).all())
-    ids, columns = [], []
-    for row in healthy:
-        try:
-            columns.append(compiler.condition(filters[row.id]).label(f"s{row.id}"))
-        except Exception as exc:  # a filter that no longer compiles stays local to its segment
-            _fail_segment(session, row.id, f"{type(exc).__name__}: {exc}")
-            continue
-        ids.append(row.id)
-    statement = select(customers.c.id, *columns).where(*compiler.scope())
-    plan = _EvaluationPlan(key, ids, columns, statement, compiler)
-    state.evaluation_plan = plan
-    return plan
+    if plan is None or plan.key != key:
+        compiler = make_compiler(session, now, customer_ids=[])
+        filters: dict[int, Any] = dict(session.execute(select(Segment.id, Segment.filters)).all())
+        columns, inputs = {}, {}
+        for row in healthy:
+            try:
+                node = read_filter(filters[row.id])
+                columns[row.id] = compiler.condition(node).label(f"s{row.id}")
+                inputs[row.id] = frozenset(_reads(node, compiler.segment_filters, set()))
+            except Exception as exc:  # a filter that no longer compiles stays local to it
+                _fail_segment(session, row.id, f"{type(exc).__name__}: {exc}")
+        plan = _EvaluationPlan(key, compiler, columns, inputs)
+        state.evaluation_plan = plan
+    return plan, [row for row in healthy if row.id in plan.columns]
+
+
+def _relevant(
+    plan: _EvaluationPlan, rows: list[Any], changes: Changes | None, now: datetime
+) -> tuple[int, ...]:
+    """The segments to re-check for ``changes`` (all of them for None)."""
+    if changes is None:
+        return tuple(row.id for row in rows)
+    touched = changes.tokens() | {ANYTHING}
+    stale = now - timedelta(seconds=current_app.config["ENGAGE_RECOMPUTE_INTERVAL"])
+    return tuple(
+        row.id
+        for row in rows
+        if plan.inputs[row.id] & touched
+        or row.last_computed_at is None
+        or (row.is_time_based and not stale < row.last_computed_at <= now)
+    )
 
 
 def _desired(
-    session: Session, plan: _EvaluationPlan, ids: list[int], now: datetime
+    session: Session,
+    plan: _EvaluationPlan,
+    segment_ids: tuple[int, ...],
+    ids: list[int],
+    now: datetime,
 ) -> tuple[set[tuple[int, int]], dict[int, str]]:
     """(segment id, customer id) pairs that should be memberships, and broken segments.
 
-    One statement for every segment; if it fails, segment by segment in savepoints,
-    so a segment that cannot be evaluated fails alone.
+    One statement for all ``segment_ids``; if it fails, segment by segment in
+    savepoints, so a segment that cannot be evaluated fails alone.
     """
     params = plan.compiler.params(now, ids)
     desired: set[tuple[int, int]] = set()
     try:
         with session.begin_nested():
-            rows = session.execute(plan.statement, params).all()
+            rows = session.execute(plan.statement(segment_ids), params).all()
     except Exception:
-        log.warning("flask-engage: evaluating %d segments together failed; one by one", len(ids))
+        log.warning(
+            "flask-engage: evaluating %d segments together failed; one by one", len(segment_ids)
+        )
     else:
         for row in rows:
-            for seg_id, inside in zip(plan.segment_ids, row[1:], strict=True):
+            for seg_id, inside in zip(segment_ids, row[1:], strict=True):
                 if inside:
                     desired.add((seg_id, row[0]))
         return desired, {}
     broken: dict[int, str] = {}
     scope = plan.compiler.scope()
-    for seg_id, column in zip(plan.segment_ids, plan.columns, strict=True):
+    for seg_id in segment_ids:
         try:
             with session.begin_nested():
-                rows = session.execute(select(customers.c.id, column).where(*scope), params).all()
+                statement = select(customers.c.id, plan.columns[seg_id]).where(*scope)
+                rows = session.execute(statement, params).all()
         except Exception as exc:
             broken[seg_id] = f"{type(exc).__name__}: {exc}"
             continue
@@ -251,9 +365,13 @@ def _desired(
 
 
 def evaluate_customers(
-    session: Session, customer_ids: Sequence[int], now: datetime | None = None
+    session: Session,
+    customer_ids: Sequence[int],
+    now: datetime | None = None,
+    changes: Changes | None = None,
 ) -> Evaluation:
-    """Re-evaluate a few customers against every segment in one query.
+    """Re-evaluate a few customers against the segments in one query: every segment,
+    or with ``changes`` only those that what changed can affect (see :class:`Changes`).
 
     A segment that cannot be evaluated keeps its current members, is marked with
     ``last_error`` and left out until a recompute succeeds; the other segments are
@@ -263,13 +381,14 @@ def evaluate_customers(
     ids = list(dict.fromkeys(customer_ids))
     if not ids:
         return Evaluation()
-    plan = _evaluation_plan(session, now)
-    if not plan.segment_ids:
+    plan, rows = _evaluation_plan(session, now)
+    segment_ids = _relevant(plan, rows, changes, now)
+    if not segment_ids:
         return Evaluation()
-    desired, broken = _desired(session, plan, ids, now)
+    desired, broken = _desired(session, plan, segment_ids, ids, now)
     for seg_id, error in broken.items():
         _fail_segment(session, seg_id, error)
-    evaluated = [seg_id for seg_id in plan.segment_ids if seg_id not in broken]
+    evaluated = [seg_id for seg_id in segment_ids if seg_id not in broken]
     current = {
         (seg_id, customer_id)
         for seg_id, customer_id in session.execute(
@@ -283,7 +402,7 @@ def evaluate_customers(
         return Evaluation(None, broken)
     computation = uuid.uuid4().hex
     session.execute(
-        insert(changes),
+        insert(change_rows),
         [
             {"segment_id": s, "customer_id": c, "kind": kind, "at": now, "computation": computation}
             for kind, pairs in ((ChangeKind.JOINED, joined), (ChangeKind.LEFT, left))
@@ -313,13 +432,13 @@ def evaluate_customers(
 
 def apply_computation(session: Session, computation: str) -> tuple[int, int]:
     """Turn one computation's change rows into memberships."""
-    of_computation = changes.c.computation == computation
+    of_computation = change_rows.c.computation == computation
     joined = rowcount(
         session.execute(
             insert(memberships).from_select(
                 ["segment_id", "customer_id", "joined_at"],
-                select(changes.c.segment_id, changes.c.customer_id, changes.c.at).where(
-                    of_computation, changes.c.kind == ChangeKind.JOINED
+                select(change_rows.c.segment_id, change_rows.c.customer_id, change_rows.c.at).where(
+                    of_computation, change_rows.c.kind == ChangeKind.JOINED
                 ),
             ),
             execution_options={"preserve_rowcount": True},  # INSERT rowcount is -1 otherwise
@@ -329,8 +448,8 @@ def apply_computation(session: Session, computation: str) -> tuple[int, int]:
         session.execute(
             delete(memberships).where(
                 tuple_(memberships.c.segment_id, memberships.c.customer_id).in_(
-                    select(changes.c.segment_id, changes.c.customer_id).where(
-                        of_computation, changes.c.kind == ChangeKind.LEFT
+                    select(change_rows.c.segment_id, change_rows.c.customer_id).where(
+                        of_computation, change_rows.c.kind == ChangeKind.LEFT
                     )
                 )
             )
@@ -352,9 +471,14 @@ def send_signals(session: Session, computations: Iterable[str | None], chunk: in
     last_id = 0
     while True:
         rows = session.execute(
-            select(changes.c.id, changes.c.segment_id, changes.c.customer_id, changes.c.kind)
-            .where(changes.c.computation.in_(wanted), changes.c.id > last_id)
-            .order_by(changes.c.id)
+            select(
+                change_rows.c.id,
+                change_rows.c.segment_id,
+                change_rows.c.customer_id,
+                change_rows.c.kind,
+            )
+            .where(change_rows.c.computation.in_(wanted), change_rows.c.id > last_id)
+            .order_by(change_rows.c.id)
             .limit(chunk)
         ).all()
         if not rows:

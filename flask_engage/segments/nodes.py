@@ -100,6 +100,16 @@ class Node(ABC):
         """Segments this node refers to directly (by id or slug)."""
         return ()
 
+    def inputs(self) -> Sequence[str]:
+        """What customer data this node alone reads, as tokens (``attribute:plan``,
+        ``event:Purchase``, ``list``, ``channel``); incremental
+        evaluation re-checks a segment only when one of them changed. A kind that
+        does not say reads anything (``*``)."""
+        return (ANYTHING,)
+
+
+#: Token of :meth:`Node.inputs` for a node that may read any customer data.
+ANYTHING = "*"
 
 _registry: dict[str, type[Node]] = {}
 
@@ -191,6 +201,9 @@ class Group(Node):
     def children(self) -> Sequence[Node]:
         return self.items
 
+    def inputs(self) -> Sequence[str]:
+        return ()
+
     @classmethod
     def schema(cls, max_list_values: int) -> dict[str, dict[str, Any]]:
         return {
@@ -235,6 +248,9 @@ class Not(Node):
 
     def children(self) -> Sequence[Node]:
         return (self.item,)
+
+    def inputs(self) -> Sequence[str]:
+        return ()
 
     @classmethod
     def schema(cls, max_list_values: int) -> dict[str, dict[str, Any]]:
@@ -282,6 +298,9 @@ class Attribute(Node):
 
     def uses_clock(self) -> bool:
         return self.comparison.uses_clock
+
+    def inputs(self) -> Sequence[str]:
+        return (f"attribute:{self.comparison.name}",)
 
     @classmethod
     def schema(cls, max_list_values: int) -> dict[str, dict[str, Any]]:
@@ -483,6 +502,9 @@ class EventCondition(Node):
             row.uses_clock for row in self.where
         )
 
+    def inputs(self) -> Sequence[str]:
+        return (f"event:{self.event}",)
+
     @classmethod
     def schema(cls, max_list_values: int) -> dict[str, dict[str, Any]]:
         number = {"$ref": "#/$defs/number"}
@@ -574,6 +596,9 @@ class SegmentCondition(Node):
     def segment_refs(self) -> Sequence[int | str]:
         return (self.ref,)
 
+    def inputs(self) -> Sequence[str]:
+        return ()  # what the referenced segment reads (followed by the caller)
+
     @classmethod
     def schema(cls, max_list_values: int) -> dict[str, dict[str, Any]]:
         return {
@@ -638,6 +663,10 @@ class ChannelCondition(Node):
 
     def to_json(self) -> dict[str, Any]:
         return {"channel": self.channel, "op": self.op}
+
+    def inputs(self) -> Sequence[str]:
+        # Opt-outs and addresses: unsubscriptions, push subscriptions, the email.
+        return ("channel", "attribute:email")
 
     @classmethod
     def schema(cls, max_list_values: int) -> dict[str, dict[str, Any]]:
@@ -725,6 +754,9 @@ class ListCondition(Node):
 
     def to_json(self) -> dict[str, Any]:
         return {"list": self.ref, "op": self.op}
+
+    def inputs(self) -> Sequence[str]:
+        return ("list",)
 
     @classmethod
     def schema(cls, max_list_values: int) -> dict[str, dict[str, Any]]:
