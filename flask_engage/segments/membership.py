@@ -172,10 +172,11 @@ class Changes:
     """What changed about the customers being evaluated.
 
     Incremental evaluation then re-checks only the segments whose filters read it
-    (through segment references too), the time-based ones the schedule has not
-    recomputed for ``ENGAGE_RECOMPUTE_INTERVAL`` and the ones never computed. Pass
-    ``None`` instead when anything may have changed (a new, deleted or merged
-    customer): every segment is re-checked.
+    (through segment references too), and the time-based ones the schedule has not
+    recomputed for ``ENGAGE_RECOMPUTE_INTERVAL`` (their answers move with the clock
+    alone, which the schedule's recomputes follow). Pass ``None`` instead when
+    anything may have changed (a new, deleted or merged customer): every segment is
+    re-checked.
     """
 
     #: Attribute names set or removed (``email`` for the email).
@@ -239,6 +240,8 @@ class Evaluation:
     computation: str | None = None
     #: Segments that could not be evaluated (now marked with ``last_error``).
     broken: dict[int, str] = field(default_factory=dict)
+    #: Ids of the segments re-checked.
+    evaluated: tuple[int, ...] = ()
 
 
 def _fail_segment(session: Session, segment_id: int, error: str) -> None:
@@ -318,8 +321,10 @@ def _relevant(
         row.id
         for row in rows
         if plan.inputs[row.id] & touched
-        or row.last_computed_at is None
-        or (row.is_time_based and not stale < row.last_computed_at <= now)
+        or (
+            row.is_time_based
+            and (row.last_computed_at is None or not stale < row.last_computed_at <= now)
+        )
     )
 
 
@@ -399,7 +404,7 @@ def evaluate_customers(
     }
     joined, left = desired - current, current - desired
     if not joined and not left:
-        return Evaluation(None, broken)
+        return Evaluation(None, broken, tuple(evaluated))
     computation = uuid.uuid4().hex
     session.execute(
         insert(change_rows),
@@ -427,7 +432,7 @@ def evaluate_customers(
             ),
             counts,
         )
-    return Evaluation(computation, broken)
+    return Evaluation(computation, broken, tuple(evaluated))
 
 
 def apply_computation(session: Session, computation: str) -> tuple[int, int]:

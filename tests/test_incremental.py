@@ -1,0 +1,86 @@
+"""Incremental evaluation re-checks only the segments that what changed can affect."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from flask_engage.db import operation_session
+from flask_engage.models import Customer, Segment, utcnow
+from flask_engage.segments.membership import Changes, evaluate_customers
+from tests.hostapp import db, engage
+
+
+def ids(segment):
+    return sorted(c.external_id for c in engage.members(segment))
+
+
+def set_attributes(customer_id, **attributes):
+    """Change a customer's stored attributes without Engage noticing (no evaluation)."""
+    with operation_session() as session:
+        customer = session.get(Customer, customer_id)
+        session.execute(
+            update(Customer)
+            .where(Customer.id == customer_id)
+            .values(attributes={**customer.attributes, **attributes})
+        )
+
+
+def evaluate(customer_id, changes, now=None):
+    with operation_session() as session:
+        return evaluate_customers(session, [customer_id], now or utcnow(), changes)
+
+
+def test_a_change_to_one_attribute_rechecks_only_segments_that_read_it(app):
+    ada = engage.identify(1, plan="pro", city="Lagos")
+    db.session.commit()
+    pro = engage.create_segment("Pro", {"attribute": "plan", "op": "eq", "value": "pro"})
+    lagos = engage.create_segment("Lagos", {"attribute": "city", "op": "eq", "value": "Lagos"})
+    assert ids(pro) == ids(lagos) == ["1"]
+
+    set_attributes(ada.id, plan="free", city="Accra")
+    done = evaluate(ada.id, Changes(attributes={"plan"}))
+    assert pro.id in done.evaluated and lagos.id not in done.evaluated
+    assert ids(pro) == [] and ids(lagos) == ["1"]  # the city segment was not re-checked
+
+    done = evaluate(ada.id, Changes(attributes={"city"}))
+    assert done.evaluated == (lagos.id,)
+    assert ids(lagos) == []
+
+    # an event nobody's filter mentions re-checks nothing
+    assert evaluate(ada.id, Changes(events={"Logged in"})).evaluated == ()
+
+
+def test_a_segment_referring_to_another_is_rechecked_when_the_other_ones_inputs_change(app):
+    ada = engage.identify(1, plan="free")
+    engage.track(1, "Purchase", {"amount": 5})
+    db.session.commit()
+    engage.create_segment("Pro", {"attribute": "plan", "op": "eq", "value": "pro"})
+    buyers = engage.create_segment(
+        "Pro buyers", {"all": [{"segment": "pro"}, {"event": "Purchase"}]}
+    )
+    nested = engage.create_segment("Not pro buyers", {"not": {"segment": buyers.slug}})
+    assert ids(buyers) == [] and ids(nested) == ["1"]
+
+    set_attributes(ada.id, plan="pro")
+    done = evaluate(ada.id, Changes(attributes={"plan"}))
+    assert {buyers.id, nested.id} <= set(done.evaluated)
+    assert ids(buyers) == ["1"] and ids(nested) == []
+
+
+def test_unknown_changes_recheck_every_segment_and_stale_time_based_ones_are_rechecked(app):
+    ada = engage.identify(1, plan="pro")
+    engage.track(1, "Logged in")
+    db.session.commit()
+    pro = engage.create_segment("Pro", {"attribute": "plan", "op": "eq", "value": "pro"})
+    active = engage.create_segment("Active", {"event": "Logged in", "window": {"last_days": 7}})
+    everyone = db.session.query(Segment.id).count()
+    assert len(evaluate(ada.id, None).evaluated) == everyone
+
+    unrelated = Changes(attributes={"city"})
+    assert active.id not in evaluate(ada.id, unrelated).evaluated
+    # the schedule has not recomputed it for longer than ENGAGE_RECOMPUTE_INTERVAL
+    later = utcnow() + timedelta(seconds=app.config["ENGAGE_RECOMPUTE_INTERVAL"] + 60)
+    done = evaluate(ada.id, unrelated, later)
+    assert active.id in done.evaluated and pro.id not in done.evaluated
