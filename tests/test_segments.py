@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select, update
 
 from flask_engage import signals
 from flask_engage.errors import InvalidFilter, StateError
+from flask_engage.models import Customer, MembershipChange
 from tests.hostapp import db, engage
 
 NOW = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
@@ -288,3 +290,34 @@ def test_json_schema_is_served_and_agrees_with_validation(app, client):
         jsonschema.validate(bad, schema)
     with pytest.raises(InvalidFilter):
         engage.count(bad)
+
+
+def test_one_recompute_writes_each_join_and_leave_once(app):
+    for i in range(1, 5):
+        engage.identify(i, plan="pro" if i <= 2 else "free")
+    db.session.commit()
+    segment = engage.create_segment("Pro", {"attribute": "plan", "op": "eq", "value": "pro"})
+    assert ids(segment) == ["1", "2"]
+    # behind Engage's back (no evaluation): 2 is no longer pro, 3 is
+    for external_id, plan in (("2", "free"), ("3", "pro")):
+        db.session.execute(
+            update(Customer)
+            .where(Customer.external_id == external_id)
+            .values(attributes={"plan": plan})
+        )
+    db.session.commit()
+    (outcome,) = engage.recompute(segment)
+    assert (outcome.joined, outcome.left) == (1, 1)
+    rows = db.session.execute(
+        select(Customer.external_id, MembershipChange.kind)
+        .join(Customer, Customer.id == MembershipChange.customer_id)
+        .where(MembershipChange.computation == outcome.computation)
+    ).all()
+    assert sorted(tuple(row) for row in rows) == [("2", "left"), ("3", "joined")]
+    assert ids(segment) == ["1", "3"]
+    assert engage.get_segment("pro").member_count == 2
+    (again,) = engage.recompute(segment)
+    assert (again.joined, again.left) == (0, 0)
+    assert db.session.scalar(
+        select(MembershipChange.id).where(MembershipChange.computation == again.computation)
+    ) is None
