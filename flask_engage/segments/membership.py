@@ -100,10 +100,11 @@ def recompute_segment(session: Session, segment: Segment, now: datetime | None =
     computation = uuid.uuid4().hex
     compiler = make_compiler(session, now)
     matching = compiler.query(segment.filters)
-    session.execute(_diff_statement(compiler.dialect, segment.id, matching, now, computation))
-    joined, left = apply_computation(session, computation)
+    statement = _diff_statement(compiler.dialect, segment.id, matching, now, computation)
+    written = session.execute(statement, execution_options={"preserve_rowcount": True})
+    joined, left = apply_computation(session, computation) if rowcount(written) else (0, 0)
     took = int((time.perf_counter() - started) * 1000)
-    count = session.scalar(select(func.count()).where(memberships.c.segment_id == segment.id))
+    members = select(func.count()).where(memberships.c.segment_id == segment.id)
     session.execute(
         update(Segment)
         .where(Segment.id == segment.id)
@@ -111,7 +112,7 @@ def recompute_segment(session: Session, segment: Segment, now: datetime | None =
             last_computed_at=now,
             last_duration_ms=took,
             last_error=None,
-            member_count=count,
+            member_count=members.scalar_subquery(),
             updated_at=Segment.updated_at,  # stats are not an edit of the segment
         )
     )
