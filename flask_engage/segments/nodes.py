@@ -472,11 +472,12 @@ class EventCondition(Node):
         measure = self.measure
         grouped = select(events.c.customer_id).where(*conditions)
         if measure.kind == "count" and measure.holds(0) != measure.holds(1):
-            # Whether any event exists decides: no grouping needed.
+            # Whether any event exists decides: no grouping, a (anti) semi-join.
+            any_event = exists(grouped.where(events.c.customer_id == customers.c.id))
             if measure.op in ("gt", "gte"):  # "at least once"
-                return customers.c.id.in_(grouped)
+                return any_event
             if measure.holds(0) and measure.op != "ne":  # "never": holds for 0 only
-                return ~exists(grouped.where(events.c.customer_id == customers.c.id))
+                return ~any_event
         predicate = measure.test(measure.aggregate(compiler.dialect))
         if measure.kind in ("count", "sum") and measure.holds(0):
             # Holds for customers with no events: exclude those whose total fails.
