@@ -42,6 +42,7 @@ from ..models import (
     ListMemberStatus,
     Unsubscription,
 )
+from ..values import row_id
 from . import windows
 from .fields import ColumnField, Field, two_valued
 from .operators import Comparison, comparison_schema
@@ -673,9 +674,10 @@ def _list_id(ref: int | str) -> ColumnElement[Any]:
     if isinstance(ref, int):
         return literal(ref)
     by_slug = select(lists.c.id).where(lists.c.slug == ref).scalar_subquery()
-    if not (ref.isascii() and ref.isdigit()):
+    list_id = row_id(ref)
+    if list_id is None:
         return by_slug
-    by_id = select(lists.c.id).where(lists.c.id == int(ref)).scalar_subquery()
+    by_id = select(lists.c.id).where(lists.c.id == list_id).scalar_subquery()
     return func.coalesce(by_id, by_slug)
 
 

@@ -29,6 +29,7 @@ from ..models import (
     TriggerKind,
     utcnow,
 )
+from ..values import SLUG, row_id
 from .compiler import customers
 from .membership import make_compiler
 from .nodes import Node
@@ -50,15 +51,11 @@ def find_segment(session: Session, ref: int | str | Segment) -> Segment | None:
     """A segment by instance, id or slug."""
     if isinstance(ref, Segment):
         return session.get(Segment, ref.id)
-    if isinstance(ref, int) and not isinstance(ref, bool):
-        return session.get(Segment, ref)
-    if isinstance(ref, str):
-        if ref.isdigit():
-            found = session.get(Segment, int(ref))
-            if found is not None:
-                return found
-        return session.scalar(select(Segment).where(Segment.slug == ref))
-    return None
+    segment_id = row_id(ref)
+    found = None if segment_id is None else session.get(Segment, segment_id)
+    if found is None and isinstance(ref, str) and SLUG.match(ref):
+        found = session.scalar(select(Segment).where(Segment.slug == ref))
+    return found
 
 
 def _lookups(session: Session) -> dict[str, Lookup]:
@@ -69,12 +66,11 @@ def _lookups(session: Session) -> dict[str, Lookup]:
         return None if found is None else (found.id, found.slug, found.filters)
 
     def listed(ref: int | str) -> int | None:
-        as_id = str(ref)
-        if as_id.isascii() and as_id.isdigit() and len(as_id) <= 10 and 0 < int(as_id) < 2**31:
-            found = session.get(CustomerList, int(as_id))
-            if found is not None:
-                return found.id
-        if isinstance(ref, int) or slugify(ref) != ref:  # not a slug: no such list
+        # lists build on segments, so this reads the table rather than lists.service
+        list_id = row_id(ref)
+        if list_id is not None and session.get(CustomerList, list_id) is not None:
+            return list_id
+        if not (isinstance(ref, str) and SLUG.match(ref)):
             return None
         return session.scalar(select(CustomerList.id).where(CustomerList.slug == ref))
 
