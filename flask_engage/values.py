@@ -34,8 +34,9 @@ MAX_DAYS = 36_525
 MAX_ROW_ID = 2**31 - 1
 #: What a slug looks like: anything else names no segment or list and is not looked up.
 SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-_EARLIEST = datetime.min.replace(tzinfo=UTC)
-_LATEST = datetime.max.replace(tzinfo=UTC)
+#: The earliest and latest instants Engage computes with (aware, UTC).
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
 
 
 def check_name(name: Any, field: str) -> str:
@@ -89,7 +90,7 @@ def shift(moment: datetime, days: float) -> datetime:
     try:
         return moment + timedelta(days=days)
     except OverflowError:
-        return _EARLIEST if days < 0 else _LATEST
+        return EARLIEST if days < 0 else LATEST
 
 
 def check_number(

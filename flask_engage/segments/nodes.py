@@ -14,6 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
@@ -42,7 +43,7 @@ from ..models import (
     ListMemberStatus,
     Unsubscription,
 )
-from ..values import row_id
+from ..values import EARLIEST, row_id
 from . import windows
 from .fields import ColumnField, Field, two_valued
 from .operators import Comparison, comparison_schema
@@ -102,6 +103,11 @@ class Node(ABC):
     def segment_refs(self) -> Sequence[int | str]:
         """Segments this node refers to directly (by id or slug)."""
         return ()
+
+    def earliest_event(self, now: datetime) -> datetime | None:
+        """The earliest ``occurred_at`` of the events this node alone reads at ``now``
+        (:data:`~flask_engage.values.EARLIEST`: all of them); None when it reads none."""
+        return None
 
 
 _registry: dict[str, type[Node]] = {}
@@ -473,6 +479,9 @@ class EventCondition(Node):
             node["window"] = self.window.to_json()
         node.update(self.measure.to_json())
         return node
+
+    def earliest_event(self, now: datetime) -> datetime | None:
+        return EARLIEST if self.window is None else self.window.earliest(now)
 
     def uses_clock(self) -> bool:
         return (self.window is not None and self.window.kind.relative) or any(

@@ -7,7 +7,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from flask import current_app
@@ -15,6 +15,7 @@ from sqlalchemy import and_, exists, func, select, true
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Query, Session
 
+from ..db import log
 from ..errors import InvalidFilter, StateError, ValidationError
 from ..models import (
     LIVE_RUNS,
@@ -29,11 +30,18 @@ from ..models import (
     TriggerKind,
     utcnow,
 )
-from ..values import SLUG, row_id
+from ..values import EARLIEST, SLUG, row_id
 from .compiler import customers
 from .membership import make_compiler
 from .nodes import Node
-from .schema import Bounds, Lookup, check_filter, referenced_segments, uses_relative_time
+from .schema import (
+    Bounds,
+    Lookup,
+    check_filter,
+    earliest_event,
+    referenced_segments,
+    uses_relative_time,
+)
 
 DEFAULT_NAME = "All"
 DEFAULT_SLUG = "all"
@@ -77,12 +85,54 @@ def _lookups(session: Session) -> dict[str, Lookup]:
     return {"segment": segment, "list": listed}
 
 
-def _time_based(session: Session, filters: dict[str, Any]) -> bool:
+def _filters_of(session: Session) -> Callable[[Any], dict[str, Any] | None]:
     def filters_of(ref: Any) -> dict[str, Any] | None:
         found = find_segment(session, ref)
         return None if found is None else found.filters
 
-    return uses_relative_time(filters, filters_of)
+    return filters_of
+
+
+def _time_based(session: Session, filters: dict[str, Any]) -> bool:
+    return uses_relative_time(filters, _filters_of(session))
+
+
+def past_retention(session: Session, filters: Any, now: datetime) -> datetime | None:
+    """With ``ENGAGE_EVENT_RETENTION_DAYS`` set, the earliest instant ``filters`` read
+    (:data:`~flask_engage.values.EARLIEST`: all events) when it is older than the
+    events kept, so the segment counts fewer events than its filter says; else None."""
+    days = current_app.config["ENGAGE_EVENT_RETENTION_DAYS"]
+    if days is None:
+        return None
+    reach = earliest_event(filters, _filters_of(session), now)
+    return reach if reach is not None and reach < now - timedelta(days=days) else None
+
+
+def retention_warnings(session: Session, now: datetime | None = None) -> dict[str, str]:
+    """Segment slug -> why its filter reads events older than the retention keeps."""
+    now = now or utcnow()
+    warnings = {}
+    for segment in session.scalars(select(Segment).order_by(Segment.slug)):
+        reach = past_retention(session, segment.filters, now)
+        if reach is not None:
+            warnings[segment.slug] = _retention_message(reach)
+    return warnings
+
+
+def _retention_message(reach: datetime) -> str:
+    days = current_app.config["ENGAGE_EVENT_RETENTION_DAYS"]
+    since = "all events" if reach == EARLIEST else f"events since {reach:%Y-%m-%d}"
+    return f"reads {since}, but events older than {days} days are deleted"
+
+
+def _warn_past_retention(session: Session, segment: Segment) -> None:
+    reach = past_retention(session, segment.filters, utcnow())
+    if reach is not None:
+        log.warning(
+            "flask-engage: segment %r %s (ENGAGE_EVENT_RETENTION_DAYS)",
+            segment.name,
+            _retention_message(reach),
+        )
 
 
 def _checked(session: Session, filters: Any, self_slug: str | None = None) -> Node:
@@ -177,6 +227,7 @@ def create_segment(
     )
     session.add(segment)
     session.flush()
+    _warn_past_retention(session, segment)
     return segment
 
 
@@ -209,6 +260,7 @@ def update_segment(
         segment.is_time_based = _time_based(session, checked)
         if changed:
             session.query(SegmentSnapshot).filter_by(segment_id=segment.id).delete()
+            _warn_past_retention(session, segment)
     session.flush()
     return changed
 
