@@ -41,7 +41,8 @@ def test_old_events_are_deleted_in_bounded_batches(app, session):
     assert events() == 15 - 6
     assert prune_events(now, max_batches=2) == 4
     assert prune_events(now, max_batches=2) == 0
-    kept = db.session.scalars(select(Customer.external_id).join(Event, Event.customer_id == Customer.id)).all()
+    owners = select(Customer.external_id).join(Event, Event.customer_id == Customer.id)
+    kept = db.session.scalars(owners).all()
     assert kept == ["new"] * 5
 
 
@@ -85,7 +86,8 @@ def test_segments_reading_past_retention_are_reported(app, session, caplog):
 def test_an_edit_that_reaches_back_is_logged(app, session, caplog):
     segment = engage.create_segment("Active", {"event": "Login", "window": {"last_days": 7}})
     with caplog.at_level(logging.WARNING, logger="flask_engage"):
-        engage.update_segment(segment, filters={"event": "Login", "window": {"since": "2020-01-01"}})
+        since_2020 = {"event": "Login", "window": {"since": "2020-01-01"}}
+        engage.update_segment(segment, filters=since_2020)
     assert "'Active' reads events since 2020-01-01" in caplog.text
 
 
