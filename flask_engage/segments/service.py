@@ -31,7 +31,7 @@ from ..models import (
     utcnow,
 )
 from ..values import EARLIEST, SLUG, row_id
-from .compiler import customers
+from .compiler import Compiler, customers
 from .membership import make_compiler
 from .nodes import Node
 from .schema import (
@@ -323,6 +323,18 @@ class AutomationImpact:
     #: ``joins`` or ``leaves``.
     trigger: str
     customers: int
+    #: Name of the segment it watches (the edited one, or one that refers to it).
+    segment: str = ""
+
+
+@dataclass
+class SegmentImpact:
+    """A segment that refers to the edited one, and how its members would change."""
+
+    id: int
+    name: str
+    joining: int
+    leaving: int
 
 
 @dataclass
@@ -331,59 +343,101 @@ class Impact:
 
     joining: int
     leaving: int
-    #: Active automations on the segment that would start runs, with how many.
+    #: Active automations, on the segment or on a segment that refers to it, that
+    #: would start runs, with how many.
     automations: list[AutomationImpact] = field(default_factory=list)
+    #: Segments that refer to this one (directly or not) whose members would change.
+    segments: list[SegmentImpact] = field(default_factory=list)
+
+
+def dependent_segments(session: Session, segment: Segment) -> list[Segment]:
+    """Segments whose filters refer to ``segment``, directly or through others.
+
+    Their members follow its filters (a reference is evaluated from the referenced
+    filter), so an edit changes them too.
+    """
+    everyone = list(session.scalars(select(Segment).order_by(Segment.id)))
+    refs = {s.id: referenced_segments(s.filters) for s in everyone}
+    found: list[Segment] = []
+    pending = [segment]
+    while pending:
+        current = pending.pop()
+        names = {current.id, str(current.id), current.slug}
+        for other in everyone:
+            if other.id != segment.id and other not in found and names & refs[other.id]:
+                found.append(other)
+                pending.append(other)
+    return found
 
 
 def preview_impact(
     session: Session, segment: Segment, filters: Any, now: datetime | None = None
 ) -> Impact:
-    """How many customers would join and leave ``segment`` with ``filters``, and which
-    of its automations would start for how many of them (as ``start_runs`` decides:
-    active ones, not for customers who went through it once unless it allows
-    re-entry, never twice at the same time). Computed with the compiler, in a
-    savepoint: nothing is written. Raises :class:`InvalidFilter` as saving would.
+    """How many customers would join and leave ``segment`` with ``filters`` (and each
+    segment that refers to it), and which of their automations would start for how
+    many (as ``start_runs`` decides: active ones, not for customers who went through
+    it once unless it allows re-entry, never twice at the same time). Computed with
+    the compiler, in a savepoint: nothing is written. Raises :class:`InvalidFilter`
+    as saving would.
     """
     node = _checked(session, filters, self_slug=segment.slug)
-    compiler = make_compiler(session, now or utcnow())
-    memberships = Membership.__table__
-    runs = AutomationRun.__table__
+    dependents = dependent_segments(session, segment)
+    compiler = make_compiler(session, now or utcnow(), replaced={segment.id: filters})
 
     def run() -> Impact:
-        condition = and_(*compiler.scope(), compiler.condition(node))
-        is_member = exists().where(
-            memberships.c.segment_id == segment.id, memberships.c.customer_id == customers.c.id
-        )
-        joining = select(customers.c.id.label("id")).where(condition, ~is_member).subquery()
-        still = select(customers.c.id).where(customers.c.id == memberships.c.customer_id, condition)
-        leaving = (
-            select(memberships.c.customer_id.label("id"))
-            .where(memberships.c.segment_id == segment.id, ~still.exists())
-            .subquery()
-        )
-        count = {
-            kind: session.scalar(select(func.count()).select_from(who)) or 0
-            for kind, who in ((TriggerKind.JOINS, joining), (TriggerKind.LEAVES, leaving))
-        }
-        impact = Impact(count[TriggerKind.JOINS], count[TriggerKind.LEAVES])
-        watching = session.scalars(
-            select(Automation)
-            .where(Automation.trigger_segment_id == segment.id, Automation.active.is_(True))
-            .order_by(Automation.name)
-        )
-        for automation in watching:
-            who = joining if automation.trigger_kind == TriggerKind.JOINS else leaving
-            if not count[TriggerKind(automation.trigger_kind)]:
-                continue
-            blocked = exists().where(
-                runs.c.automation_id == automation.id,
-                runs.c.customer_id == who.c.id,
-                runs.c.status.in_(LIVE_RUNS) if automation.reentry else true(),
-            )
-            starting = session.scalar(select(func.count()).select_from(who).where(~blocked)) or 0
-            impact.automations.append(
-                AutomationImpact(automation.id, automation.name, automation.trigger_kind, starting)
-            )
+        joining, leaving, automations = _changes(session, compiler, segment, node)
+        impact = Impact(joining, leaving, automations)
+        for dependent in dependents:
+            joins, leaves, started = _changes(session, compiler, dependent, dependent.filters)
+            if joins or leaves:
+                impact.segments.append(SegmentImpact(dependent.id, dependent.name, joins, leaves))
+                impact.automations += started
         return impact
 
     return _evaluated(session, run)
+
+
+def _changes(
+    session: Session, compiler: Compiler, segment: Segment, node: Node | dict[str, Any]
+) -> tuple[int, int, list[AutomationImpact]]:
+    """Who would join and leave ``segment`` if it matched ``node``, and the runs its
+    active automations would start for them."""
+    memberships = Membership.__table__
+    runs = AutomationRun.__table__
+    condition = and_(*compiler.scope(), compiler.condition(node))
+    is_member = exists().where(
+        memberships.c.segment_id == segment.id, memberships.c.customer_id == customers.c.id
+    )
+    joining = select(customers.c.id.label("id")).where(condition, ~is_member).subquery()
+    still = select(customers.c.id).where(customers.c.id == memberships.c.customer_id, condition)
+    leaving = (
+        select(memberships.c.customer_id.label("id"))
+        .where(memberships.c.segment_id == segment.id, ~still.exists())
+        .subquery()
+    )
+    count = {
+        kind: session.scalar(select(func.count()).select_from(who)) or 0
+        for kind, who in ((TriggerKind.JOINS, joining), (TriggerKind.LEAVES, leaving))
+    }
+    started = []
+    watching = session.scalars(
+        select(Automation)
+        .where(Automation.trigger_segment_id == segment.id, Automation.active.is_(True))
+        .order_by(Automation.name)
+    )
+    for automation in watching:
+        who = joining if automation.trigger_kind == TriggerKind.JOINS else leaving
+        if not count[TriggerKind(automation.trigger_kind)]:
+            continue
+        blocked = exists().where(
+            runs.c.automation_id == automation.id,
+            runs.c.customer_id == who.c.id,
+            runs.c.status.in_(LIVE_RUNS) if automation.reentry else true(),
+        )
+        starting = session.scalar(select(func.count()).select_from(who).where(~blocked)) or 0
+        started.append(
+            AutomationImpact(
+                automation.id, automation.name, automation.trigger_kind, starting, segment.name
+            )
+        )
+    return count[TriggerKind.JOINS], count[TriggerKind.LEAVES], started
