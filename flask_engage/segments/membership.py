@@ -20,8 +20,10 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import (
     Select,
+    Text,
     bindparam,
     case,
+    cast,
     delete,
     exists,
     func,
@@ -230,13 +232,22 @@ class _EvaluationPlan:
     statements: dict[tuple[int, ...], Select[Any]] = field(default_factory=dict)
 
     def statement(self, segment_ids: tuple[int, ...]) -> Select[Any]:
-        """``SELECT id, <segment condition>...`` restricted to ``engage_ids``."""
+        """``SELECT id, <segments it is a member of>, <segment condition>...``
+        restricted to ``engage_ids`` (current memberships as comma-separated ids:
+        one round trip for both)."""
         found = self.statements.get(segment_ids)
         if found is None:
             if len(self.statements) >= _STATEMENTS:
                 self.statements.clear()
+            if self.compiler.dialect == "postgresql":
+                listed = func.string_agg(cast(memberships.c.segment_id, Text), ",")
+            else:
+                listed = func.group_concat(memberships.c.segment_id, ",")
+            member_of = select(listed).where(memberships.c.customer_id == customers.c.id)
             columns = [self.columns[seg_id] for seg_id in segment_ids]
-            found = select(customers.c.id, *columns).where(*self.compiler.scope())
+            found = select(customers.c.id, member_of.scalar_subquery(), *columns).where(
+                *self.compiler.scope()
+            )
             self.statements[segment_ids] = found
         return found
 
@@ -337,20 +348,34 @@ def _relevant(
     )
 
 
+@dataclass
+class _Found:
+    """What the evaluation statement found for some customers."""
+
+    #: (segment id, customer id) pairs that should be memberships.
+    desired: set[tuple[int, int]] = field(default_factory=set)
+    #: Current memberships, of the evaluated segments, of the customers it read.
+    current: set[tuple[int, int]] = field(default_factory=set)
+    #: Customers whose memberships it did not read (deleted ones, or after a failure).
+    unread: list[int] = field(default_factory=list)
+    #: Segments that could not be evaluated, with why.
+    broken: dict[int, str] = field(default_factory=dict)
+
+
 def _desired(
     session: Session,
     plan: _EvaluationPlan,
     segment_ids: tuple[int, ...],
     ids: list[int],
     now: datetime,
-) -> tuple[set[tuple[int, int]], dict[int, str]]:
-    """(segment id, customer id) pairs that should be memberships, and broken segments.
+) -> _Found:
+    """Which customers should be in which segments, and who is in them now.
 
     One statement for all ``segment_ids``; if it fails, segment by segment in
     savepoints, so a segment that cannot be evaluated fails alone.
     """
     params = plan.compiler.params(now, ids)
-    desired: set[tuple[int, int]] = set()
+    found = _Found()
     try:
         with session.begin_nested():
             rows = session.execute(plan.statement(segment_ids), params).all()
@@ -359,12 +384,18 @@ def _desired(
             "flask-engage: evaluating %d segments together failed; one by one", len(segment_ids)
         )
     else:
+        evaluated = {str(seg_id): seg_id for seg_id in segment_ids}
         for row in rows:
-            for seg_id, inside in zip(segment_ids, row[1:], strict=True):
+            for seg_id, inside in zip(segment_ids, row[2:], strict=True):
                 if inside:
-                    desired.add((seg_id, row[0]))
-        return desired, {}
-    broken: dict[int, str] = {}
+                    found.desired.add((seg_id, row[0]))
+            for listed in (row[1] or "").split(","):
+                if listed in evaluated:
+                    found.current.add((evaluated[listed], row[0]))
+        read = {row[0] for row in rows}
+        found.unread = [customer_id for customer_id in ids if customer_id not in read]
+        return found
+    found.unread = ids
     scope = plan.compiler.scope()
     for seg_id in segment_ids:
         try:
@@ -372,10 +403,10 @@ def _desired(
                 statement = select(customers.c.id, plan.columns[seg_id]).where(*scope)
                 rows = session.execute(statement, params).all()
         except Exception as exc:
-            broken[seg_id] = f"{type(exc).__name__}: {exc}"
+            found.broken[seg_id] = f"{type(exc).__name__}: {exc}"
             continue
-        desired.update((seg_id, row[0]) for row in rows if row[1])
-    return desired, broken
+        found.desired.update((seg_id, row[0]) for row in rows if row[1])
+    return found
 
 
 def evaluate_customers(
@@ -399,18 +430,16 @@ def evaluate_customers(
     segment_ids = _relevant(plan, rows, changes, now)
     if not segment_ids:
         return Evaluation()
-    desired, broken = _desired(session, plan, segment_ids, ids, now)
+    found = _desired(session, plan, segment_ids, ids, now)
+    broken, desired, current = found.broken, found.desired, found.current
     for seg_id, error in broken.items():
         _fail_segment(session, seg_id, error)
     evaluated = [seg_id for seg_id in segment_ids if seg_id not in broken]
-    current = {
-        (seg_id, customer_id)
-        for seg_id, customer_id in session.execute(
-            select(memberships.c.segment_id, memberships.c.customer_id).where(
-                memberships.c.customer_id.in_(ids), memberships.c.segment_id.in_(evaluated)
-            )
+    if found.unread:
+        read = select(memberships.c.segment_id, memberships.c.customer_id).where(
+            memberships.c.customer_id.in_(found.unread), memberships.c.segment_id.in_(evaluated)
         )
-    }
+        current.update((seg_id, customer_id) for seg_id, customer_id in session.execute(read))
     joined, left = desired - current, current - desired
     if not joined and not left:
         return Evaluation(None, broken, tuple(evaluated))
