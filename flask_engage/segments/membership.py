@@ -19,6 +19,7 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import (
+    Insert,
     Select,
     Text,
     bindparam,
@@ -131,7 +132,7 @@ def recompute_segment(session: Session, segment: Segment, now: datetime | None =
 
 def _diff_statement(
     dialect: str, segment_id: int, matching_query: Select[Any], now: datetime, computation: str
-) -> Any:
+) -> Insert:
     """``INSERT`` the change rows of one segment: joins (matching customers who are not
     members) and leaves (members who no longer match), in one statement that
     evaluates the condition once.
@@ -310,7 +311,9 @@ def _evaluation_plan(session: Session, now: datetime) -> tuple[_EvaluationPlan, 
             types.label("types"),
         ).order_by(Segment.id)
     ).all()
-    healthy = [row for row in rows if (row.id, row.last_computed_at) not in state.unevaluable]
+    healthy = rows
+    if state.unevaluable:
+        healthy = [row for row in rows if (row.id, row.last_computed_at) not in state.unevaluable]
     key = (tuple((row.id, row.updated_at) for row in healthy), rows[0].types if rows else 0)
     plan = state.evaluation_plan
     if plan is None or plan.key != key:
@@ -340,7 +343,7 @@ def _relevant(
     return tuple(
         row.id
         for row in rows
-        if plan.inputs[row.id] & touched
+        if not plan.inputs[row.id].isdisjoint(touched)
         or (
             row.is_time_based
             and (row.last_computed_at is None or not stale < row.last_computed_at <= now)
