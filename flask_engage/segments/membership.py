@@ -163,7 +163,9 @@ def _diff_statement(
             .where(or_(matching.c.id.is_(None), current.c.customer_id.is_(None)))
         )
         return insert(change_rows).from_select(columns, rows)
-    found = matching_query.cte("engage_matching")
+    # Nested: the statement must start with INSERT, or Python's sqlite3 opens no
+    # transaction for it and it commits on its own.
+    found = matching_query.cte("engage_matching", nesting=True)
     is_member = exists().where(
         memberships.c.segment_id == segment_id, memberships.c.customer_id == found.c.id
     )
