@@ -453,29 +453,3 @@ def test_automations_start_on_lists_and_events_from_the_admin(app, data, csrf_cl
         answer = csrf_client.post(f"{ADMIN}/automations/new", data={**form, "name": "X", **bad})
         assert answer.status_code == 400 and field in answer.get_data(as_text=True), bad
     assert "X" not in automations()
-
-
-def test_the_automation_page_lists_nested_steps_with_their_messages(app, data, csrf_client):
-    nested = [
-        {
-            "branch": {
-                "if": {"attribute": "plan", "op": "eq", "value": "pro"},
-                "then": [{"send": {"channel": "in_app", "body": "Pro hello"}}],
-                "else": [{"send": {"channel": "in_app", "body": "Hello"}}, {"exit": True}],
-            }
-        }
-    ]
-    engage.create_segment("Greeted", {"attribute": "greet", "op": "eq", "value": "yes"})
-    automation = engage.create_automation("Greet", trigger={"joins": "greeted"}, steps=nested)
-    engage.identify(1, greet="yes")  # plan "pro"
-    engage.identify(2, plan="free", greet="yes")
-    db.session.commit()
-    engage.run_due()
-    page = csrf_client.get(f"{ADMIN}/automations/{automation.id}").get_data(as_text=True)
-    rows = re.findall(r'<tr data-step="([\d.]+)">(.*?)</tr>', page, re.S)
-    assert [number for number, _ in rows] == ["1", "1.1", "1.1", "1.2"]
-    by_row = [re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)) for _, html in rows]
-    # the pro customer (1) got the "then" message, the free one (2) the "otherwise" one
-    assert "then" in by_row[1] and "sent: 1" in by_row[1]
-    assert "otherwise" in by_row[2] and "sent: 1" in by_row[2]
-    assert "sent" not in by_row[3]

@@ -5,7 +5,6 @@ power users, and each automation's runs and messages."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 from flask import current_app, flash, jsonify, redirect, request, url_for
@@ -30,35 +29,6 @@ from .paging import keyset
 from .segments import parse_json
 from .words import STEP_LABELS, explain, plain, who
 
-
-def _walk(steps: list[dict[str, Any]], path: tuple[int, ...] = ()) -> Iterator[Any]:
-    """Every step, nested ones too, in program order: (path of indices, step)."""
-    for index, step in enumerate(steps):
-        here = (*path, index)
-        yield here, step
-        ((_, spec),) = step.items()
-        if isinstance(spec, dict):
-            for arm in ("then", "else"):
-                yield from _walk(spec.get(arm) or [], here)
-
-
-def step_rows(steps: list[dict[str, Any]], outline: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The automation page's rows: each step (nested ones indented, numbered ``1.2``)
-    with the program position its messages and outcomes are counted under."""
-    return [
-        {
-            "number": ".".join(str(index + 1) for index in path),
-            "depth": entry["depth"],
-            "arm": entry["arm"],
-            "position": entry["step"],
-            "text": describe_step(step),
-            "code": step_code(step),
-            "step": step,
-        }
-        for (path, step), entry in zip(_walk(steps), outline, strict=True)
-    ]
-
-
 #: What a new automation starts with.
 FIRST_STEPS: list[dict[str, Any]] = [{"wait": {"days": 1}}]
 
@@ -73,8 +43,6 @@ def step_code(step: dict[str, Any]) -> str:
     if kind == "send":
         subject = f": {spec['subject']!r}" if spec.get("subject") else ""
         return f"Send {spec['channel']}{subject}"
-    if isinstance(spec, dict) and ("then" in spec or "else" in spec):  # arms are rows of their own
-        spec = {key: value for key, value in spec.items() if key not in ("then", "else")}
     return f"{kind} {json.dumps(spec)}"
 
 
@@ -261,7 +229,6 @@ class AutomationsView(EngageView):
     @expose(f"/<{SMALL_ID}:automation_id>")
     def details(self, automation_id: int) -> Any:
         automation = self._get(automation_id)
-        stats = engage().automation_stats(automation.id)
         session = host_session()
         segment = (
             session.get(Segment, automation.trigger_segment_id)
@@ -278,8 +245,11 @@ class AutomationsView(EngageView):
             automation=automation,
             segment=segment,
             trigger_list=trigger_list,
-            steps=step_rows(automation.steps, stats["steps"]),
-            stats=stats,
+            steps=[
+                {"text": describe_step(step), "code": step_code(step), "step": step}
+                for step in automation.steps
+            ],
+            stats=engage().automation_stats(automation.id),
             steps_json=json.dumps(automation.steps, indent=2),
         )
 
