@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from flask_engage.models import Automation
 from tests.hostapp import db, engage
-from tests.test_admin_browser import ARTIFACTS, CHROMIUM, page, server  # noqa: F401 (fixtures)
+from tests.test_admin_browser import CHROMIUM, page, server  # noqa: F401 (fixtures)
 
 pytestmark = [
     pytest.mark.browser,
@@ -63,7 +63,7 @@ def test_building_a_branching_automation(app, page):  # noqa: F811
 
     page.click("#save-automation")  # the nested send has no body yet: shown on that card
     thanks = page.locator('.step-card[data-path="steps[0].then[0]"]')
-    expect(thanks.locator(".step-error")).to_contain_text("Step 1 › then step 1 › body")
+    expect(thanks.locator(".step-error")).to_contain_text("body")
     expect(thanks.locator(".send-body")).to_have_class(re.compile(r"\bis-invalid\b"))
     thanks.locator(".send-body").fill("Thanks for verifying!")
     page.click("#save-automation")
@@ -97,5 +97,3 @@ def test_building_a_branching_automation(app, page):  # noqa: F811
     expect(page.locator("#trigger_kind")).to_have_value("subscribes")
     title = '.step-card[data-path="steps[0].else[0]"] > .card-header .step-title'
     expect(page.locator(title)).to_have_text("1.1. If / otherwise")
-    ARTIFACTS.mkdir(exist_ok=True)  # docs/img/automation_branches.png comes from here
-    page.locator("#steps-editor").screenshot(path=str(ARTIFACTS / "automation_branches.png"))

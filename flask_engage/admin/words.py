@@ -47,12 +47,6 @@ _PARTS: dict[str, str | None] = {
     "wait": None,
     "if": "condition",
     "exit": None,
-    "branch": None,
-    "wait_for": None,
-    "then": "then step",
-    "else": "otherwise step",
-    "subscribes": "list",
-    "unsubscribes": "list",
     "days": "days",
     "hours": "hours",
     "minutes": "minutes",
@@ -99,8 +93,7 @@ def where(path: str) -> str:
     for name, index in _TOKEN.findall(path):
         if index:
             number = int(index) + 1
-            numbered = ("Step", "segment", "property condition", "then step", "otherwise step")
-            if words and words[-1] in numbered:
+            if words and words[-1] in ("Step", "segment", "property condition"):
                 words[-1] = f"{words[-1]} {number}"
             else:
                 words.append(f"condition {number}")
