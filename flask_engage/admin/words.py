@@ -160,8 +160,6 @@ STEP_LABELS = {
     "if": "Continue only if",
     "send": "Send a message",
     "exit": "End here",
-    "branch": "If / otherwise",
-    "wait_for": "Wait for an event",
 }
 
 #: Broadcast and message statuses, and Bootstrap colours for them.

@@ -1,5 +1,5 @@
-/* The automation editor: steps as forms (wait, condition, send, end, and branches and
- * waits for an event with two arms of steps each), moved and removed with buttons, written to the steps JSON that the form posts (editable too, for power
+/* The automation editor: steps as forms (wait, condition, send, end), moved and removed
+ * with buttons, written to the steps JSON that the form posts (editable too, for power
  * users). Conditions use the segment builder (builder.js); a send step previews its
  * message for a customer and sends a test. Plain JavaScript. */
 (function () {
@@ -241,110 +241,35 @@
     });
     return el("div", {"class": "step-body"}, [area]);
   }
-  // A branching step: a condition (or an awaited event) and two arms of steps.
-  function arm(title, items, path) {
-    var box = el("div", {"class": "step-arm border-left pl-2 mt-2", "data-arm": path});
-    box.appendChild(el("div", {"class": "small font-weight-bold", text: title}));
-    var holder = el("div", {"class": "arm-steps"});
-    box.appendChild(holder);
-    renderList(items, holder, path);
-    box.appendChild(addButtons(items, "arm-add"));
-    return box;
-  }
-  function branchBody(step, path) {
-    var spec = step.branch;
-    spec.then = spec.then || [];
-    spec["else"] = spec["else"] || [];
-    var box = el("div", {"class": "step-body"});
-    box.appendChild(el("p", {"class": "mb-1", text: "If the customer matches (checked when the run reaches this step):"}));
-    var preview = el("div", {"class": "alert alert-info py-1 small step-count", text: "Counting…"});
-    var holder = el("div", {"class": "engage-builder step-builder"});
-    box.appendChild(holder);
-    box.appendChild(preview);
-    EngageBuilder.mount(holder, {
-      schemaUrl: data.schema_url, filters: spec["if"], data: data.names, countUrl: data.count_url,
-      preview: preview, onChange: function (root) { spec["if"] = root; sync(); }
-    });
-    box.appendChild(arm("Then", spec.then, path + ".then"));
-    box.appendChild(arm("Otherwise", spec["else"], path + ".else"));
-    return box;
-  }
-  function waitForBody(step, path) {
-    var spec = step.wait_for;
-    spec.then = spec.then || [];
-    spec["else"] = spec["else"] || [];
-    var box = el("div", {"class": "step-body"});
-    var name = el("input", {"class": "form-control form-control-sm wait-for-event", list: "event-names",
-      placeholder: "Event name", "aria-label": "Event"});
-    name.value = spec.event || "";
-    name.addEventListener("input", function () { spec.event = name.value; sync(); });
-    var units = ["days", "hours", "minutes"];
-    var unit = units.filter(function (u) { return u in spec; })[0] || "days";
-    var amount = el("input", {"class": "form-control form-control-sm wait-for-amount", type: "number", min: "0", step: "any",
-      "aria-label": "How long to wait"});
-    amount.value = unit in spec ? spec[unit] : 3;
-    var unitSelect = options(el("select", {"class": "form-control form-control-sm wait-for-unit"}), units, {}, unit);
-    function timing() {
-      units.forEach(function (u) { delete spec[u]; });
-      spec[unitSelect.value] = amount.value.trim() === "" ? null : Number(amount.value);
-      sync();
-    }
-    amount.addEventListener("input", timing);
-    unitSelect.addEventListener("change", timing);
-    timing();
-    var where = el("input", {"class": "form-control form-control-sm text-monospace wait-for-where",
-      placeholder: '[{"property": "amount", "op": "gte", "value": 100}]', "aria-label": "Only events whose properties match (JSON)"});
-    where.value = spec.where ? JSON.stringify(spec.where) : "";
-    where.addEventListener("input", function () {
-      if (!where.value.trim()) { delete spec.where; where.classList.remove("is-invalid"); sync(); return; }
-      try { spec.where = JSON.parse(where.value); where.classList.remove("is-invalid"); sync(); } catch (e) { where.classList.add("is-invalid"); }
-    });
-    box.appendChild(el("div", {"class": "engage-toolbar"}, [el("span", {text: "Wait for"}), name,
-      el("span", {text: "for up to"}), amount, unitSelect]));
-    box.appendChild(field("Only events whose properties match (optional, JSON)", where));
-    box.appendChild(arm("If it happens in time", spec.then, path + ".then"));
-    box.appendChild(arm("If the time runs out", spec["else"], path + ".else"));
-    return box;
-  }
-  var BODIES = {wait: waitBody, "if": ifBody, send: sendBody, exit: exitBody, branch: branchBody, wait_for: waitForBody};
+  var BODIES = {wait: waitBody, "if": ifBody, send: sendBody, exit: exitBody};
 
-  // -- lists of steps (the automation's own, and each arm of a branch) ------------------------
-  function renderList(items, container, path) {
-    container.innerHTML = "";
-    items.forEach(function (step, index) {
+  function render() {
+    list.innerHTML = "";
+    steps.forEach(function (step, index) {
       var key = keyOf(step);
-      var here = path + "[" + index + "]";
-      var card = el("div", {"class": "card step-card mb-2", "data-path": here, "data-kind": key});
-      if (!path) { card.setAttribute("data-index", index); }
-      var number = here.replace(/^steps/, "").replace(/\.(then|else)/g, "").match(/\d+/g)
-        .map(function (n) { return Number(n) + 1; }).join(".");
+      var card = el("div", {"class": "card step-card mb-2", "data-index": index, "data-kind": key});
       var head = el("div", {"class": "card-header py-1 engage-toolbar"}, [
-        el("strong", {"class": "step-title", text: number + ". " + (LABELS[key] || key)})
+        el("strong", {"class": "step-title", text: (index + 1) + ". " + (LABELS[key] || key)})
       ]);
       var moves = el("span", {"class": "ml-auto"});
-      if (index > 0) { moves.appendChild(button("btn-outline-secondary step-up", "↑", function () { move(items, index, -1); }, "Move up")); }
-      if (index < items.length - 1) { moves.appendChild(button("btn-outline-secondary step-down", "↓", function () { move(items, index, 1); }, "Move down")); }
+      if (index > 0) { moves.appendChild(button("btn-outline-secondary step-up", "↑", function () { move(index, -1); }, "Move up")); }
+      if (index < steps.length - 1) { moves.appendChild(button("btn-outline-secondary step-down", "↓", function () { move(index, 1); }, "Move down")); }
       moves.appendChild(button("btn-outline-danger step-remove", "×", function () {
-        if (window.confirm("Remove step " + number + " (" + (LABELS[key] || key) + ")?")) { items.splice(index, 1); render(); }
+        if (window.confirm("Remove step " + (index + 1) + " (" + (LABELS[key] || key) + ")?")) { steps.splice(index, 1); render(); }
       }, "Remove this step"));
       head.appendChild(moves);
       card.appendChild(head);
       var body = el("div", {"class": "card-body py-2"});
-      body.appendChild((BODIES[key] || otherBody)(step, here));
+      body.appendChild((BODIES[key] || otherBody)(step));
       card.appendChild(body);
-      container.appendChild(card);
+      list.appendChild(card);
     });
-    if (!items.length) {
-      container.appendChild(el("p", {"class": "text-muted small mb-1", text: path === "steps" ? "No steps yet: add one below." : "No steps: the run goes on after this step."}));
-    }
-  }
-  function render() {
-    renderList(steps, list, "steps");
+    if (!steps.length) { list.appendChild(el("p", {"class": "text-muted", text: "No steps yet: add one below."})); }
     sync();
   }
-  function move(items, index, by) {
-    var step = items.splice(index, 1)[0];
-    items.splice(index + by, 0, step);
+  function move(index, by) {
+    var step = steps.splice(index, 1)[0];
+    steps.splice(index + by, 0, step);
     render();
   }
   var FRESH = {
@@ -356,22 +281,18 @@
       if (first.needs_subject) { spec.subject = ""; }
       return {send: spec};
     },
-    exit: function () { return {exit: true}; },
-    branch: function () { return {branch: {"if": {all: []}, then: [], "else": []}}; },
-    wait_for: function () { return {wait_for: {event: "", days: 3, then: [], "else": []}}; }
+    exit: function () { return {exit: true}; }
   };
-  function addButtons(items, cls) {
-    var bar = el("div", {"class": "engage-toolbar mb-1 " + cls});
-    data.kinds.forEach(function (kind) {
-      if (!FRESH[kind.key]) { return; }
-      bar.appendChild(button("btn-sm btn-outline-primary add-step-" + kind.key, "+ " + kind.label, function () {
-        items.push(FRESH[kind.key]());
-        render();
-      }));
-    });
-    return bar;
-  }
-  document.getElementById("add-steps").appendChild(addButtons(steps, "top-add"));
+  data.kinds.forEach(function (kind) {
+    if (!FRESH[kind.key]) { return; }
+    var add = document.getElementById("add-steps");
+    add.appendChild(button("btn-outline-primary add-step-" + kind.key, "+ " + kind.label, function () {
+      steps.push(FRESH[kind.key]());
+      render();
+      var cards = list.querySelectorAll(".step-card");
+      cards[cards.length - 1].scrollIntoView({block: "nearest"});
+    }));
+  });
 
   var timer = null;
   textarea.addEventListener("input", function () {
@@ -380,30 +301,23 @@
       try {
         var parsed = JSON.parse(textarea.value);
         if (!Array.isArray(parsed)) { throw new Error("expected a list of steps"); }
-        steps.splice.apply(steps, [0, steps.length].concat(parsed));
+        steps = parsed;
         render();
       } catch (e) { jsonError.textContent = "Not valid JSON: " + e.message; }
     }, 500);
   });
 
-  // A server error names its step ("steps[2].send.subject", or in an arm
-  // "steps[1].branch.then[0].send.body"): shown on that card, its field marked.
+  // A server error names its step ("steps[2].send.subject: ..."): shown on that card.
   function showError() {
     if (!data.error_field) { return; }
-    var plainPath = data.error_field.replace(/\.(branch|wait_for)\.(then|else)\[/g, ".$2[");
-    var found = /^steps\[\d+\](?:\.(?:then|else)\[\d+\])*/.exec(plainPath);
+    var found = /^steps\[(\d+)\](?:\.(\w+))?(?:\.(\w+))?/.exec(data.error_field);
     if (!found) { return; }
-    var card = list.querySelector('.step-card[data-path="' + found[0] + '"]');
+    var card = list.querySelector('.step-card[data-index="' + found[1] + '"]');
     if (!card) { return; }
-    var rest = plainPath.slice(found[0].length).split(".").filter(Boolean);
-    var last = rest[rest.length - 1];
     card.classList.add("border-danger");
     var names = {subject: ".send-subject", body: ".send-body", url: ".send-url", headers: ".send-headers",
-      channel: ".send-channel", until: ".wait-until", days: ".wait-amount", hours: ".wait-amount", minutes: ".wait-amount",
-      event: ".wait-for-event", where: ".wait-for-where"};
-    var selector = names[last];
-    if (card.getAttribute("data-kind") === "wait_for" && /^(days|hours|minutes)$/.test(last)) { selector = ".wait-for-amount"; }
-    var target = rest.length > 1 && selector ? card.querySelector(selector) : null;
+      channel: ".send-channel", until: ".wait-until", days: ".wait-amount", hours: ".wait-amount", minutes: ".wait-amount"};
+    var target = found[3] && names[found[3]] ? card.querySelector(names[found[3]]) : null;
     if (target) { target.classList.add("is-invalid"); }
     var message = el("div", {"class": "step-error text-danger small mt-1", text: data.error_plain || data.error_message});
     if (data.error_plain && data.error_plain !== data.error_message) {
