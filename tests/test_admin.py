@@ -7,9 +7,9 @@ import time
 
 import pytest
 from flask import Flask
-from sqlalchemy import select, text
+from sqlalchemy import text
 
-from flask_engage.models import Automation, Broadcast, Segment
+from flask_engage.models import Broadcast, Segment
 from tests.hostapp import Order, User, db, engage
 
 ADMIN = "/engage/admin"
@@ -402,54 +402,3 @@ def test_deleting_an_automation_cancels_its_runs(app, data, csrf_client):
     assert db.session.get(Automation, data["automation_id"]) is None
     live = db.session.query(AutomationRun).filter(AutomationRun.status.in_(("active", "waiting")))
     assert live.count() == 0
-
-
-def automations() -> dict[str, Automation]:
-    db.session.expire_all()
-    return {a.name: a for a in db.session.scalars(select(Automation))}
-
-
-def test_automations_start_on_lists_and_events_from_the_admin(app, data, csrf_client):
-    newsletter = engage.create_list("Newsletter")
-    db.session.commit()
-    steps = '[{"send": {"channel": "in_app", "body": "Hi"}}]'
-    form = {"csrf_token": TOKEN, "steps": steps, "active": "on"}
-    on_list = csrf_client.post(
-        f"{ADMIN}/automations/new",
-        data={**form, "name": "Welcome subscribers", "trigger_kind": "subscribes",
-              "customer_list": str(newsletter.id)},
-    )
-    assert on_list.status_code == 302, on_list.get_data(as_text=True)
-    big_buyers = csrf_client.post(
-        f"{ADMIN}/automations/new",
-        data={**form, "name": "Big buyers", "trigger_kind": "event", "event": "Purchase",
-              "event_where": '[{"property": "amount", "op": "gte", "value": 100}]'},
-    )
-    assert big_buyers.status_code == 302, big_buyers.get_data(as_text=True)
-    saved = {name: a.trigger for name, a in automations().items()}
-    assert saved["Welcome subscribers"] == {"subscribes": newsletter.id}
-    assert saved["Big buyers"]["event"] == "Purchase"
-    assert saved["Big buyers"]["where"][0]["property"] == "amount"
-
-    # editing shows the saved trigger, and saving again keeps it
-    automation = automations()["Big buyers"]
-    page = csrf_client.get(f"{ADMIN}/automations/{automation.id}/edit").get_data(as_text=True)
-    assert 'value="event" selected' in page and 'value="Purchase"' in page
-    assert "&#34;amount&#34;" in page or "&quot;amount&quot;" in page
-    again = csrf_client.post(
-        f"{ADMIN}/automations/{automation.id}/edit",
-        data={**form, "name": "Big buyers", "trigger_kind": "event", "event": "Purchase",
-              "event_where": '[{"property": "amount", "op": "gte", "value": 100}]'},
-    )
-    assert again.status_code == 302
-    assert automations()["Big buyers"].trigger["where"][0]["value"] == 100
-
-    # the trigger's own mistakes are named, nothing is saved
-    for bad, field in (
-        ({"trigger_kind": "event", "event": ""}, "trigger.event"),
-        ({"trigger_kind": "subscribes", "customer_list": "999"}, "trigger.subscribes"),
-        ({"trigger_kind": "event", "event": "Purchase", "event_where": "[{"}, "trigger.where"),
-    ):
-        answer = csrf_client.post(f"{ADMIN}/automations/new", data={**form, "name": "X", **bad})
-        assert answer.status_code == 400 and field in answer.get_data(as_text=True), bad
-    assert "X" not in automations()

@@ -103,34 +103,39 @@ class AutomationsView(EngageView):
             error_field=data["error_field"],
         ), status
 
-    @staticmethod
-    def _choices() -> dict[str, Any]:
-        """What the trigger's choosers offer: every segment, every open list."""
-        return {"segments": all_segments(host_session()), "lists": engage().lists()}
-
     @expose("/new", methods=("GET", "POST"))
     def new(self) -> Any:
+        segments = all_segments(host_session())
         if request.method == "GET":
-            form = AutomationForm(data={"active": True}, **self._choices())
+            form = AutomationForm(segments=segments, data={"active": True})
             return self._editor(None, form)
-        return self._save(None, AutomationForm(request.form, **self._choices()))
+        return self._save(None, AutomationForm(request.form, segments=segments))
 
     @expose(f"/<{SMALL_ID}:automation_id>/edit", methods=("GET", "POST"))
     def edit(self, automation_id: int) -> Any:
         automation = self._get(automation_id)
+        segments = all_segments(host_session())
         if request.method == "GET":
-            form = AutomationForm(data=AutomationForm.initial(automation), **self._choices())
+            form = AutomationForm(
+                segments=segments,
+                data={
+                    "name": automation.name,
+                    "trigger_kind": automation.trigger_kind,
+                    "segment": automation.trigger_segment_id,
+                    "active": automation.active,
+                    "reentry": automation.reentry,
+                    "exit_on_leave": automation.exit_on_leave,
+                },
+            )
             return self._editor(automation, form)
-        return self._save(automation, AutomationForm(request.form, **self._choices()))
+        return self._save(automation, AutomationForm(request.form, segments=segments))
 
     def _save(self, automation: Automation | None, form: AutomationForm) -> Any:
         try:
             form.check()
             steps = parse_json(form.steps.data or "", "steps")
-            where_text = (form.event_where.data or "").strip()
-            where = parse_json(where_text, "trigger.where") if where_text else None
             fields = {
-                "trigger": form.trigger(where),
+                "trigger": {form.trigger_kind.data: form.segment.data},
                 "steps": steps,
                 "active": bool(form.active.data),
                 "reentry": bool(form.reentry.data),

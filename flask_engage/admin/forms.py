@@ -7,7 +7,6 @@ and name the bad field. Every form renders the session's CSRF token
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -31,7 +30,7 @@ from wtforms.validators import ValidationError as FieldError
 
 from ..channels import all_channels
 from ..errors import ValidationError
-from ..models import Automation, Broadcast, CustomerList, Segment, TriggerKind
+from ..models import Broadcast, Segment, TriggerKind
 from .security import FORM_FIELD, csrf_token
 
 
@@ -143,71 +142,23 @@ class BroadcastForm(EngageForm):
         }
 
 
-def _optional_id(value: Any) -> int | None:
-    """A select's id (None when nothing is chosen); junk raises ValueError."""
-    return None if value in (None, "") else int(value)
-
-
-#: The trigger kinds the admin offers, with how the form reads them.
-TRIGGER_CHOICES = [
-    (TriggerKind.JOINS.value, "joins the segment"),
-    (TriggerKind.LEAVES.value, "leaves the segment"),
-    (TriggerKind.SUBSCRIBES.value, "subscribes to the list"),
-    (TriggerKind.UNSUBSCRIBES.value, "unsubscribes from the list"),
-    (TriggerKind.EVENT.value, "records the event"),
-]
-
-
 class AutomationForm(EngageForm):
     """Name, trigger, flags and steps (JSON, written by the step editor)."""
 
     name = StringField("Name")
-    trigger_kind = SelectField("When a customer", choices=TRIGGER_CHOICES)
-    # only the chooser of the chosen kind counts: create_automation checks the trigger
-    segment = SelectField("Segment", coerce=_optional_id, validate_choice=False)
-    customer_list = SelectField("List", coerce=_optional_id, validate_choice=False)
-    event = StringField("Event")
-    #: An event trigger's property conditions, as JSON (kept as they are when editing).
-    event_where = StringField("Only when its properties match (JSON, optional)")
+    trigger_kind = SelectField(
+        "When a customer",
+        choices=[(TriggerKind.JOINS.value, "joins"), (TriggerKind.LEAVES.value, "leaves")],
+    )
+    segment = SelectField("Segment", coerce=int)
     steps = TextAreaField("Steps (JSON)")
     active = BooleanField("Active")
     reentry = BooleanField("Customers may go through it again after leaving and re-joining")
     exit_on_leave = BooleanField("End a run when the customer leaves the segment")
 
-    def __init__(
-        self, *args: Any, segments: list[Segment], lists: list[CustomerList], **kwargs: Any
-    ) -> None:
+    def __init__(self, *args: Any, segments: list[Segment], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.segment.choices = [(s.id, s.name) for s in segments]
-        self.customer_list.choices = [(found.id, found.name) for found in lists]
-
-    def trigger(self, where: Any) -> dict[str, Any]:
-        """The trigger the form asks for (``where``: the parsed ``event_where``)."""
-        kind = self.trigger_kind.data
-        if kind == TriggerKind.EVENT:
-            trigger: dict[str, Any] = {"event": (self.event.data or "").strip()}
-            if where:
-                trigger["where"] = where
-            return trigger
-        if kind in (TriggerKind.SUBSCRIBES, TriggerKind.UNSUBSCRIBES):
-            return {kind: self.customer_list.data}
-        return {kind: self.segment.data}
-
-    @staticmethod
-    def initial(automation: Automation) -> dict[str, Any]:
-        """Form data showing a saved automation's trigger and flags."""
-        trigger = automation.trigger
-        return {
-            "name": automation.name,
-            "trigger_kind": automation.trigger_kind,
-            "segment": automation.trigger_segment_id,
-            "customer_list": automation.trigger_list_id,
-            "event": automation.trigger_event or "",
-            "event_where": json.dumps(trigger["where"]) if trigger.get("where") else "",
-            "active": automation.active,
-            "reentry": automation.reentry,
-            "exit_on_leave": automation.exit_on_leave,
-        }
 
 
 def parse_headers(text: str) -> dict[str, str]:

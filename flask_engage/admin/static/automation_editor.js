@@ -16,15 +16,6 @@
   data.kinds.forEach(function (k) { LABELS[k.key] = k.label; });
   var CHANNELS = {};
   data.channels.forEach(function (c) { CHANNELS[c.name] = c; });
-  // The trigger: only the chooser of the chosen kind is shown (segment, list or event).
-  var triggerKind = document.getElementById("trigger_kind");
-  function showTrigger() {
-    Array.prototype.forEach.call(document.querySelectorAll(".trigger-for"), function (box) {
-      box.hidden = box.getAttribute("data-kinds").split(" ").indexOf(triggerKind.value) < 0;
-    });
-  }
-  triggerKind.addEventListener("change", showTrigger);
-  showTrigger();
   var steps;
   try { steps = JSON.parse(textarea.value); } catch (e) { steps = []; }
   if (!Array.isArray(steps)) { steps = []; }
