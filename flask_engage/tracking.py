@@ -102,6 +102,8 @@ def check_customer_id(value: Any, field: str = "id") -> str:
         raise ValidationError(f"{field}: customer id must not be empty", field=field)
     if len(text) > 255:
         raise ValidationError(f"{field}: customer id is longer than 255 characters", field=field)
+    if "\x00" in text:  # PostgreSQL cannot store it in text
+        raise ValidationError(f"{field}: customer id must not contain a NUL character", field=field)
     return text
 
 
