@@ -30,7 +30,7 @@ from wtforms.validators import ValidationError as FieldError
 
 from ..channels import all_channels
 from ..errors import ValidationError
-from ..models import Broadcast, Segment, TriggerKind
+from ..models import Broadcast, CustomerList, Segment, TriggerKind
 from .security import FORM_FIELD, csrf_token
 
 
@@ -76,6 +76,39 @@ class SegmentForm(EngageForm):
     trigger_automations = BooleanField("Run automations for customers who join or leave now")
     #: Set once the admin has seen the edit's impact.
     confirmed = HiddenField()
+
+
+class ListForm(EngageForm):
+    """A list's name, description, sign-up settings and where people go after confirming."""
+
+    name = StringField("Name")
+    description = TextAreaField("Description")
+    public = BooleanField("Public: anyone may subscribe through its sign-up form")
+    double_optin = BooleanField("Double opt-in: people confirm by email before they are on it")
+    redirect_url = StringField("After confirming, send people to (URL, optional)")
+
+    @classmethod
+    def of(cls, found: CustomerList) -> ListForm:
+        """The form filled with a saved list."""
+        return cls(
+            data={
+                "name": found.name,
+                "description": found.description or "",
+                "public": found.public,
+                "double_optin": found.double_optin,
+                "redirect_url": found.redirect_url or "",
+            }
+        )
+
+    def fields(self) -> dict[str, Any]:
+        """The list's fields as ``create_list`` / ``update_list`` take them."""
+        return {
+            "name": self.name.data or "",
+            "description": self.description.data or "",
+            "public": bool(self.public.data),
+            "double_optin": bool(self.double_optin.data),
+            "redirect_url": (self.redirect_url.data or "").strip(),
+        }
 
 
 class BroadcastForm(EngageForm):

@@ -1,0 +1,84 @@
+"""Lists in the admin in a real browser, on a desktop screen and at 390 px: create a
+list with the form, add a customer from their page, see the count on the lists page
+and the list's page, then take them off again after the confirmation.
+Screenshots go to tests/artifacts/."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from tests.hostapp import db, engage
+from tests.test_admin_browser import CHROMIUM, server  # noqa: F401 (fixture)
+from tests.test_admin_browser_safe import page, screen, shot  # noqa: F401 (fixtures)
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium"),
+    pytest.mark.parametrize("db_kind", ["sqlite"]),
+]
+
+
+def test_create_a_list_add_a_customer_and_see_the_count(app, page, screen):  # noqa: F811
+    from playwright.sync_api import expect
+
+    engage.identify("c-1", email="ada@example.com", first_name="Ada", last_name="Obi")
+    engage.identify("c-2", email="bola@example.com", name="Bola Ade")
+    db.session.commit()
+
+    page.goto("/engage/admin/")
+    page.get_by_role("link", name="Lists", exact=True).first.click(force=screen == "phone")
+    if not page.url.endswith("/lists/"):  # the phone's menu is folded
+        page.goto("/engage/admin/lists/")
+    page.click("#new-list")
+    page.fill("#name", "Beta testers")
+    page.fill("#redirect_url", "not a url")
+    page.click("#save-list")
+    expect(page.locator(".engage-flash")).to_contain_text("redirect")
+    expect(page.locator("#redirect_url")).to_have_class(re.compile("is-invalid"))
+    page.fill("#redirect_url", "")
+    page.check("#double_optin")
+    page.click("#save-list")
+    expect(page.locator(".engage-flash")).to_have_text("List 'Beta testers' created.")
+    expect(page.locator("#subscribed-count")).to_have_text("0")
+
+    # from the customer's page
+    ada = engage.get_customer("c-1")
+    page.goto(f"/engage/admin/customers/{ada.id}")
+    page.select_option("#add-list", label="Beta testers")
+    page.click("#add-to-list-button")
+    expect(page.locator(".engage-flash")).to_have_text("Ada Obi is now subscribed to Beta testers.")
+    expect(page.locator("#lists")).to_contain_text("subscribed")
+    shot(page, screen, "customer_lists")
+
+    page.goto("/engage/admin/lists/")
+    row = page.locator('#lists tr[data-list="beta-testers"]')
+    expect(row.locator('[data-count="subscribed"]')).to_have_text("1")
+    expect(row.locator('[data-count="joined"]')).to_have_text("+1")
+    shot(page, screen, "lists")
+
+    # and from the list's page: add a second one by name, remove the first after confirming
+    row.get_by_role("link", name="Beta testers").click()
+    page.fill("#add-customer", "Bola")
+    page.click("#add-member-button")
+    expect(page.locator("#subscribed-count")).to_have_text("2")
+    expect(page.locator("#list-chart svg")).to_be_visible()
+    shot(page, screen, "list")
+    messages: list[str] = []
+
+    def answer(dialog, accept: bool) -> None:
+        messages.append(dialog.message)
+        dialog.accept() if accept else dialog.dismiss()
+
+    remove = page.locator('#members tr[data-member="c-1"] button')
+    page.once("dialog", lambda dialog: answer(dialog, False))
+    remove.click()
+    expect(page.locator("#subscribed-count")).to_have_text("2")
+    page.once("dialog", lambda dialog: answer(dialog, True))
+    remove.click()
+    expect(page.locator(".engage-flash")).to_have_text("Ada Obi was taken off Beta testers.")
+    expect(page.locator("#subscribed-count")).to_have_text("1")
+    assert messages == ["Take ada@example.com off Beta testers?"] * 2
+    assert [c.external_id for c in engage.list_members("beta-testers")] == ["c-2"]
