@@ -8,8 +8,9 @@ import re
 from html import unescape
 
 import pytest
+from sqlalchemy import select
 
-from flask_engage.models import CustomerList
+from flask_engage.models import Broadcast, CustomerList
 from tests.hostapp import db, engage
 
 ADMIN = "/engage/admin"
@@ -335,3 +336,68 @@ def test_archive_reopen_and_delete(app, people, admin):
     ).get_data(as_text=True)
     assert "List 'Newsletter' deleted." in flashes(deleted)
     assert engage.lists(archived=True) == []
+
+
+def test_a_broadcast_goes_to_segments_and_lists_once_per_customer(app, people, admin):
+    """The broadcast form offers lists beside segments; the check, the draft's page and
+    the send count each customer once across both."""
+    engage.identify("c-4", email="dayo@example.com", plan="pro")
+    engage.identify("c-5", email=None)  # on the list, but no address
+    db.session.commit()
+    pro = engage.create_segment("Pro", {"attribute": "plan", "op": "eq", "value": "pro"})
+    newsletter = engage.create_list("Newsletter")
+    for who in ("c-1", "c-4", "c-5"):  # c-4 is in both
+        engage.add_to_list(newsletter, who)
+    db.session.commit()
+    engage.unsubscribe("c-1")  # unsubscribed from email: skipped
+
+    form = admin.get(f"{ADMIN}/broadcasts/new?list={newsletter.id}").get_data(as_text=True)
+    picker = form.split('id="audience"')[1].split("</fieldset>")[0]
+    assert "Segments/Lists you are sending to" in picker
+    assert re.search(
+        rf'<option value="{newsletter.id}" selected>Newsletter \(3 subscribed\)', picker
+    )
+
+    def check(**audience):
+        return admin.post(
+            f"{ADMIN}/broadcasts/check",
+            json={"name": "N", "channel": "email", "subject": "Hi", "body": "Hello", **audience},
+            headers={"X-CSRFToken": TOKEN},
+        ).get_json()
+
+    only_list = check(lists=[newsletter.id])
+    assert (only_list["customers"], only_list["recipients"]) == (3, 1)
+    assert only_list["audience"] == "on its lists"
+    both = check(segments=[pro.id], lists=[newsletter.id])
+    assert (both["customers"], both["recipients"]) == (3, 1)  # c-4 counted once
+    assert both["audience"] == "in its segments and lists"
+    assert "segment or list" in check()["error"]
+    assert check(lists=[424242])["field"] == "lists"
+
+    created = admin.post(
+        f"{ADMIN}/broadcasts/new",
+        data={
+            "csrf_token": TOKEN,
+            "name": "Letter",
+            "channel": "email",
+            "segments": [str(pro.id)],
+            "lists": [str(newsletter.id)],
+            "subject": "Hi",
+            "body": "Hello",
+            "action": "draft",
+        },
+    )
+    assert created.status_code == 302
+    draft = db.session.scalar(select(Broadcast).where(Broadcast.name == "Letter"))
+    assert draft.list_ids == [newsletter.id] and draft.segment_ids == [pro.id]
+    page = admin.get(f"{ADMIN}/broadcasts/{draft.id}").get_data(as_text=True)
+    audience = page.split('id="broadcast-audience"')[1].split("</dd>")[0]
+    assert "Pro</a>" in audience and "Newsletter</a>" in audience
+    assert 'data-recipients="1"' in page
+    assert "3 in its segments and lists (each counted once)" in page
+    edit = admin.get(f"{ADMIN}/broadcasts/{draft.id}/edit").get_data(as_text=True)
+    assert re.search(rf'<option value="{newsletter.id}" selected>', edit)
+
+    admin.post(f"{ADMIN}/broadcasts/{draft.id}/send", data={"csrf_token": TOKEN})
+    counts = engage.broadcast_counts(draft)
+    assert (counts["total"], counts["sent"], counts["skipped"]) == (3, 1, 2)

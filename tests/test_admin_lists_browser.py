@@ -83,3 +83,45 @@ def test_create_a_list_add_a_customer_and_see_the_count(app, page, screen):  # n
     expect(page.locator("#subscribed-count")).to_have_text("1")
     assert messages == ["Take ada@example.com off Beta testers?"] * 2
     assert [c.external_id for c in engage.list_members("beta-testers")] == ["c-2"]
+
+
+def test_send_to_a_segment_and_a_list(app, page, screen):  # noqa: F811
+    """A list built in the admin with two people, and a segment one of them is in too:
+    the confirmation names three recipients and each gets one email."""
+    from playwright.sync_api import expect
+
+    engage.identify("c-1", email="ada@example.com", plan="pro")
+    engage.identify("c-2", email="bola@example.com", plan="free")
+    engage.identify("c-3", email="chidi@example.com", plan="free")
+    engage.identify("c-4", email="dayo@example.com", plan="pro")
+    db.session.commit()
+    engage.create_segment("Pro", {"attribute": "plan", "op": "eq", "value": "pro"})
+
+    page.goto("/engage/admin/lists/new")
+    page.fill("#name", "Beta testers")
+    page.click("#save-list")
+    for who in ("ada@example.com", "bola@example.com"):
+        page.fill("#add-customer", who)
+        page.click("#add-member-button")
+    expect(page.locator("#subscribed-count")).to_have_text("2")
+
+    page.click("#broadcast-to-list")
+    expect(page.locator("#lists option:checked")).to_have_text("Beta testers (2 subscribed)")
+    page.select_option("#segments", label="Pro (2 customers)")
+    page.fill("#name", "Beta news")
+    page.fill("#subject", "News")
+    page.fill("#body", "<p>Hello {{ customer.email }}</p>")
+    page.click("#send-now")
+    dialog = page.locator("#send-dialog")
+    expect(dialog.locator("#send-title")).to_have_text("Send “Beta news” now to 3 customers?")
+    expect(dialog).to_contain_text("3 customers are in its segments and lists.")
+    shot(page, screen, "broadcast_confirm_lists")
+    with app.extensions["mail"].record_messages() as outbox:
+        page.click("#confirm-send")
+        expect(page.locator("#broadcast-status")).to_have_text("sent")
+    assert sorted(m.recipients[0] for m in outbox) == [
+        "ada@example.com",
+        "bola@example.com",
+        "dayo@example.com",
+    ]
+    expect(page.locator("#broadcast-audience")).to_contain_text("Pro segment, Beta testers list")

@@ -112,11 +112,13 @@ class ListForm(EngageForm):
 
 
 class BroadcastForm(EngageForm):
-    """A broadcast draft: channel from the registry, its own settings, audience, schedule."""
+    """A broadcast draft: channel from the registry, its own settings, audience (segments
+    and lists, given as ``(list, subscribers)``), schedule."""
 
     name = StringField("Name")
     channel = SelectField("Channel")
     segments = SelectMultipleField("Segments", coerce=int)
+    lists = SelectMultipleField("Lists", coerce=int)
     subject = StringField("Subject")
     body = TextAreaField("Body")
     url = StringField("Web address (URL)")
@@ -129,22 +131,36 @@ class BroadcastForm(EngageForm):
     )
     action = HiddenField()
 
-    def __init__(self, *args: Any, segments: list[Segment], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        segments: list[Segment],
+        lists: list[tuple[CustomerList, int]],
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.channel.choices = [(c.name, c.label) for c in all_channels()]
         self.segments.choices = segment_choices(segments)
+        self.lists.choices = [(found.id, f"{found.name} ({n:,} subscribed)") for found, n in lists]
 
     @classmethod
-    def of(cls, broadcast: Broadcast, segments: list[Segment]) -> BroadcastForm:
+    def of(
+        cls,
+        broadcast: Broadcast,
+        segments: list[Segment],
+        lists: list[tuple[CustomerList, int]],
+    ) -> BroadcastForm:
         """The form filled with a saved broadcast."""
         options = broadcast.options or {}
         headers = "\n".join(f"{k}: {v}" for k, v in (options.get("headers") or {}).items())
         return cls(
             segments=segments,
+            lists=lists,
             data={
                 "name": broadcast.name,
                 "channel": broadcast.channel,
                 "segments": list(broadcast.segment_ids or []),
+                "lists": list(broadcast.list_ids or []),
                 "subject": broadcast.subject or "",
                 "body": broadcast.body,
                 "url": options.get("url", ""),
@@ -167,6 +183,7 @@ class BroadcastForm(EngageForm):
         return {
             "channel": self.channel.data or "",
             "segments": list(self.segments.data or []),
+            "lists": list(self.lists.data or []),
             "subject": (self.subject.data or None) if needs_subject else None,
             "body": self.body.data or "",
             "send_to_unsubscribed": bool(self.send_to_unsubscribed.data),
