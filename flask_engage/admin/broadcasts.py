@@ -11,7 +11,6 @@ from typing import Any
 
 from flask import current_app, flash, jsonify, request, url_for
 from flask_admin import expose
-from markupsafe import Markup
 from werkzeug.exceptions import abort
 
 from ..channels import all_channels, get_channel
@@ -37,15 +36,13 @@ from ..messages.compose import compose
 from ..models import Broadcast, BroadcastStatus, Customer, CustomerList, Message, utcnow
 from ..segments.browse import all_segments
 from .base import SMALL_ID, EngageView, engage, payload
-from .charts import grouped_bar_chart
+from .charts import CHART_DAYS, engagement_chart
 from .forms import BroadcastForm, local_time
 from .paging import keyset
 from .security import wants_json
 from .words import explain, plain, who
 
 EDITABLE = (BroadcastStatus.DRAFT, BroadcastStatus.SCHEDULED)
-#: Days after sending in a sent broadcast's chart of opens and clicks.
-CHART_DAYS = 7
 ACTIVE = (BroadcastStatus.QUEUED, BroadcastStatus.SENDING)
 
 
@@ -123,24 +120,6 @@ def estimate_json(found: Estimate) -> dict[str, Any]:
         "send_to_unsubscribed": found.send_to_unsubscribed,
         "recipients": found.recipients,
     }
-
-
-def engagement_chart(broadcast: Broadcast) -> Markup:
-    """First opens and clicks of a broadcast on each day after it was sent: by people,
-    and (when there are any) by machines such as privacy proxies and link scanners."""
-    points = engage().engagement_by_day(broadcast=broadcast.id, days=CHART_DAYS)
-    series = {
-        "opened": [p["opened"] for p in points],
-        "clicked": [p["clicked"] for p in points],
-    }
-    machines = [p["machine_opened"] + p["machine_clicked"] for p in points]
-    if any(machines):
-        series["by machines"] = machines
-    return grouped_bar_chart(
-        ["day sent" if p["day"] == 0 else f"+{p['day']} d" for p in points],
-        series,
-        label="opens and clicks per day after sending",
-    )
 
 
 def audience_lists() -> list[tuple[CustomerList, int]]:
@@ -345,7 +324,11 @@ class BroadcastsView(EngageView):
             active=broadcast.status in ACTIVE,
             scheduled_local=local_time(broadcast.scheduled_at),
             outcomes=outcomes,
-            engagement_chart=None if outcomes is None else engagement_chart(broadcast),
+            engagement_chart=None
+            if outcomes is None
+            else engagement_chart(
+                engage().engagement_by_day(broadcast=broadcast.id, days=CHART_DAYS)
+            ),
             chart_days=CHART_DAYS,
         )
 

@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from markupsafe import Markup, escape
 
 WIDTH, HEIGHT, PAD = 640, 220, 40
+#: Days after sending in the charts of opens and clicks.
+CHART_DAYS = 7
 
 
 def line_chart(
@@ -130,4 +132,22 @@ def grouped_bar_chart(
         f'aria-label="{escape(label)}">'
         f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" '
         f'class="axis"/>{legend}{"".join(parts)}</svg>'
+    )
+
+
+def engagement_chart(points: Sequence[Mapping[str, int]]) -> Markup:
+    """First opens and clicks on each day after sending (``engage.engagement_by_day``'s
+    points): by people, and (when there are any) by machines such as privacy proxies
+    and link scanners."""
+    series = {
+        "opened": [p["opened"] for p in points],
+        "clicked": [p["clicked"] for p in points],
+    }
+    machines = [p["machine_opened"] + p["machine_clicked"] for p in points]
+    if any(machines):
+        series["by machines"] = machines
+    return grouped_bar_chart(
+        ["day sent" if p["day"] == 0 else f"+{p['day']} d" for p in points],
+        series,
+        label="opens and clicks per day after sending",
     )
