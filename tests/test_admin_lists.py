@@ -4,6 +4,7 @@ removing customers from the list's page and from the customer's page."""
 
 from __future__ import annotations
 
+import io
 import re
 from html import unescape
 
@@ -401,3 +402,58 @@ def test_a_broadcast_goes_to_segments_and_lists_once_per_customer(app, people, a
     admin.post(f"{ADMIN}/broadcasts/{draft.id}/send", data={"csrf_token": TOKEN})
     counts = engage.broadcast_counts(draft)
     assert (counts["total"], counts["sent"], counts["skipped"]) == (3, 1, 2)
+
+
+def test_a_csv_file_is_imported_into_a_list(app, people, admin):
+    newsletter = engage.create_list("Newsletter")
+    engage.add_to_list(newsletter, "c-2")
+    db.session.commit()
+    engage.unsubscribe_from_list(newsletter, "c-2")  # stays unsubscribed
+    db.session.commit()
+    csv_text = (
+        "\ufeffid,email,plan\n"
+        "c-1,ada@example.com,pro\n"
+        "c-2,bola@example.com,pro\n"
+        "n-1,new@example.com,free\n"
+        "n-2,not an email,free\n"
+    )
+    page = admin.post(
+        f"{LISTS}/{newsletter.id}/import",
+        data={
+            "csrf_token": TOKEN,
+            "id_column": "id",
+            "email_column": "email",
+            "file": (io.BytesIO(csv_text.encode()), "people.csv"),
+        },
+        content_type="multipart/form-data",
+        follow_redirects=True,
+    ).get_data(as_text=True)
+    shown = flashes(page)
+    assert shown[0].startswith("Imported 3 customer(s) into Newsletter")
+    assert shown[1].startswith("Skipped line 5: email") and len(shown) == 2
+    assert sorted(c.external_id for c in engage.list_members(newsletter)) == ["c-1", "n-1"]
+    assert engage.get_customer("n-1").attributes["plan"] == "free"
+    assert re.search(r'id="subscribed-count">2<', page)
+
+    def upload(content: bytes, **form):
+        return admin.post(
+            f"{LISTS}/{newsletter.id}/import",
+            data={"csrf_token": TOKEN, "file": (io.BytesIO(content), "x.csv"), **form},
+            content_type="multipart/form-data",
+            follow_redirects=True,
+        )
+
+    for content, form, words in (
+        ("id,email\nc-9,é@example.com\n".encode("latin-1"), {}, "not utf-8"),
+        (b"user,email\nc-9,x@example.com\n", {}, "no such column"),
+        (b"id,email\nc-\x009,x@example.com\n", {}, "nul character"),
+    ):
+        response = upload(content, **form)
+        assert response.status_code == 200
+        shown = flashes(response.get_data(as_text=True))
+        assert any(words in m.lower() for m in shown), (words, shown)
+    missing = admin.post(
+        f"{LISTS}/{newsletter.id}/import", data={"csrf_token": TOKEN}, follow_redirects=True
+    )
+    assert any("choose a csv file" in m.lower() for m in flashes(missing.get_data(as_text=True)))
+    assert sorted(c.external_id for c in engage.list_members(newsletter)) == ["c-1", "n-1"]

@@ -1,9 +1,11 @@
 """Lists: the lists people join by hand, their members and subscribers over time;
 create and edit a list, add and remove customers (also from a customer's page),
-archive or delete a list."""
+import a CSV file into a list, archive or delete a list."""
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import timedelta
 from typing import Any
 
@@ -14,6 +16,7 @@ from werkzeug.exceptions import abort
 from ..customers import find_customer
 from ..db import host_session
 from ..errors import EngageError, ValidationError
+from ..importer import import_customers
 from ..lists.members import change_counts, history, member_page, status_counts
 from ..lists.service import all_lists, subscriber_counts
 from ..models import Customer, CustomerList, ListMemberStatus, utcnow
@@ -25,6 +28,8 @@ from .words import explain, who
 
 #: Days of history on a list's page, and of recent joins and leaves on the index.
 DAYS = 30
+#: Skipped rows of an import named one by one (the rest are counted).
+IMPORT_ERRORS = 5
 #: What the member filter offers: ``status`` query values and their words.
 STATUSES = {
     "": "everyone",
@@ -32,6 +37,21 @@ STATUSES = {
     ListMemberStatus.PENDING.value: "waiting to confirm",
     ListMemberStatus.UNSUBSCRIBED.value: "unsubscribed",
 }
+
+
+class CsvUpload(io.TextIOWrapper):
+    """An uploaded CSV file read as UTF-8 text, line by line; a line with a NUL character
+    (which no database stores) stops the import there."""
+
+    def __next__(self) -> str:  # type: ignore[override]  # typeshed: _IOBase yields bytes
+        line = super().__next__()
+        if "\x00" in line:
+            raise ValidationError(
+                "file: the file contains a NUL character, so the import stopped there;"
+                " rows before it were imported",
+                field="file",
+            )
+        return line
 
 
 class ListsView(EngageView):
@@ -204,6 +224,42 @@ class ListsView(EngageView):
         else:
             flash(f"{name} was not on {found.name}.", "info")
         return self._back_to(found, customer)
+
+    @expose(f"/<{SMALL_ID}:list_id>/import", methods=("POST",))
+    def import_csv(self, list_id: int) -> Any:
+        """Import customers from an uploaded CSV file and subscribe them to the list
+        (``flask engage import --list``): rows are written in chunks as they are read;
+        people who unsubscribed from the list stay unsubscribed."""
+        found = self._get(list_id)
+        upload = request.files.get("file")
+        id_column = request.form.get("id_column", "").strip()[:200] or "id"
+        email_column = request.form.get("email_column", "").strip()[:200] or None
+        try:
+            if upload is None or not upload.filename:
+                raise ValidationError("file: choose a CSV file to import", field="file")
+            text = CsvUpload(upload.stream, encoding="utf-8-sig", newline="")
+            result = import_customers(
+                text, id_column=id_column, email_column=email_column, list_ref=found.id
+            )
+        except UnicodeDecodeError:
+            flash(
+                "file: the file is not UTF-8 text; save it as CSV (UTF-8) and import it again"
+                " (importing again is safe: nobody is added twice)",
+                "error",
+            )
+            return self.back("details", list_id=found.id)
+        except (EngageError, csv.Error) as exc:
+            return self.failed(exc, "details", list_id=found.id)
+        flash(
+            f"Imported {result.imported:,} customer(s) into {found.name} (those who had"
+            " unsubscribed from it stay unsubscribed).",
+            "success" if not result.errors else "warning",
+        )
+        for error in result.errors[:IMPORT_ERRORS]:
+            flash(f"Skipped {error}", "error")
+        if len(result.errors) > IMPORT_ERRORS:
+            flash(f"… and {len(result.errors) - IMPORT_ERRORS:,} more row(s) skipped.", "error")
+        return self.back("details", list_id=found.id)
 
     # -- archive and delete ------------------------------------------------------------------
     @expose(f"/<{SMALL_ID}:list_id>/archive", methods=("POST",))
