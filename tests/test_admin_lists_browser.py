@@ -125,3 +125,29 @@ def test_send_to_a_segment_and_a_list(app, page, screen):  # noqa: F811
         "dayo@example.com",
     ]
     expect(page.locator("#broadcast-audience")).to_contain_text("Pro segment, Beta testers list")
+
+
+def test_an_automation_starts_when_someone_subscribes_to_a_list(app, page, screen):  # noqa: F811
+    from playwright.sync_api import expect
+
+    engage.create_list("Beta testers")
+    page.goto("/engage/admin/automations/new")
+    expect(page.locator("#segment")).to_be_visible()
+    expect(page.locator("#customer_list")).to_be_hidden()
+    page.fill("#name", "Welcome to the beta")
+    page.select_option("#trigger_kind", "subscribes")
+    expect(page.locator("#segment")).to_be_hidden()
+    expect(page.locator("#customer_list")).to_be_visible()
+    expect(page.locator("#event")).to_be_hidden()
+    page.select_option("#customer_list", label="Beta testers")
+    shot(page, screen, "automation_list_trigger")
+    page.click("#save-automation")
+    expect(page.locator("#trigger")).to_contain_text(
+        "Starts when a customer subscribes to the list Beta testers."
+    )
+    page.goto(page.url + "/edit")
+    expect(page.locator("#trigger_kind")).to_have_value("subscribes")
+    expect(page.locator("#customer_list")).to_be_visible()
+    page.select_option("#trigger_kind", "event")
+    expect(page.locator("#event")).to_be_visible()
+    expect(page.locator("#customer_list")).to_be_hidden()

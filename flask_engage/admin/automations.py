@@ -19,15 +19,15 @@ from ..channels.webhook import WebhookChannel, send_test_request
 from ..customers import find_customer
 from ..db import host_session
 from ..errors import EngageError, ValidationError
+from ..lists.service import all_lists
 from ..messages.compose import compose
 from ..models import Automation, Customer, CustomerList, Segment
 from ..segments.browse import all_segments, first_member, names
 from .base import SMALL_ID, EngageView, engage, payload
 from .broadcasts import channels_data
 from .charts import CHART_DAYS, engagement_chart
-from .forms import AutomationForm
+from .forms import AutomationForm, parse_json
 from .paging import keyset
-from .segments import parse_json
 from .words import STEP_LABELS, explain, plain, who
 
 #: What a new automation starts with.
@@ -127,37 +127,27 @@ class AutomationsView(EngageView):
 
     @expose("/new", methods=("GET", "POST"))
     def new(self) -> Any:
-        segments = all_segments(host_session())
+        segments, lists = all_segments(host_session()), all_lists(host_session(), archived=True)
         if request.method == "GET":
-            form = AutomationForm(segments=segments, data={"active": True})
+            form = AutomationForm(segments=segments, lists=lists, data={"active": True})
             return self._editor(None, form)
-        return self._save(None, AutomationForm(request.form, segments=segments))
+        return self._save(None, AutomationForm(request.form, segments=segments, lists=lists))
 
     @expose(f"/<{SMALL_ID}:automation_id>/edit", methods=("GET", "POST"))
     def edit(self, automation_id: int) -> Any:
         automation = self._get(automation_id)
-        segments = all_segments(host_session())
+        segments, lists = all_segments(host_session()), all_lists(host_session(), archived=True)
         if request.method == "GET":
-            form = AutomationForm(
-                segments=segments,
-                data={
-                    "name": automation.name,
-                    "trigger_kind": automation.trigger_kind,
-                    "segment": automation.trigger_segment_id,
-                    "active": automation.active,
-                    "reentry": automation.reentry,
-                    "exit_on_leave": automation.exit_on_leave,
-                },
-            )
-            return self._editor(automation, form)
-        return self._save(automation, AutomationForm(request.form, segments=segments))
+            return self._editor(automation, AutomationForm.of(automation, segments, lists))
+        form = AutomationForm(request.form, segments=segments, lists=lists)
+        return self._save(automation, form)
 
     def _save(self, automation: Automation | None, form: AutomationForm) -> Any:
         try:
             form.check()
             steps = parse_json(form.steps.data or "", "steps")
             fields = {
-                "trigger": {form.trigger_kind.data: form.segment.data},
+                "trigger": form.trigger(),
                 "steps": steps,
                 "active": bool(form.active.data),
                 "reentry": bool(form.reentry.data),

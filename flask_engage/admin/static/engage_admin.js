@@ -1,6 +1,7 @@
 /* Engage admin: confirmations, the send dialog (who gets it, a check of the templates,
- * then progress while it sends), live broadcast progress, and channel fields that
- * follow the chosen channel. Plain JavaScript. */
+ * then progress while it sends), live broadcast progress, channel fields that follow
+ * the chosen channel, and an automation's trigger fields that follow its kind.
+ * Plain JavaScript. */
 (function () {
   "use strict";
   var csrfMeta = document.querySelector('meta[name="engage-csrf"]');
@@ -39,6 +40,15 @@
     });
   }
   if (channel) { channel.addEventListener("change", showChannelFields); showChannelFields(); }
+
+  // -- an automation's trigger: the segment, list or event its kind needs -------------------
+  var triggerKind = document.getElementById("trigger_kind");
+  function showTriggerFields() {
+    document.querySelectorAll("[data-trigger-kinds]").forEach(function (group) {
+      group.hidden = group.getAttribute("data-trigger-kinds").split(" ").indexOf(triggerKind.value) < 0;
+    });
+  }
+  if (triggerKind) { triggerKind.addEventListener("change", showTriggerFields); showTriggerFields(); }
 
   // -- broadcast progress ----------------------------------------------------------------------
   var ACTIVE = ["queued", "sending"];
