@@ -13,6 +13,7 @@ import pytest
 from tests.hostapp import db, engage
 from tests.test_admin_browser import CHROMIUM, server  # noqa: F401 (fixture)
 from tests.test_admin_browser_safe import page, screen, shot  # noqa: F401 (fixtures)
+from tests.test_engagement import BROWSER, path, pixel_url
 
 pytestmark = [
     pytest.mark.browser,
@@ -110,7 +111,9 @@ def test_send_to_a_segment_and_a_list(app, page, screen):  # noqa: F811
     page.select_option("#segments", label="Pro (2 customers)")
     page.fill("#name", "Beta news")
     page.fill("#subject", "News")
-    page.fill("#body", "<p>Hello {{ customer.email }}</p>")
+    page.fill(
+        "#body", '<p>Hello {{ customer.email }}, <a href="https://example.com/beta">see</a></p>'
+    )
     page.click("#send-now")
     dialog = page.locator("#send-dialog")
     expect(dialog.locator("#send-title")).to_have_text("Send “Beta news” now to 3 customers?")
@@ -125,6 +128,16 @@ def test_send_to_a_segment_and_a_list(app, page, screen):  # noqa: F811
         "dayo@example.com",
     ]
     expect(page.locator("#broadcast-audience")).to_contain_text("Pro segment, Beta testers list")
+
+    # Ada opens it and clicks: the page's outcomes and chart say so
+    ada = next(m for m in outbox if m.recipients[0] == "ada@example.com")
+    client = app.test_client()
+    client.get(path(pixel_url(ada)), headers=BROWSER)
+    page.reload()
+    expect(page.locator('#outcomes [data-count="opened"]')).to_have_text("1")
+    expect(page.locator('#outcomes [data-rate="opened"]')).to_contain_text("33.3%")
+    expect(page.locator('#engagement-chart rect[data-series="opened"]')).to_have_count(7)
+    shot(page, screen, "broadcast_outcomes")
 
 
 def test_an_automation_starts_when_someone_subscribes_to_a_list(app, page, screen):  # noqa: F811
