@@ -21,13 +21,21 @@ from decimal import Decimal
 from typing import Any
 
 from flask import Flask, current_app
-from sqlalchemy import Connection, bindparam, inspect, select, update
+from sqlalchemy import Connection, bindparam, insert, inspect, select, update
 from sqlalchemy.orm import Mapper, Session
 
 from .db import get_state, host_session, insert_ignoring_conflicts, log, pending_work, this_app
 from .errors import ConfigurationError, ValidationError
-from .models import AttributeDefinition, Automation, Customer, Event, OutboxTask, utcnow
-from .outbox import add_to_outbox
+from .models import (
+    AttributeDefinition,
+    Automation,
+    Customer,
+    Event,
+    OutboxItem,
+    OutboxTask,
+    utcnow,
+)
+from .outbox import add_to_outbox, outbox_rows
 from .values import check_name, normalize_mapping, normalize_value, parse_datetime, value_type
 
 try:  # optional: Flask-Login's current user is the default identity
@@ -36,6 +44,8 @@ except ImportError:  # pragma: no cover - Flask-Login is not installed
     current_user = None
 
 CHUNK = 500
+#: At most this many outbox rows ride along in the INSERT of one event (PostgreSQL).
+COMBINED_OUTBOX_ROWS = 100
 #: One validated event: (external id, name, properties, occurred_at).
 TrackItem = tuple[str, str, dict[str, Any], datetime]
 DEFINITION_REFRESH = timedelta(hours=1)
@@ -53,13 +63,15 @@ class CustomerPatch:
 
     ``email``: None leaves it as it is, ``""`` removes it. ``restore``: an identify
     brings back a customer whose host row was deleted (``on_delete="keep"``); an
-    event alone does not.
+    event alone does not. ``new``: probably not stored yet (a new row of an identity
+    model), so it is inserted without looking it up first; only a hint.
     """
 
     email: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
     created_at: datetime | None = None
     restore: bool = True
+    new: bool = False
 
     def apply(self, current: Mapping[str, Any]) -> dict[str, Any]:
         merged = dict(current)
@@ -75,6 +87,7 @@ class CustomerPatch:
         self.email = other.email if other.email is not None else self.email
         self.created_at = other.created_at or self.created_at
         self.restore = self.restore or other.restore
+        self.new = self.new or other.new
 
 
 def current_identity() -> str | None:
@@ -129,17 +142,9 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def write_customers(
-    conn: Connection, patches: Mapping[str, CustomerPatch], now: datetime | None = None
-) -> dict[str, int]:
-    """Create or update customers by external id; return external id -> Customer.id.
-
-    One SELECT per chunk, an INSERT for unknown ids, an UPDATE only for rows whose
-    stored values change.
-    """
-    now = now or utcnow()
+def _customer_columns() -> tuple[Any, ...]:
     table = Customer.__table__
-    columns = (
+    return (
         table.c.id,
         table.c.external_id,
         table.c.email,
@@ -147,36 +152,63 @@ def write_customers(
         table.c.created_at,
         table.c.deleted_at,
     )
+
+
+def _select_customers(conn: Connection, keys: Sequence[str]) -> dict[str, Any]:
+    """The stored rows of these external ids (those that exist)."""
+    query = select(*_customer_columns()).where(Customer.__table__.c.external_id.in_(keys))
+    return {row.external_id: row for row in conn.execute(query)}
+
+
+def _insert_customers(
+    conn: Connection, keys: Sequence[str], patches: Mapping[str, CustomerPatch], now: datetime
+) -> dict[str, Any]:
+    """Insert customers for these external ids; the rows inserted (an id that exists
+    already, or was inserted concurrently, is left out)."""
+    table = Customer.__table__
+    inserted = conn.execute(
+        insert_ignoring_conflicts(conn, table, ["external_id"]).returning(*_customer_columns()),
+        _params(
+            [
+                {
+                    "external_id": key,
+                    "email": patches[key].email or None,
+                    "attributes": patches[key].apply({}),
+                    "created_at": patches[key].created_at or now,
+                    "updated_at": now,
+                }
+                for key in keys
+            ]
+        ),
+    )
+    return {row.external_id: row for row in inserted}
+
+
+def write_customers(
+    conn: Connection, patches: Mapping[str, CustomerPatch], now: datetime | None = None
+) -> dict[str, int]:
+    """Create or update customers by external id; return external id -> Customer.id.
+
+    Per chunk: an INSERT for the patches that say ``new`` (no SELECT first), one
+    SELECT for the others, an INSERT for the unknown ones, and an UPDATE only for
+    rows whose stored values change.
+    """
+    now = now or utcnow()
+    table = Customer.__table__
     ids: dict[str, int] = {}
     updates: list[dict[str, Any]] = []
     for keys in _chunks(list(patches)):
-        found = {
-            row.external_id: row
-            for row in conn.execute(select(*columns).where(table.c.external_id.in_(keys)))
-        }
+        new = [key for key in keys if patches[key].new]
+        found = _insert_customers(conn, new, patches, now) if new else {}
+        known = [key for key in keys if key not in found]
+        if known:
+            found.update(_select_customers(conn, known))
         missing = [key for key in keys if key not in found]
         if missing:
-            inserted = conn.execute(
-                insert_ignoring_conflicts(conn, table, ["external_id"]).returning(*columns),
-                _params(
-                    [
-                        {
-                            "external_id": key,
-                            "email": patches[key].email or None,
-                            "attributes": patches[key].apply({}),
-                            "created_at": patches[key].created_at or now,
-                            "updated_at": now,
-                        }
-                        for key in missing
-                    ]
-                ),
-            )
-            for row in inserted:
-                found[row.external_id] = row
+            found.update(_insert_customers(conn, missing, patches, now))
             raced = [key for key in missing if key not in found]  # inserted concurrently
             if raced:
-                for row in conn.execute(select(*columns).where(table.c.external_id.in_(raced))):
-                    found[row.external_id] = row
+                found.update(_select_customers(conn, raced))
         for key, row in found.items():
             patch = patches[key]
             ids[key] = row.id
@@ -223,17 +255,36 @@ def write_customers(
 
 
 def write_events(
-    conn: Connection, rows: Sequence[dict[str, Any]], now: datetime | None = None
+    conn: Connection,
+    rows: Sequence[dict[str, Any]],
+    now: datetime | None = None,
+    outbox: Sequence[dict[str, Any]] = (),
 ) -> list[int]:
-    """Insert events (``customer_id``, ``name``, ``properties``, ``occurred_at``); return ids."""
+    """Insert events (``customer_id``, ``name``, ``properties``, ``occurred_at``); return ids.
+
+    ``outbox``: rows (:func:`~flask_engage.outbox.outbox_rows`) written in the same
+    transaction; on PostgreSQL a single event and a few outbox rows go in one
+    statement (the outbox INSERT in a CTE), one round trip for a tracked request.
+    """
     now = now or utcnow()
     ids: list[int] = []
     table = Event.__table__
+    pending = list(outbox)
     for chunk in _chunks(rows):
-        result = conn.execute(
-            table.insert().returning(table.c.id, sort_by_parameter_order=True), _params(chunk)
-        )
-        ids.extend(result.scalars())
+        statement = table.insert().returning(table.c.id, sort_by_parameter_order=True)
+        if (
+            pending
+            and len(chunk) == 1
+            and len(pending) <= COMBINED_OUTBOX_ROWS
+            and conn.dialect.name == "postgresql"
+        ):
+            statement = statement.add_cte(
+                insert(OutboxItem.__table__).values(pending).cte("engage_outbox_rows")
+            )
+            pending = []
+        ids.extend(conn.execute(statement, _params(chunk)).scalars())
+    if pending:
+        conn.execute(insert(OutboxItem.__table__), pending)
     record_definitions(conn, "event", "", {row["name"]: "event" for row in rows}, now)
     for name in {row["name"] for row in rows}:
         types = {
@@ -326,28 +377,27 @@ def store(
     for external_id, *_ in events:
         all_patches.setdefault(external_id, CustomerPatch(restore=False))
     ids = write_customers(conn, all_patches, now)
-    event_ids = (
-        write_events(
-            conn,
-            [
-                {
-                    "customer_id": ids[external_id],
-                    "name": name,
-                    "properties": properties,
-                    "occurred_at": occurred_at,
-                }
-                for external_id, name, properties, occurred_at in events
-            ],
-            now,
-        )
-        if events
-        else []
-    )
-    add_to_outbox(session, OutboxTask.EVALUATE, ids.values(), conn=conn)
+    evaluate = outbox_rows(OutboxTask.EVALUATE, ids.values())
+    if events:
+        rows = [
+            {
+                "customer_id": ids[external_id],
+                "name": name,
+                "properties": properties,
+                "occurred_at": occurred_at,
+            }
+            for external_id, name, properties, occurred_at in events
+        ]
+        event_ids = write_events(conn, rows, now, outbox=evaluate)
+    else:
+        event_ids = []
+        if evaluate:
+            conn.execute(insert(OutboxItem.__table__), evaluate)
     if events and (watched := watched_events(conn)):
         reacting = [i for i, item in zip(event_ids, events, strict=True) if item[1] in watched]
         add_to_outbox(session, OutboxTask.EVENT, reacting, conn=conn)
     work = pending_work(session)
+    work.outbox |= bool(evaluate)
     work.customer_ids.update(ids[key] for key in patches)
     work.event_ids.extend(event_ids)
     return ids, event_ids
@@ -697,6 +747,7 @@ class Collected:
         if (external_id := spec.customer_of(instance, self.notes)) is None:
             return
         patch = spec.patch(instance, None, self.notes) or CustomerPatch(restore=spec.identity)
+        patch.new = spec.identity  # a new row of an identity model: most likely a new customer
         self._patch(external_id, patch)
         if "created" in spec.events:
             properties = spec.event_properties(instance, self.notes)
