@@ -9,19 +9,20 @@ names seen, and an ``evaluate`` outbox row per changed customer.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import re
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from flask import Flask, current_app
-from sqlalchemy import Connection, bindparam, insert, inspect, select, update
+from sqlalchemy import ARRAY, Connection, String, bindparam, func, insert, inspect, select, update
 from sqlalchemy.orm import Mapper, Session
 
 from .db import get_state, host_session, insert_ignoring_conflicts, log, pending_work, this_app
@@ -33,6 +34,7 @@ from .models import (
     Event,
     OutboxItem,
     OutboxTask,
+    UTCDateTime,
     utcnow,
 )
 from .outbox import add_to_outbox, outbox_rows
@@ -44,8 +46,6 @@ except ImportError:  # pragma: no cover - Flask-Login is not installed
     current_user = None
 
 CHUNK = 500
-#: At most this many outbox rows ride along in the INSERT of one event (PostgreSQL).
-COMBINED_OUTBOX_ROWS = 100
 #: One validated event: (external id, name, properties, occurred_at).
 TrackItem = tuple[str, str, dict[str, Any], datetime]
 DEFINITION_REFRESH = timedelta(hours=1)
@@ -254,37 +254,59 @@ def write_customers(
     return ids
 
 
+def _combines(conn: Connection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+@functools.cache
+def _event_with_outbox() -> Any:
+    """PostgreSQL: ``WITH (INSERT INTO outbox SELECT ... unnest(keys)) INSERT INTO
+    events ... RETURNING id``: one statement, built once, its compiled form cached
+    (any number of keys binds as one array)."""
+    keys = select(
+        bindparam("outbox_task", type_=String),
+        func.unnest(bindparam("outbox_keys", type_=ARRAY(String))),
+        bindparam("outbox_at", type_=UTCDateTime),
+    )
+    rows = insert(OutboxItem.__table__).from_select(["task", "key", "created_at"], keys)
+    events = Event.__table__
+    return events.insert().returning(events.c.id).add_cte(rows.cte("engage_outbox_rows"))
+
+
 def write_events(
     conn: Connection,
     rows: Sequence[dict[str, Any]],
     now: datetime | None = None,
-    outbox: Sequence[dict[str, Any]] = (),
+    evaluate: Collection[int] = (),
 ) -> list[int]:
     """Insert events (``customer_id``, ``name``, ``properties``, ``occurred_at``); return ids.
 
-    ``outbox``: rows (:func:`~flask_engage.outbox.outbox_rows`) written in the same
-    transaction; on PostgreSQL a single event and a few outbox rows go in one
-    statement (the outbox INSERT in a CTE), one round trip for a tracked request.
+    ``evaluate``: customer ids to queue for segment evaluation (``evaluate`` outbox
+    rows) in the same transaction. On PostgreSQL a single event carries them in
+    its INSERT (a CTE): a tracked request pays one round trip for both.
     """
     now = now or utcnow()
     ids: list[int] = []
     table = Event.__table__
-    pending = list(outbox)
+    queued = False
     for chunk in _chunks(rows):
-        statement = table.insert().returning(table.c.id, sort_by_parameter_order=True)
-        if (
-            pending
-            and len(chunk) == 1
-            and len(pending) <= COMBINED_OUTBOX_ROWS
-            and conn.dialect.name == "postgresql"
-        ):
-            statement = statement.add_cte(
-                insert(OutboxItem.__table__).values(pending).cte("engage_outbox_rows")
+        params = _params(chunk)
+        if evaluate and not queued and isinstance(params, dict) and _combines(conn):
+            statement, params = (
+                _event_with_outbox(),
+                {
+                    **params,
+                    "outbox_task": OutboxTask.EVALUATE.value,
+                    "outbox_keys": [str(key) for key in dict.fromkeys(evaluate)],
+                    "outbox_at": now,
+                },
             )
-            pending = []
-        ids.extend(conn.execute(statement, _params(chunk)).scalars())
-    if pending:
-        conn.execute(insert(OutboxItem.__table__), pending)
+            queued = True
+        else:
+            statement = table.insert().returning(table.c.id, sort_by_parameter_order=True)
+        ids.extend(conn.execute(statement, params).scalars())
+    if evaluate and not queued:
+        conn.execute(insert(OutboxItem.__table__), outbox_rows(OutboxTask.EVALUATE, evaluate))
     record_definitions(conn, "event", "", {row["name"]: "event" for row in rows}, now)
     for name in {row["name"] for row in rows}:
         types = {
@@ -377,7 +399,7 @@ def store(
     for external_id, *_ in events:
         all_patches.setdefault(external_id, CustomerPatch(restore=False))
     ids = write_customers(conn, all_patches, now)
-    evaluate = outbox_rows(OutboxTask.EVALUATE, ids.values())
+    evaluate = list(ids.values())
     if events:
         rows = [
             {
@@ -388,11 +410,11 @@ def store(
             }
             for external_id, name, properties, occurred_at in events
         ]
-        event_ids = write_events(conn, rows, now, outbox=evaluate)
+        event_ids = write_events(conn, rows, now, evaluate=evaluate)
     else:
         event_ids = []
         if evaluate:
-            conn.execute(insert(OutboxItem.__table__), evaluate)
+            conn.execute(insert(OutboxItem.__table__), outbox_rows(OutboxTask.EVALUATE, evaluate))
     if events and (watched := watched_events(conn)):
         reacting = [i for i, item in zip(event_ids, events, strict=True) if item[1] in watched]
         add_to_outbox(session, OutboxTask.EVENT, reacting, conn=conn)
