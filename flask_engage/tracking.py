@@ -142,6 +142,10 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
         yield items[start : start + size]
 
 
+#: dialect name -> ``INSERT INTO engage_customers ... ON CONFLICT DO NOTHING RETURNING``.
+_customer_inserts: dict[str, Any] = {}
+
+
 def _customer_columns() -> tuple[Any, ...]:
     table = Customer.__table__
     return (
@@ -162,12 +166,18 @@ def _select_customers(conn: Connection, keys: Sequence[str]) -> dict[str, Any]:
 
 def _insert_customers(
     conn: Connection, keys: Sequence[str], patches: Mapping[str, CustomerPatch], now: datetime
-) -> dict[str, Any]:
-    """Insert customers for these external ids; the rows inserted (an id that exists
-    already, or was inserted concurrently, is left out)."""
-    table = Customer.__table__
+) -> dict[str, int]:
+    """Insert customers for these external ids from their patches; external id -> id
+    of those inserted (an id that exists already, or was inserted concurrently, is
+    left out)."""
+    dialect = conn.dialect.name
+    if dialect not in _customer_inserts:
+        table = Customer.__table__
+        _customer_inserts[dialect] = insert_ignoring_conflicts(
+            conn, table, ["external_id"]
+        ).returning(table.c.external_id, table.c.id)
     inserted = conn.execute(
-        insert_ignoring_conflicts(conn, table, ["external_id"]).returning(*_customer_columns()),
+        _customer_inserts[dialect],
         _params(
             [
                 {
@@ -181,7 +191,7 @@ def _insert_customers(
             ]
         ),
     )
-    return {row.external_id: row for row in inserted}
+    return {external_id: id_ for external_id, id_ in inserted}
 
 
 def write_customers(
@@ -191,7 +201,7 @@ def write_customers(
 
     Per chunk: an INSERT for the patches that say ``new`` (no SELECT first), one
     SELECT for the others, an INSERT for the unknown ones, and an UPDATE only for
-    rows whose stored values change.
+    stored rows whose values change (an inserted row holds its patch already).
     """
     now = now or utcnow()
     table = Customer.__table__
@@ -199,16 +209,16 @@ def write_customers(
     updates: list[dict[str, Any]] = []
     for keys in _chunks(list(patches)):
         new = [key for key in keys if patches[key].new]
-        found = _insert_customers(conn, new, patches, now) if new else {}
-        known = [key for key in keys if key not in found]
-        if known:
-            found.update(_select_customers(conn, known))
-        missing = [key for key in keys if key not in found]
+        inserted = _insert_customers(conn, new, patches, now) if new else {}
+        rest = [key for key in keys if key not in inserted]
+        found = _select_customers(conn, rest) if rest else {}
+        missing = [key for key in rest if key not in found]
         if missing:
-            found.update(_insert_customers(conn, missing, patches, now))
-            raced = [key for key in missing if key not in found]  # inserted concurrently
+            inserted.update(_insert_customers(conn, missing, patches, now))
+            raced = [key for key in missing if key not in inserted]  # inserted concurrently
             if raced:
                 found.update(_select_customers(conn, raced))
+        ids.update(inserted)
         for key, row in found.items():
             patch = patches[key]
             ids[key] = row.id
