@@ -22,7 +22,20 @@ from decimal import Decimal
 from typing import Any
 
 from flask import Flask, current_app
-from sqlalchemy import ARRAY, Connection, String, bindparam, func, insert, inspect, select, update
+from sqlalchemy import (
+    ARRAY,
+    Connection,
+    String,
+    bindparam,
+    cast,
+    func,
+    insert,
+    inspect,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Mapper, Session
 
 from .db import get_state, host_session, insert_ignoring_conflicts, log, pending_work, this_app
@@ -255,13 +268,19 @@ def write_customers(
             ),
             updates,
         )
+    _record_attributes(conn, patches, now)
+    return ids
+
+
+def _record_attributes(
+    conn: Connection, patches: Mapping[str, CustomerPatch], now: datetime
+) -> None:
     types = {
         name: value_type(value)
         for patch in patches.values()
         for name, value in patch.attributes.items()
     }
     record_definitions(conn, "attribute", "", types, now)
-    return ids
 
 
 def _combines(conn: Connection) -> bool:
@@ -317,6 +336,11 @@ def write_events(
         ids.extend(conn.execute(statement, params).scalars())
     if evaluate and not queued:
         conn.execute(insert(OutboxItem.__table__), outbox_rows(OutboxTask.EVALUATE, evaluate))
+    _record_events(conn, rows, now)
+    return ids
+
+
+def _record_events(conn: Connection, rows: Sequence[dict[str, Any]], now: datetime) -> None:
     record_definitions(conn, "event", "", {row["name"]: "event" for row in rows}, now)
     for name in {row["name"] for row in rows}:
         types = {
@@ -326,7 +350,87 @@ def write_events(
             for k, v in row["properties"].items()
         }
         record_definitions(conn, "property", name, types, now)
-    return ids
+
+
+@functools.cache
+def _signup_statement() -> Any:
+    """PostgreSQL, a new customer with one event in one statement: the customer's
+    INSERT (nothing on a conflict), its ``evaluate`` outbox row and the event, each
+    from the customer the first one returned; no row comes back when it existed."""
+    customers, events = Customer.__table__, Event.__table__
+    customer = (
+        postgresql.insert(customers)
+        .values(
+            external_id=bindparam("new_external_id", type_=customers.c.external_id.type),
+            email=bindparam("new_email", type_=customers.c.email.type),
+            attributes=bindparam("new_attributes", type_=customers.c.attributes.type),
+            created_at=bindparam("new_created_at", type_=UTCDateTime),
+            updated_at=bindparam("new_updated_at", type_=UTCDateTime),
+        )
+        .on_conflict_do_nothing(index_elements=["external_id"])
+        .returning(customers.c.id)
+        .cte("engage_new_customer")
+    )
+    queued = insert(OutboxItem.__table__).from_select(
+        ["task", "key", "created_at", "attempts"],
+        select(
+            bindparam("outbox_task", type_=String),
+            cast(customer.c.id, String),
+            bindparam("new_updated_at", type_=UTCDateTime),
+            literal(0),
+        ),
+    )
+    event = select(
+        customer.c.id,
+        bindparam("event_name", type_=events.c.name.type),
+        bindparam("event_properties", type_=events.c.properties.type),
+        bindparam("event_occurred_at", type_=UTCDateTime),
+    )
+    return (
+        insert(events)
+        .from_select(["customer_id", "name", "properties", "occurred_at"], event)
+        .returning(events.c.customer_id, events.c.id)
+        .add_cte(queued.cte("engage_outbox_rows"))
+    )
+
+
+def _write_signup(
+    conn: Connection,
+    patches: Mapping[str, CustomerPatch],
+    events: Sequence[TrackItem],
+    now: datetime,
+) -> tuple[dict[str, int], list[int]] | None:
+    """A new row of an identity model with its one event (a sign-up) on PostgreSQL:
+    customer, event and ``evaluate`` outbox row in one statement. None (nothing
+    written) when this is not that case or the customer exists: the general path."""
+    if conn.dialect.name != "postgresql" or len(patches) != 1 or len(events) != 1:
+        return None
+    ((external_id, patch),) = patches.items()  # the event's customer: the only one
+    _, name, properties, occurred_at = events[0]
+    if not patch.new:
+        return None
+    row = conn.execute(
+        _signup_statement(),
+        {
+            "new_external_id": external_id,
+            "new_email": patch.email or None,
+            "new_attributes": patch.apply({}),
+            "new_created_at": patch.created_at or now,
+            "new_updated_at": now,
+            "outbox_task": OutboxTask.EVALUATE.value,
+            "event_name": name,
+            "event_properties": properties,
+            "event_occurred_at": occurred_at,
+        },
+    ).first()
+    if row is None:
+        return None
+    customer_id, event_id = row
+    _record_attributes(conn, patches, now)
+    _record_events(
+        conn, [{"customer_id": customer_id, "name": name, "properties": properties}], now
+    )
+    return {external_id: customer_id}, [event_id]
 
 
 def record_definitions(
@@ -390,6 +494,31 @@ def forget_watched_events() -> None:
     _watched.pop(this_app(), None)
 
 
+def _write_customers_and_events(
+    conn: Connection,
+    patches: Mapping[str, CustomerPatch],
+    events: Sequence[TrackItem],
+    now: datetime,
+) -> tuple[dict[str, int], list[int]]:
+    """Customers, events and their ``evaluate`` outbox rows, in a few set-based statements."""
+    ids = write_customers(conn, patches, now)
+    evaluate = list(ids.values())
+    if not events:
+        if evaluate:
+            conn.execute(insert(OutboxItem.__table__), outbox_rows(OutboxTask.EVALUATE, evaluate))
+        return ids, []
+    rows = [
+        {
+            "customer_id": ids[external_id],
+            "name": name,
+            "properties": properties,
+            "occurred_at": occurred_at,
+        }
+        for external_id, name, properties, occurred_at in events
+    ]
+    return ids, write_events(conn, rows, now, evaluate=evaluate)
+
+
 def store(
     session: Session,
     patches: Mapping[str, CustomerPatch],
@@ -408,28 +537,16 @@ def store(
     all_patches = dict(patches)
     for external_id, *_ in events:
         all_patches.setdefault(external_id, CustomerPatch(restore=False))
-    ids = write_customers(conn, all_patches, now)
-    evaluate = list(ids.values())
-    if events:
-        rows = [
-            {
-                "customer_id": ids[external_id],
-                "name": name,
-                "properties": properties,
-                "occurred_at": occurred_at,
-            }
-            for external_id, name, properties, occurred_at in events
-        ]
-        event_ids = write_events(conn, rows, now, evaluate=evaluate)
+    signup = _write_signup(conn, all_patches, events, now)
+    if signup is not None:
+        ids, event_ids = signup
     else:
-        event_ids = []
-        if evaluate:
-            conn.execute(insert(OutboxItem.__table__), outbox_rows(OutboxTask.EVALUATE, evaluate))
+        ids, event_ids = _write_customers_and_events(conn, all_patches, events, now)
     if events and (watched := watched_events(conn)):
         reacting = [i for i, item in zip(event_ids, events, strict=True) if item[1] in watched]
         add_to_outbox(session, OutboxTask.EVENT, reacting, conn=conn)
     work = pending_work(session)
-    work.outbox |= bool(evaluate)
+    work.outbox |= bool(ids)
     work.customer_ids.update(ids[key] for key in patches)
     work.event_ids.extend(event_ids)
     return ids, event_ids
