@@ -283,10 +283,6 @@ def _record_attributes(
     record_definitions(conn, "attribute", "", types, now)
 
 
-def _combines(conn: Connection) -> bool:
-    return conn.dialect.name == "postgresql"
-
-
 @functools.cache
 def _event_with_outbox() -> Any:
     """PostgreSQL: ``WITH (INSERT INTO outbox SELECT ... unnest(keys)) INSERT INTO
@@ -296,8 +292,10 @@ def _event_with_outbox() -> Any:
         bindparam("outbox_task", type_=String),
         func.unnest(bindparam("outbox_keys", type_=ARRAY(String))),
         bindparam("outbox_at", type_=UTCDateTime),
+        literal(0),
     )
-    rows = insert(OutboxItem.__table__).from_select(["task", "key", "created_at"], keys)
+    columns = ["task", "key", "created_at", "attempts"]
+    rows = insert(OutboxItem.__table__).from_select(columns, keys)
     events = Event.__table__
     return events.insert().returning(events.c.id).add_cte(rows.cte("engage_outbox_rows"))
 
@@ -320,7 +318,8 @@ def write_events(
     queued = False
     for chunk in _chunks(rows):
         params = _params(chunk)
-        if evaluate and not queued and isinstance(params, dict) and _combines(conn):
+        postgres = conn.dialect.name == "postgresql"
+        if evaluate and not queued and postgres and isinstance(params, dict):
             statement, params = (
                 _event_with_outbox(),
                 {
