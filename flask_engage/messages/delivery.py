@@ -35,6 +35,7 @@ message as ``receipt``.
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import uuid
@@ -43,10 +44,19 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, current_app
-from sqlalchemy import Connection, bindparam, func, or_, select, update
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    bindparam,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from .. import signals
@@ -412,60 +422,88 @@ def _outcome(
 
 
 _messages = Message.__table__
-_WRITE = (
+#: What a send that is over writes on its message (and ``claim`` is cleared).
+_WRITTEN = ("status", "error", "sent_at", "subject", "body", "attempts", "retry_at", "receipt")
+_WRITE_ONE = (
     update(_messages)
     .where(
         _messages.c.id == bindparam("m_id"),
         _messages.c.claim == bindparam("m_claim"),
         _messages.c.status == MessageStatus.QUEUED,
     )
-    .values(
-        status=bindparam("m_status"),
-        error=bindparam("m_error"),
-        sent_at=bindparam("m_sent_at"),
-        subject=bindparam("m_subject"),
-        body=bindparam("m_body"),
-        claim=None,
-        claimed_at=None,
-        attempts=bindparam("m_attempts"),
-        retry_at=bindparam("m_retry_at"),
-        receipt=bindparam("m_receipt"),
-    )
+    .values(claim=None, claimed_at=None, **{n: bindparam(f"m_{n}") for n in _WRITTEN})
 )
+
+
+#: PostgreSQL: the statuses of many sends in one statement, the same text every time
+#: (one array per column, one element per message).
+_WRITE_MANY = text(
+    f"""
+    UPDATE {_messages.name} AS m SET
+        status = o.status, error = o.error, sent_at = o.sent_at, subject = o.subject,
+        body = o.body, attempts = o.attempts, retry_at = o.retry_at,
+        receipt = CAST(o.receipt AS JSONB), claim = NULL, claimed_at = NULL
+    FROM unnest(
+        CAST(:id AS BIGINT[]), CAST(:status AS VARCHAR[]), CAST(:error AS TEXT[]),
+        CAST(:sent_at AS TIMESTAMPTZ[]), CAST(:subject AS TEXT[]), CAST(:body AS TEXT[]),
+        CAST(:attempts AS INTEGER[]), CAST(:retry_at AS TIMESTAMPTZ[]),
+        CAST(:receipt AS TEXT[])
+    ) AS o(id, status, error, sent_at, subject, body, attempts, retry_at, receipt)
+    WHERE m.id = o.id AND m.claim = :claim AND m.status = :queued
+    RETURNING m.id
+    """
+)
+
+
+def _write(session: Session, token: str, rows: list[dict[str, Any]]) -> set[int]:
+    """Write the statuses of sends that are over, guarded (still queued under this
+    claim: not cancelled, not re-claimed after the lease ran out); returns the ids
+    written.
+
+    PostgreSQL: one UPDATE for all of them (one round trip on the batch's autocommit
+    connection). SQLite, in the process: one UPDATE each, in one transaction.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        written = set()
+        for row in rows:
+            params = {f"m_{name}": value for name, value in row.items()}
+            result = session.execute(_WRITE_ONE, {**params, "m_claim": token})
+            if cast(CursorResult[Any], result).rowcount:
+                written.add(row["id"])
+        return written
+    arrays: dict[str, Any] = {name: [row[name] for row in rows] for name in ("id", *_WRITTEN)}
+    arrays["status"] = [str(status) for status in arrays["status"]]
+    arrays["receipt"] = [None if r is None else json.dumps(r) for r in arrays["receipt"]]
+    params = {**arrays, "claim": token, "queued": str(MessageStatus.QUEUED)}
+    return set(session.scalars(_WRITE_MANY, params))
 
 
 def _record(
     session: Session, token: str, over: list[_Attempt], due: datetime | None
 ) -> list[_Attempt]:
-    """Write the outcomes of sends that are over in one statement and one commit;
-    returns those written (not cancelled or re-claimed in the meantime)."""
-    rows = {}
+    """Write the outcomes of sends that are over, committed together; returns those
+    written (not cancelled or re-claimed in the meantime)."""
+    rows = []
     for attempt in over:
         message = attempt.message
         status, error, retry_at, attempts = _outcome(attempt, due)
         message.status, message.error = status, error
         message.sent_at = attempt.started if status == MessageStatus.SENT else None
         message.receipt = attempt.receipt or None
-        rows[message.id] = {
-            "m_id": message.id,
-            "m_claim": token,
-            "m_status": status,
-            "m_error": error[:2000] if error else None,
-            "m_sent_at": message.sent_at,
-            "m_subject": message.subject,
-            "m_body": message.body,
-            "m_attempts": attempts,
-            "m_retry_at": retry_at,
-            "m_receipt": message.receipt,
-        }
-    ours = select(Message.id).where(
-        Message.id.in_(list(rows)), Message.claim == token, Message.status == MessageStatus.QUEUED
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        ours = ours.with_for_update()  # what the UPDATE below writes, exactly
-    written = set(session.scalars(ours))
-    if written:
-        session.execute(_WRITE, [rows[id_] for id_ in sorted(written)])
+        rows.append(
+            {
+                "id": message.id,
+                "status": status,
+                "error": error[:2000] if error else None,
+                "sent_at": message.sent_at,
+                "subject": message.subject,
+                "body": message.body,
+                "attempts": attempts,
+                "retry_at": retry_at,
+                "receipt": message.receipt,
+            }
+        )
+    written = _write(session, token, rows)
     session.commit()
     for attempt in over:
         attempt.recorded.set()
@@ -516,8 +554,12 @@ def deliver_batch(
     with ExitStack() as stack:
         if run is None:
             run = stack.enter_context(DeliveryRun())
-        # One database connection for the batch, with commits that do not wait for the disk.
+        # One database connection for the batch, with commits that do not wait for the
+        # disk; on PostgreSQL in autocommit: every statement here stands alone, so a
+        # status write is one round trip (SQLite's may be the host's shared connection).
         db_connection = stack.enter_context(get_state().db.engine.connect())
+        if db_connection.dialect.name == "postgresql":
+            db_connection = db_connection.execution_options(isolation_level="AUTOCOMMIT")
         stack.enter_context(_async_commits(db_connection))
         session = Session(bind=db_connection, expire_on_commit=False)
         stack.callback(session.close)
