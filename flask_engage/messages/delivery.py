@@ -328,8 +328,10 @@ class DeliveryRun:
         self._stack.close()
         self._lanes.clear()
 
-    def submit(self, channel: Channel, attempt: _Attempt, prepared: Any) -> None:
-        """Send ``prepared`` over the channel's connections; see :meth:`finished`."""
+    def submit(self, channel: Channel, attempt: _Attempt, prepared: Any) -> bool:
+        """Send ``prepared`` over the channel's connections. True: the send is over
+        (one connection: sent here, its status to be written at once); False: it is
+        returned by :meth:`finished` once over."""
         lane = self._lanes.get(channel.name)
         if lane is None:
             size = channel.parallel()
@@ -340,22 +342,32 @@ class DeliveryRun:
                 lane = _Link(channel, self._batch)
             self._stack.callback(lane.close)
             self._lanes[channel.name] = lane
-        self.pending += 1
         if isinstance(lane, _Pool):
+            self.pending += 1
             lane.jobs.put((attempt, prepared))
-            return
+            return False
         try:
             lane.transmit(prepared)
         except Exception as exc:  # classified by the caller
             attempt.error = exc
-        self._done.put(attempt)
+        return True
 
     def finished(self, *, wait: bool) -> list[_Attempt]:
-        """Attempts whose send is over. ``wait``: block for one while every connection
-        has work queued (or, at the end of a batch, while any send is not over)."""
-        over = []
-        if self.pending and (wait or self.pending >= 2 * self._threads):
-            over.append(self._done.get())
+        """Pool sends that are over, in groups (one status write each).
+
+        Without ``wait``: none until half the threads wait for their status to be
+        written, or every connection has work queued (then it blocks for one).
+        ``wait``: block until one is over (the end of a batch).
+        """
+        if not self.pending:
+            return []
+        if (
+            not wait
+            and self.pending < 2 * self._threads
+            and self._done.qsize() < max(1, self._threads // 2)
+        ):
+            return []
+        over = [self._done.get()]
         while True:
             try:
                 over.append(self._done.get_nowait())
@@ -606,12 +618,22 @@ def _deliver_claimed(
                     app, message=message, customer=message.customer, error=message.error
                 )
 
+    settled: list[_Attempt] = []  # over, status not written yet (no send pending on it)
+
+    def flush(wait: bool = False, force: bool = False) -> None:
+        """Write the pool's sends that are over (see ``finished``) with what is settled."""
+        nonlocal settled
+        over = run.finished(wait=wait)
+        if over or force:
+            record(settled + over)
+            settled = []
+
     for message in messages:
         attempt = _Attempt(message, message.attempts or 0, utcnow())
         key = (message.customer_id, message.channel)
         if caps.get(message.channel):
             while in_flight[key] > 0:  # the cap counts what was sent: wait for it
-                record(run.finished(wait=True))
+                flush(wait=True, force=True)
         in_flight[key] += 1
         try:
             if _over_cap(session, message, attempt.started):
@@ -620,12 +642,16 @@ def _deliver_claimed(
             channel, prepared = _prepare(session, message, cache, blocked, attempt.receipt)
         except Exception as exc:  # classified in _outcome
             attempt.error = exc
-            record([attempt, *run.finished(wait=False)])
+            settled.append(attempt)
             continue
-        run.submit(channel, attempt, prepared)
-        record(run.finished(wait=False))
+        if run.submit(channel, attempt, prepared):
+            settled.append(attempt)
+            flush(force=True)  # sent from this thread: written before it sends more
+        else:
+            flush()
     while run.pending:
-        record(run.finished(wait=True))
+        flush(wait=True)
+    flush(force=True)
     touched = sorted({m.broadcast_id for m in messages if m.broadcast_id is not None})
     finish_broadcasts(session, touched, utcnow())
     session.commit()
