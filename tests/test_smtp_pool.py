@@ -12,6 +12,7 @@ from email.policy import default as default_policy
 import pytest
 from sqlalchemy import insert
 
+from flask_engage import signals
 from flask_engage.models import Broadcast, Customer, Message, utcnow
 from tests.hostapp import db, engage
 from tests.smtp_sink import free_port
@@ -62,9 +63,17 @@ def test_three_connections_each_customer_gets_exactly_one_email(app, smtp):
     broadcast = engage.create_broadcast(
         "Pool", channel="email", segments=["all"], subject="Hi {{ customer.n }}", body="B"
     )
-    engage.send_broadcast(broadcast)
+    sent = []
+
+    def on_sent(sender, message, customer):
+        sent.append((customer.email, message.status, message.subject))
+
+    with signals.message_sent.connected_to(on_sent, app):
+        engage.send_broadcast(broadcast)
     counts = inbox.count()
     assert counts == Counter({f"c{i}@example.com": 1 for i in range(200)})
+    # the signal fires once per message sent, after its status is written
+    assert sorted(sent) == sorted((f"c{i}@example.com", "sent", f"Hi {i}") for i in range(200))
     # three connections at once, kept for all five batches
     assert len(inbox.peers) == 3
     assert engage.broadcast_counts(broadcast)["sent"] == 200

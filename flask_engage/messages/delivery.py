@@ -324,9 +324,13 @@ class DeliveryRun:
         self.close()
 
     def close(self) -> None:
-        """Stop the threads and close every connection."""
-        self._stack.close()
-        self._lanes.clear()
+        """Stop the threads and close every connection (later sends open new ones)."""
+        try:
+            self._stack.close()
+        finally:
+            self._lanes.clear()
+            self._done = queue.SimpleQueue()
+            self._threads = self.pending = 0
 
     def submit(self, channel: Channel, attempt: _Attempt, prepared: Any) -> bool:
         """Send ``prepared`` over the channel's connections. True: the send is over
@@ -575,7 +579,11 @@ def deliver_batch(
         stack.enter_context(_async_commits(db_connection))
         session = Session(bind=db_connection, expire_on_commit=False)
         stack.callback(session.close)
-        return _deliver_claimed(session, token, run, now)
+        try:
+            return _deliver_claimed(session, token, run, now)
+        except BaseException:
+            run.close()  # sends in flight are not written: no connection sends more
+            raise
 
 
 def _deliver_claimed(
