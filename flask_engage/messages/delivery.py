@@ -452,19 +452,17 @@ _WRITE_ONE = (
 
 
 #: PostgreSQL: the statuses of many sends in one statement, the same text every time
-#: (one array per column, one element per message).
+#: (the rows as one JSON array: one parameter, serialized in C).
 _WRITE_MANY = text(
     f"""
     UPDATE {_messages.name} AS m SET
         status = o.status, error = o.error, sent_at = o.sent_at, subject = o.subject,
-        body = o.body, attempts = o.attempts, retry_at = o.retry_at,
-        receipt = CAST(o.receipt AS JSONB), claim = NULL, claimed_at = NULL
-    FROM unnest(
-        CAST(:id AS BIGINT[]), CAST(:status AS VARCHAR[]), CAST(:error AS TEXT[]),
-        CAST(:sent_at AS TIMESTAMPTZ[]), CAST(:subject AS TEXT[]), CAST(:body AS TEXT[]),
-        CAST(:attempts AS INTEGER[]), CAST(:retry_at AS TIMESTAMPTZ[]),
-        CAST(:receipt AS TEXT[])
-    ) AS o(id, status, error, sent_at, subject, body, attempts, retry_at, receipt)
+        body = o.body, attempts = o.attempts, retry_at = o.retry_at, receipt = o.receipt,
+        claim = NULL, claimed_at = NULL
+    FROM jsonb_to_recordset(CAST(:rows AS JSONB)) AS o(
+        id BIGINT, status VARCHAR, error TEXT, sent_at TIMESTAMPTZ, subject TEXT,
+        body TEXT, attempts INTEGER, retry_at TIMESTAMPTZ, receipt JSONB
+    )
     WHERE m.id = o.id AND m.claim = :claim AND m.status = :queued
     RETURNING m.id
     """
@@ -487,10 +485,10 @@ def _write(session: Session, token: str, rows: list[dict[str, Any]]) -> set[int]
             if cast(CursorResult[Any], result).rowcount:
                 written.add(row["id"])
         return written
-    arrays: dict[str, Any] = {name: [row[name] for row in rows] for name in ("id", *_WRITTEN)}
-    arrays["status"] = [str(status) for status in arrays["status"]]
-    arrays["receipt"] = [None if r is None else json.dumps(r) for r in arrays["receipt"]]
-    params = {**arrays, "claim": token, "queued": str(MessageStatus.QUEUED)}
+    for row in rows:
+        for name in ("sent_at", "retry_at"):
+            row[name] = row[name] and row[name].isoformat()
+    params = {"rows": json.dumps(rows), "claim": token, "queued": str(MessageStatus.QUEUED)}
     return set(session.scalars(_WRITE_MANY, params))
 
 
