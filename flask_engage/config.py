@@ -95,6 +95,12 @@ DEFAULTS: dict[str, Any] = {
     #: Links in emails go through signed click URLs (``Email clicked`` events), and
     #: push notifications report their clicks (``Push clicked``).
     "ENGAGE_TRACK_CLICKS": True,
+    #: Days events are kept: older ones are deleted by the schedule, in batches.
+    #: ``None``: events are kept forever. Segments reading further back are reported
+    #: by ``flask engage status``.
+    "ENGAGE_EVENT_RETENTION_DAYS": None,
+    #: Events deleted per retention batch (one short transaction each).
+    "ENGAGE_EVENT_RETENTION_BATCH": 5000,
 }
 
 #: Settings that must be whole numbers >= 1 (numeric strings from the environment are accepted).
@@ -108,6 +114,7 @@ POSITIVE_INTEGERS = (
     "ENGAGE_SEND_LEASE",
     "ENGAGE_SMTP_CONNECTIONS",
     "ENGAGE_WEBHOOK_TIMEOUT",
+    "ENGAGE_EVENT_RETENTION_BATCH",
 )
 
 
@@ -143,6 +150,10 @@ def check_config(config: MutableMapping[str, Any]) -> None:
     if login is not None and (not isinstance(login, str) or not login.strip()):
         raise ConfigurationError(
             "ENGAGE_ADMIN_LOGIN_URL: expected a URL or an endpoint name, or None"
+        )
+    if config["ENGAGE_EVENT_RETENTION_DAYS"] is not None:
+        config["ENGAGE_EVENT_RETENTION_DAYS"] = _positive_integer(
+            "ENGAGE_EVENT_RETENTION_DAYS", config["ENGAGE_EVENT_RETENTION_DAYS"]
         )
     _check_browser_events(config["ENGAGE_BROWSER_EVENTS"])
     if config["ENGAGE_BROWSER_RATE_LIMIT"] is not None:

@@ -266,7 +266,8 @@ class Engage:
         """Rename, re-describe or re-filter a segment (members are recomputed).
 
         Customers who join or leave because the filters changed start the segment's
-        automations only with ``trigger_automations=True``; joins and leaves caused
+        automations (and those of segments that refer to it, which are recomputed
+        with it) only with ``trigger_automations=True``; joins and leaves caused
         later by data or time always do. :meth:`preview_segment_update` tells how
         many that would be.
         """
@@ -275,8 +276,12 @@ class Engage:
             changed = segment_service.update_segment(
                 session, found, name=name, filters=filters, description=description
             )
+            followers = [s.id for s in segment_service.dependent_segments(session, found)]
         if changed:
             self._refresh(found, trigger=trigger_automations)
+            # segments built on this one change with it, under the same rule
+            for follower in followers:
+                operations.refresh_segment(follower, trigger=trigger_automations)
         return found
 
     def preview_segment_update(

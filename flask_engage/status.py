@@ -13,6 +13,7 @@ from .db import operation_session
 from .jobs import dispatch, last_tick
 from .jobs.outbox import counts as outbox_counts
 from .models import AutomationRun, Message, MessageStatus, RunStatus, Segment, utcnow
+from .segments.service import retention_warnings
 
 
 def schedule_ok(tick: datetime | None, now: datetime | None = None) -> bool:
@@ -27,7 +28,9 @@ def collect_status() -> dict[str, Any]:
     ``last_tick`` (aware datetime or None), ``schedule_ok`` (bool), ``outbox``
     (items waiting), ``parked`` (outbox items and automation runs that gave up),
     ``queued_messages``, ``failing_segments`` (slug -> error), ``stale_segments``
-    (time-based segments not recomputed for two intervals, and failing ones), ``mode`` and, with
+    (time-based segments not recomputed for two intervals, and failing ones),
+    ``retention_warnings`` (slug -> why it reads events older than
+    ``ENGAGE_EVENT_RETENTION_DAYS`` keeps), ``mode`` and, with
     Redis, ``queue`` (jobs waiting, or ``None`` when unreachable), ``failed_jobs``.
     """
     now = utcnow()
@@ -52,6 +55,7 @@ def collect_status() -> dict[str, Any]:
             )
             .order_by(Segment.slug)
         ).all()
+        retention = retention_warnings(session, now)
     facts: dict[str, Any] = {
         "mode": "inline" if dispatch.is_inline() else "redis",
         "last_tick": tick,
@@ -62,6 +66,7 @@ def collect_status() -> dict[str, Any]:
         "queued_messages": queued or 0,
         "failing_segments": failing,
         "stale_segments": sorted({*stale, *failing}),
+        "retention_warnings": retention,
     }
     queue = dispatch.get_queue()
     if queue is not None:

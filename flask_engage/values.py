@@ -30,8 +30,13 @@ TYPES = ("string", "number", "boolean", "datetime", "list")
 MIN_INT64, MAX_INT64 = -(2**63), 2**63 - 1
 #: The longest window, duration or wait: 100 years, in days.
 MAX_DAYS = 36_525
-_EARLIEST = datetime.min.replace(tzinfo=UTC)
-_LATEST = datetime.max.replace(tzinfo=UTC)
+#: Largest id Engage looks a segment or list up by (their id columns are 32-bit).
+MAX_ROW_ID = 2**31 - 1
+#: What a slug looks like: anything else names no segment or list and is not looked up.
+SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+#: The earliest and latest instants Engage computes with (aware, UTC).
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
 
 
 def check_name(name: Any, field: str) -> str:
@@ -50,6 +55,19 @@ def check_name(name: Any, field: str) -> str:
             field=field,
         )
     return name
+
+
+def row_id(ref: Any) -> int | None:
+    """The id an int or an all-ASCII-digit text names, when it can be one (1 to
+    :data:`MAX_ROW_ID`); None otherwise, so a lookup never sends the database a
+    number it cannot hold."""
+    if isinstance(ref, str):
+        if not (ref.isascii() and ref.isdigit()) or len(ref) > 10:
+            return None
+        ref = int(ref)
+    if isinstance(ref, bool) or not isinstance(ref, int):
+        return None
+    return ref if 0 < ref <= MAX_ROW_ID else None
 
 
 def as_aware(value: Any, field: str) -> datetime:
@@ -72,7 +90,7 @@ def shift(moment: datetime, days: float) -> datetime:
     try:
         return moment + timedelta(days=days)
     except OverflowError:
-        return _EARLIEST if days < 0 else _LATEST
+        return EARLIEST if days < 0 else LATEST
 
 
 def check_number(

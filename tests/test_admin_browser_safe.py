@@ -100,6 +100,9 @@ def test_the_edit_impact_dialog(app, page, screen, run_automations):
     from playwright.sync_api import expect
 
     pro_customers()
+    not_lagos = {"attribute": "city", "op": "ne", "value": "Lagos"}
+    built_on = [{"segment": "customers-on-the-pro-plan", "op": "in"}, not_lagos]
+    engage.create_segment("Pro elsewhere", {"all": built_on})
     segment = engage.get_segment("customers-on-the-pro-plan")
     page.goto(f"/engage/admin/segments/{segment.id}/edit")
     expect(page.locator("#engage-preview")).to_have_attribute("data-count", "4")
@@ -110,6 +113,7 @@ def test_the_edit_impact_dialog(app, page, screen, run_automations):
     expect(dialog).to_be_visible()
     expect(dialog).to_contain_text("0 customer(s) will join and 2 will leave this segment")
     expect(dialog).to_contain_text("Sorry to see you leave Pro would start for 2 customer(s)")
+    expect(dialog).to_contain_text("built on it change with it: Pro elsewhere (0 join, 2 leave)")
     expect(page.locator("#trigger_automations")).not_to_be_checked()
     if not run_automations:
         shot(page, screen, "segment_impact")

@@ -290,3 +290,43 @@ def test_parked_work_is_shown_and_retried_from_the_dashboard(app, admin, pro_cus
     page = admin.get(f"{ADMIN}/").get_data(as_text=True)
     assert '<span class="badge badge-danger">late</span>' in page
     assert "it should run at least every 600 seconds" in page
+
+
+LAGOS = {"attribute": "city", "op": "eq", "value": "Lagos"}
+
+
+def test_an_edit_reaches_segments_built_on_it_under_the_same_rule(app, pro_customers):
+    # "Pro in Lagos" is built on "Pro"; its own automation greets whoever joins it.
+    built_on = engage.create_segment(
+        "Pro in Lagos", {"all": [{"segment": "pro", "op": "in"}, LAGOS]}
+    )
+    engage.create_automation("Welcome Lagos", trigger={"joins": built_on}, steps=GOODBYE)
+    assert sorted(c.external_id for c in engage.members("pro-in-lagos")) == ["1", "2"]
+    everyone = {"any": [PRO, {"attribute": "plan", "op": "eq", "value": "free"}]}
+
+    impact = engage.preview_segment_update("pro", everyone)
+    assert (impact.joining, impact.leaving) == (1, 0)
+    assert [(s.name, s.joining, s.leaving) for s in impact.segments] == [("Pro in Lagos", 1, 0)]
+    assert [(a.name, a.segment, a.customers) for a in impact.automations] == [
+        ("Welcome Lagos", "Pro in Lagos", 1)
+    ]
+
+    # saved without asking: the segment built on it follows at once, and nobody is messaged
+    engage.update_segment("pro", filters=everyone)
+    assert sorted(c.external_id for c in engage.members("pro-in-lagos")) == ["1", "2", "5"]
+    engage.run_due()
+    assert goodbyes() == 0
+
+    engage.update_segment("pro", filters=PRO)  # 5 leaves both, quietly
+    engage.update_segment("pro", filters=everyone, trigger_automations=True)
+    assert goodbyes() == 1
+
+
+def test_the_admin_names_segments_built_on_the_edited_one(app, pro_customers, admin):
+    engage.create_segment("Pro in Lagos", {"all": [{"segment": "pro", "op": "in"}, LAGOS]})
+    url = f"{ADMIN}/segments/{pro_customers.id}/edit"
+    form = {"csrf_token": TOKEN, "name": "Pro", "filters": '{"attribute": "city", "op": "eq", '
+            '"value": "Lagos"}'}
+    page = admin.post(url, data=form).get_data(as_text=True)
+    assert "Segments built on it change with it" in page
+    assert "Pro in Lagos (1 join, 0 leave)" in page

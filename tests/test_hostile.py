@@ -323,3 +323,12 @@ def test_seeded_filter_fuzz_hits_real_data(app, session):
             db.session.rollback()
 
     run()
+
+
+@pytest.mark.parametrize("ref", ["\x00", "¹", "٣", "9" * 30, 2**40, -1, 0, "Pro In Lagos"])
+@pytest.mark.parametrize("kind", ["segment", "list"])
+def test_odd_segment_and_list_references_name_nothing(app, kind, ref):
+    # Control characters, non-ASCII digits and ids no column can hold are refused as
+    # "no such segment/list" (the database is never asked to compare them).
+    with pytest.raises(InvalidFilter, match=kind):
+        engage.count({kind: ref, "op": "in"})

@@ -54,9 +54,13 @@ def impact_json(impact: Any) -> dict[str, Any]:
                 "name": a.name,
                 "trigger": a.trigger,
                 "customers": a.customers,
+                "segment": a.segment,
                 "url": url_for("engage_automations.details", automation_id=a.id),
             }
             for a in impact.automations
+        ],
+        "segments": [
+            {"name": s.name, "joining": s.joining, "leaving": s.leaving} for s in impact.segments
         ],
     }
 

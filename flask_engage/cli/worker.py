@@ -109,6 +109,14 @@ def status_lines(facts: dict[str, Any]) -> list[tuple[str, str]]:
             or "none",
         ),
     ]
+    if current_app.config["ENGAGE_EVENT_RETENTION_DAYS"] is not None:
+        warnings = facts["retention_warnings"]
+        lines.append(
+            (
+                "past retention",
+                "; ".join(f"{slug}: {why}" for slug, why in warnings.items()) or "none",
+            )
+        )
     return lines
 
 

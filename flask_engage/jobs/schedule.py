@@ -2,7 +2,8 @@
 
 :func:`run_due` does everything due by ``now``: outbox leftovers, scheduled
 broadcasts, time-based segments (and segments whose last evaluation failed),
-automation waits, sends, daily snapshots. :func:`tick` runs it at most once per
+automation waits, sends, daily snapshots, and old events past
+``ENGAGE_EVENT_RETENTION_DAYS``. :func:`tick` runs it at most once per
 ``ENGAGE_SCHEDULE_INTERVAL`` across every process, through a lease row in
 ``engage_state``; it is called by the worker's ticker thread (``flask engage
 worker``), which does not depend on Redis, and, in inline mode, after requests
@@ -30,6 +31,7 @@ from ..models import SchedulerState, Segment, utcnow
 from ..segments.history import take_snapshots
 from ..segments.membership import Outcome, recompute_segment, send_signals
 from .outbox import drain_outbox
+from .retention import prune_events
 from .runner import advance_automations, deliver_all
 
 #: This process's name in the schedule lease.
@@ -121,6 +123,7 @@ def run_due(now: datetime | None = None) -> dict[str, int]:
     report["segments"] = len(recompute_due(now))
     report["runs"] = advance_automations(now)
     report["sent"] = deliver_all(now=now)
+    report["events_pruned"] = prune_events(now)
     with operation_session() as session:
         report["snapshots"] = take_snapshots(session, now)
         _set_state(session, "last_tick", utcnow().isoformat())

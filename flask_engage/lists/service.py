@@ -9,7 +9,6 @@ refused while something still depends on the list.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from datetime import datetime
 from typing import Any
@@ -33,6 +32,7 @@ from ..models import (
 from ..segments.compiler import read_filter
 from ..segments.nodes import ListCondition, walk
 from ..segments.service import _rename_references, slugify
+from ..values import SLUG, row_id
 
 #: Longest description (Engage allows 255; people may write more here).
 MAX_DESCRIPTION = 2000
@@ -48,21 +48,6 @@ SENT = (
 )
 
 
-#: Largest list id (a 32-bit column): a larger number names no list.
-MAX_ID = 2**31 - 1
-#: What a slug looks like (anything else names no list, and is not looked up).
-SLUG = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
-
-
-def list_id_of(ref: int | str) -> int | None:
-    """The id an int or an all-digit text names, when it can be one."""
-    if isinstance(ref, str):
-        if not (ref.isascii() and ref.isdigit()) or len(ref) > 10:
-            return None
-        ref = int(ref)
-    return ref if 0 < ref <= MAX_ID else None
-
-
 def find_list(session: Session, ref: Any) -> CustomerList | None:
     """A list by instance, id or slug (an all-digit text is an id first); None when
     there is none."""
@@ -70,7 +55,7 @@ def find_list(session: Session, ref: Any) -> CustomerList | None:
         return session.get(CustomerList, ref.id)
     if isinstance(ref, bool) or not isinstance(ref, int | str) or ref == "":
         return None
-    list_id = list_id_of(ref)
+    list_id = row_id(ref)
     found = None if list_id is None else session.get(CustomerList, list_id)
     if found is None and isinstance(ref, str) and SLUG.match(ref):
         found = session.scalar(select(CustomerList).where(CustomerList.slug == ref))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -63,9 +63,16 @@ class Outcome:
 
 
 def make_compiler(
-    session: Session, now: datetime, customer_ids: Sequence[int] | None = None, as_of: bool = False
+    session: Session,
+    now: datetime,
+    customer_ids: Sequence[int] | None = None,
+    as_of: bool = False,
+    replaced: Mapping[int, dict[str, Any]] | None = None,
 ) -> Compiler:
-    """A compiler wired to this database: dialect, recorded types, segment lookup."""
+    """A compiler wired to this database: dialect, recorded types, segment lookup.
+
+    ``replaced``: segment id -> filters to use instead of the stored ones (what an
+    edit would do to the segments that refer to it)."""
     types = dict(
         session.execute(
             select(AttributeDefinition.name, AttributeDefinition.type).where(
@@ -75,6 +82,7 @@ def make_compiler(
     )
     by_id: dict[Any, dict[str, Any]] = {}
     for seg_id, slug, filters in session.execute(select(Segment.id, Segment.slug, Segment.filters)):
+        filters = (replaced or {}).get(seg_id, filters)
         by_id[seg_id] = by_id[slug] = by_id[str(seg_id)] = filters
     return Compiler(
         session.get_bind().dialect.name,

@@ -14,6 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
@@ -42,6 +43,7 @@ from ..models import (
     ListMemberStatus,
     Unsubscription,
 )
+from ..values import EARLIEST, row_id
 from . import windows
 from .fields import ColumnField, Field, two_valued
 from .operators import Comparison, comparison_schema
@@ -101,6 +103,11 @@ class Node(ABC):
     def segment_refs(self) -> Sequence[int | str]:
         """Segments this node refers to directly (by id or slug)."""
         return ()
+
+    def earliest_event(self, now: datetime) -> datetime | None:
+        """The earliest ``occurred_at`` of the events this node alone reads at ``now``
+        (:data:`~flask_engage.values.EARLIEST`: all of them); None when it reads none."""
+        return None
 
 
 _registry: dict[str, type[Node]] = {}
@@ -473,6 +480,9 @@ class EventCondition(Node):
         node.update(self.measure.to_json())
         return node
 
+    def earliest_event(self, now: datetime) -> datetime | None:
+        return EARLIEST if self.window is None else self.window.earliest(now)
+
     def uses_clock(self) -> bool:
         return (self.window is not None and self.window.kind.relative) or any(
             row.uses_clock for row in self.where
@@ -673,9 +683,10 @@ def _list_id(ref: int | str) -> ColumnElement[Any]:
     if isinstance(ref, int):
         return literal(ref)
     by_slug = select(lists.c.id).where(lists.c.slug == ref).scalar_subquery()
-    if not (ref.isascii() and ref.isdigit()):
+    list_id = row_id(ref)
+    if list_id is None:
         return by_slug
-    by_id = select(lists.c.id).where(lists.c.id == int(ref)).scalar_subquery()
+    by_id = select(lists.c.id).where(lists.c.id == list_id).scalar_subquery()
     return func.coalesce(by_id, by_slug)
 
 

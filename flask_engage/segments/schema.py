@@ -14,7 +14,8 @@ message starts with the path of the bad node, e.g.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
 from typing import Any
 
 from flask import current_app, has_app_context
@@ -98,25 +99,47 @@ def referenced_segments(filters: Mapping[str, Any] | Node) -> set[int | str]:
     return {ref for node in walk(root) for ref in node.segment_refs()}
 
 
-def uses_relative_time(
+def _nodes_through_references(
     filters: Mapping[str, Any] | Node,
     segment_filters: Callable[[Any], Mapping[str, Any] | None],
-) -> bool:
-    """True when membership can change with the clock alone (relative windows,
-    durations), here or in a segment it refers to."""
+) -> Iterator[Node]:
+    """Every node of the filter and of the segments it refers to, each segment once."""
     pending, seen = [filters], set()
     while pending:
         root = _read(pending.pop())
         for node in walk(root) if root is not None else ():
-            if node.uses_clock():
-                return True
+            yield node
             for ref in node.segment_refs():
                 if ref not in seen:
                     seen.add(ref)
                     found = segment_filters(ref)
                     if found is not None:
                         pending.append(found)
-    return False
+
+
+def uses_relative_time(
+    filters: Mapping[str, Any] | Node,
+    segment_filters: Callable[[Any], Mapping[str, Any] | None],
+) -> bool:
+    """True when membership can change with the clock alone (relative windows,
+    durations), here or in a segment it refers to."""
+    return any(node.uses_clock() for node in _nodes_through_references(filters, segment_filters))
+
+
+def earliest_event(
+    filters: Mapping[str, Any] | Node,
+    segment_filters: Callable[[Any], Mapping[str, Any] | None],
+    now: datetime,
+) -> datetime | None:
+    """The earliest ``occurred_at`` the filter reads at ``now``, here or in a segment it
+    refers to (:data:`~flask_engage.values.EARLIEST`: all events); None when it reads
+    no events."""
+    reaches = [
+        reach
+        for node in _nodes_through_references(filters, segment_filters)
+        if (reach := node.earliest_event(now)) is not None
+    ]
+    return min(reaches, default=None)
 
 
 def json_schema(max_list_values: int | None = None) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from flask import current_app
@@ -15,6 +15,7 @@ from sqlalchemy import and_, exists, func, select, true
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Query, Session
 
+from ..db import log
 from ..errors import InvalidFilter, StateError, ValidationError
 from ..models import (
     LIVE_RUNS,
@@ -29,10 +30,18 @@ from ..models import (
     TriggerKind,
     utcnow,
 )
-from .compiler import customers
+from ..values import EARLIEST, SLUG, row_id
+from .compiler import Compiler, customers
 from .membership import make_compiler
 from .nodes import Node
-from .schema import Bounds, Lookup, check_filter, referenced_segments, uses_relative_time
+from .schema import (
+    Bounds,
+    Lookup,
+    check_filter,
+    earliest_event,
+    referenced_segments,
+    uses_relative_time,
+)
 
 DEFAULT_NAME = "All"
 DEFAULT_SLUG = "all"
@@ -50,15 +59,11 @@ def find_segment(session: Session, ref: int | str | Segment) -> Segment | None:
     """A segment by instance, id or slug."""
     if isinstance(ref, Segment):
         return session.get(Segment, ref.id)
-    if isinstance(ref, int) and not isinstance(ref, bool):
-        return session.get(Segment, ref)
-    if isinstance(ref, str):
-        if ref.isdigit():
-            found = session.get(Segment, int(ref))
-            if found is not None:
-                return found
-        return session.scalar(select(Segment).where(Segment.slug == ref))
-    return None
+    segment_id = row_id(ref)
+    found = None if segment_id is None else session.get(Segment, segment_id)
+    if found is None and isinstance(ref, str) and SLUG.match(ref):
+        found = session.scalar(select(Segment).where(Segment.slug == ref))
+    return found
 
 
 def _lookups(session: Session) -> dict[str, Lookup]:
@@ -69,24 +74,65 @@ def _lookups(session: Session) -> dict[str, Lookup]:
         return None if found is None else (found.id, found.slug, found.filters)
 
     def listed(ref: int | str) -> int | None:
-        as_id = str(ref)
-        if as_id.isascii() and as_id.isdigit() and len(as_id) <= 10 and 0 < int(as_id) < 2**31:
-            found = session.get(CustomerList, int(as_id))
-            if found is not None:
-                return found.id
-        if isinstance(ref, int) or slugify(ref) != ref:  # not a slug: no such list
+        # lists build on segments, so this reads the table rather than lists.service
+        list_id = row_id(ref)
+        if list_id is not None and session.get(CustomerList, list_id) is not None:
+            return list_id
+        if not (isinstance(ref, str) and SLUG.match(ref)):
             return None
         return session.scalar(select(CustomerList.id).where(CustomerList.slug == ref))
 
     return {"segment": segment, "list": listed}
 
 
-def _time_based(session: Session, filters: dict[str, Any]) -> bool:
+def _filters_of(session: Session) -> Callable[[Any], dict[str, Any] | None]:
     def filters_of(ref: Any) -> dict[str, Any] | None:
         found = find_segment(session, ref)
         return None if found is None else found.filters
 
-    return uses_relative_time(filters, filters_of)
+    return filters_of
+
+
+def _time_based(session: Session, filters: dict[str, Any]) -> bool:
+    return uses_relative_time(filters, _filters_of(session))
+
+
+def past_retention(session: Session, filters: Any, now: datetime) -> datetime | None:
+    """With ``ENGAGE_EVENT_RETENTION_DAYS`` set, the earliest instant ``filters`` read
+    (:data:`~flask_engage.values.EARLIEST`: all events) when it is older than the
+    events kept, so the segment counts fewer events than its filter says; else None."""
+    days = current_app.config["ENGAGE_EVENT_RETENTION_DAYS"]
+    if days is None:
+        return None
+    reach = earliest_event(filters, _filters_of(session), now)
+    return reach if reach is not None and reach < now - timedelta(days=days) else None
+
+
+def retention_warnings(session: Session, now: datetime | None = None) -> dict[str, str]:
+    """Segment slug -> why its filter reads events older than the retention keeps."""
+    now = now or utcnow()
+    warnings = {}
+    for segment in session.scalars(select(Segment).order_by(Segment.slug)):
+        reach = past_retention(session, segment.filters, now)
+        if reach is not None:
+            warnings[segment.slug] = _retention_message(reach)
+    return warnings
+
+
+def _retention_message(reach: datetime) -> str:
+    days = current_app.config["ENGAGE_EVENT_RETENTION_DAYS"]
+    since = "all events" if reach == EARLIEST else f"events since {reach:%Y-%m-%d}"
+    return f"reads {since}, but events older than {days} days are deleted"
+
+
+def _warn_past_retention(session: Session, segment: Segment) -> None:
+    reach = past_retention(session, segment.filters, utcnow())
+    if reach is not None:
+        log.warning(
+            "flask-engage: segment %r %s (ENGAGE_EVENT_RETENTION_DAYS)",
+            segment.name,
+            _retention_message(reach),
+        )
 
 
 def _checked(session: Session, filters: Any, self_slug: str | None = None) -> Node:
@@ -181,6 +227,7 @@ def create_segment(
     )
     session.add(segment)
     session.flush()
+    _warn_past_retention(session, segment)
     return segment
 
 
@@ -213,6 +260,7 @@ def update_segment(
         segment.is_time_based = _time_based(session, checked)
         if changed:
             session.query(SegmentSnapshot).filter_by(segment_id=segment.id).delete()
+            _warn_past_retention(session, segment)
     session.flush()
     return changed
 
@@ -275,6 +323,18 @@ class AutomationImpact:
     #: ``joins`` or ``leaves``.
     trigger: str
     customers: int
+    #: Name of the segment it watches (the edited one, or one that refers to it).
+    segment: str = ""
+
+
+@dataclass
+class SegmentImpact:
+    """A segment that refers to the edited one, and how its members would change."""
+
+    id: int
+    name: str
+    joining: int
+    leaving: int
 
 
 @dataclass
@@ -283,59 +343,101 @@ class Impact:
 
     joining: int
     leaving: int
-    #: Active automations on the segment that would start runs, with how many.
+    #: Active automations, on the segment or on a segment that refers to it, that
+    #: would start runs, with how many.
     automations: list[AutomationImpact] = field(default_factory=list)
+    #: Segments that refer to this one (directly or not) whose members would change.
+    segments: list[SegmentImpact] = field(default_factory=list)
+
+
+def dependent_segments(session: Session, segment: Segment) -> list[Segment]:
+    """Segments whose filters refer to ``segment``, directly or through others.
+
+    Their members follow its filters (a reference is evaluated from the referenced
+    filter), so an edit changes them too.
+    """
+    everyone = list(session.scalars(select(Segment).order_by(Segment.id)))
+    refs = {s.id: referenced_segments(s.filters) for s in everyone}
+    found: list[Segment] = []
+    pending = [segment]
+    while pending:
+        current = pending.pop()
+        names = {current.id, str(current.id), current.slug}
+        for other in everyone:
+            if other.id != segment.id and other not in found and names & refs[other.id]:
+                found.append(other)
+                pending.append(other)
+    return found
 
 
 def preview_impact(
     session: Session, segment: Segment, filters: Any, now: datetime | None = None
 ) -> Impact:
-    """How many customers would join and leave ``segment`` with ``filters``, and which
-    of its automations would start for how many of them (as ``start_runs`` decides:
-    active ones, not for customers who went through it once unless it allows
-    re-entry, never twice at the same time). Computed with the compiler, in a
-    savepoint: nothing is written. Raises :class:`InvalidFilter` as saving would.
+    """How many customers would join and leave ``segment`` with ``filters`` (and each
+    segment that refers to it), and which of their automations would start for how
+    many (as ``start_runs`` decides: active ones, not for customers who went through
+    it once unless it allows re-entry, never twice at the same time). Computed with
+    the compiler, in a savepoint: nothing is written. Raises :class:`InvalidFilter`
+    as saving would.
     """
     node = _checked(session, filters, self_slug=segment.slug)
-    compiler = make_compiler(session, now or utcnow())
-    memberships = Membership.__table__
-    runs = AutomationRun.__table__
+    dependents = dependent_segments(session, segment)
+    compiler = make_compiler(session, now or utcnow(), replaced={segment.id: filters})
 
     def run() -> Impact:
-        condition = and_(*compiler.scope(), compiler.condition(node))
-        is_member = exists().where(
-            memberships.c.segment_id == segment.id, memberships.c.customer_id == customers.c.id
-        )
-        joining = select(customers.c.id.label("id")).where(condition, ~is_member).subquery()
-        still = select(customers.c.id).where(customers.c.id == memberships.c.customer_id, condition)
-        leaving = (
-            select(memberships.c.customer_id.label("id"))
-            .where(memberships.c.segment_id == segment.id, ~still.exists())
-            .subquery()
-        )
-        count = {
-            kind: session.scalar(select(func.count()).select_from(who)) or 0
-            for kind, who in ((TriggerKind.JOINS, joining), (TriggerKind.LEAVES, leaving))
-        }
-        impact = Impact(count[TriggerKind.JOINS], count[TriggerKind.LEAVES])
-        watching = session.scalars(
-            select(Automation)
-            .where(Automation.trigger_segment_id == segment.id, Automation.active.is_(True))
-            .order_by(Automation.name)
-        )
-        for automation in watching:
-            who = joining if automation.trigger_kind == TriggerKind.JOINS else leaving
-            if not count[TriggerKind(automation.trigger_kind)]:
-                continue
-            blocked = exists().where(
-                runs.c.automation_id == automation.id,
-                runs.c.customer_id == who.c.id,
-                runs.c.status.in_(LIVE_RUNS) if automation.reentry else true(),
-            )
-            starting = session.scalar(select(func.count()).select_from(who).where(~blocked)) or 0
-            impact.automations.append(
-                AutomationImpact(automation.id, automation.name, automation.trigger_kind, starting)
-            )
+        joining, leaving, automations = _changes(session, compiler, segment, node)
+        impact = Impact(joining, leaving, automations)
+        for dependent in dependents:
+            joins, leaves, started = _changes(session, compiler, dependent, dependent.filters)
+            if joins or leaves:
+                impact.segments.append(SegmentImpact(dependent.id, dependent.name, joins, leaves))
+                impact.automations += started
         return impact
 
     return _evaluated(session, run)
+
+
+def _changes(
+    session: Session, compiler: Compiler, segment: Segment, node: Node | dict[str, Any]
+) -> tuple[int, int, list[AutomationImpact]]:
+    """Who would join and leave ``segment`` if it matched ``node``, and the runs its
+    active automations would start for them."""
+    memberships = Membership.__table__
+    runs = AutomationRun.__table__
+    condition = and_(*compiler.scope(), compiler.condition(node))
+    is_member = exists().where(
+        memberships.c.segment_id == segment.id, memberships.c.customer_id == customers.c.id
+    )
+    joining = select(customers.c.id.label("id")).where(condition, ~is_member).subquery()
+    still = select(customers.c.id).where(customers.c.id == memberships.c.customer_id, condition)
+    leaving = (
+        select(memberships.c.customer_id.label("id"))
+        .where(memberships.c.segment_id == segment.id, ~still.exists())
+        .subquery()
+    )
+    count = {
+        kind: session.scalar(select(func.count()).select_from(who)) or 0
+        for kind, who in ((TriggerKind.JOINS, joining), (TriggerKind.LEAVES, leaving))
+    }
+    started = []
+    watching = session.scalars(
+        select(Automation)
+        .where(Automation.trigger_segment_id == segment.id, Automation.active.is_(True))
+        .order_by(Automation.name)
+    )
+    for automation in watching:
+        who = joining if automation.trigger_kind == TriggerKind.JOINS else leaving
+        if not count[TriggerKind(automation.trigger_kind)]:
+            continue
+        blocked = exists().where(
+            runs.c.automation_id == automation.id,
+            runs.c.customer_id == who.c.id,
+            runs.c.status.in_(LIVE_RUNS) if automation.reentry else true(),
+        )
+        starting = session.scalar(select(func.count()).select_from(who).where(~blocked)) or 0
+        started.append(
+            AutomationImpact(
+                automation.id, automation.name, automation.trigger_kind, starting, segment.name
+            )
+        )
+    return count[TriggerKind.JOINS], count[TriggerKind.LEAVES], started

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement
 
 from ..models import Event
-from ..values import MAX_DAYS, parse_datetime, shift
+from ..values import EARLIEST, MAX_DAYS, parse_datetime, shift
 from .parsing import Parser
 
 if TYPE_CHECKING:
@@ -109,6 +109,21 @@ class Window:
             at >= compiler.at(_bound(value, zone, 0)),
             at < compiler.at(_bound(value, zone, 1)),
         ]
+
+    def earliest(self, now: datetime) -> datetime:
+        """The earliest ``occurred_at`` the window counts at ``now``; :data:`EARLIEST`
+        when it has no lower bound (``older_than_days``, ``until``)."""
+        kind, value = self.kind, self.value
+        if kind.input == "number":
+            return shift(now, -value / kind.per_day) if kind.direction < 0 else EARLIEST
+        if kind.name == "since":
+            return parse_datetime(value, "window.since")
+        if kind.name == "between":
+            return parse_datetime(value[0], "window.between")
+        if kind.name == "until":
+            return EARLIEST
+        # a calendar window starts in the app's zone, within a day of its UTC start
+        return calendar_bounds(value, now, ZoneInfo("UTC"))[0] - timedelta(days=1)
 
     def to_json(self) -> dict[str, Any]:
         """The normalized JSON form."""

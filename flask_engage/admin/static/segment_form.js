@@ -30,9 +30,14 @@
       strong.textContent = a.customers;
       item.appendChild(document.createTextNode(" would start for "));
       item.appendChild(strong);
-      item.appendChild(document.createTextNode(" customer(s) who " + (a.trigger === "joins" ? "join" : "leave")));
+      item.appendChild(document.createTextNode(
+        " customer(s) who " + (a.trigger === "joins" ? "join " : "leave ") + a.segment));
       list.appendChild(item);
     });
+    document.getElementById("impact-segment-list").textContent = impact.segments.map(function (s) {
+      return s.name + " (" + s.joining + " join, " + s.leaving + " leave)";
+    }).join("; ");
+    document.getElementById("impact-segments").hidden = !impact.segments.length;
     document.getElementById("impact-automations").hidden = !impact.automations.length;
     document.getElementById("trigger_automations").checked = false;
     confirmed.value = "1";
