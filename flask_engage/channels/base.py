@@ -32,7 +32,13 @@ class RetryLater(EngageError):
     """Delivery failed for a reason that may pass (a server down, a 4xx SMTP reply).
 
     The message stays queued and is tried again with backoff, then marked failed.
+    ``after``: seconds the receiver asked to wait (a ``Retry-After``); the retry
+    comes no sooner than that, and no sooner than the backoff.
     """
+
+    def __init__(self, message: str, *, after: float | None = None) -> None:
+        super().__init__(message)
+        self.after = after
 
 
 class DeliveryFailed(EngageError):

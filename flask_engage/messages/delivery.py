@@ -90,6 +90,10 @@ class Source:
 MAX_ATTEMPTS = 5
 
 
+#: Longest wait a receiver's ``Retry-After`` can ask for (seconds): a day.
+MAX_RETRY_AFTER = 86_400
+
+
 def retry_delay(attempts: int) -> timedelta:
     """Backoff before attempt ``attempts + 1``: 1, 4, 16, 64 minutes."""
     return timedelta(minutes=4 ** max(attempts - 1, 0))
@@ -427,7 +431,10 @@ def _outcome(
         log.warning("flask-engage: message %s not delivered: %s", message.id, exc)
         if attempts >= MAX_ATTEMPTS:
             return MessageStatus.FAILED, f"gave up after {attempts} attempts: {exc}", None, attempts
-        retry_at = max(attempt.started, due or attempt.started) + retry_delay(attempts)
+        wait = retry_delay(attempts)
+        if exc.after is not None:  # the receiver's Retry-After, within reason
+            wait = max(wait, timedelta(seconds=min(exc.after, MAX_RETRY_AFTER)))
+        retry_at = max(attempt.started, due or attempt.started) + wait
         return MessageStatus.QUEUED, str(exc), retry_at, attempts
     if isinstance(exc, DeliveryFailed):
         error = str(exc)
