@@ -11,18 +11,12 @@ import pytest
 from sqlalchemy import select
 
 from flask_engage.models import Automation
+from tests.conftest import ADMIN_TOKEN as TOKEN
 from tests.hostapp import db, engage
 
 ADMIN = "/engage/admin/automations"
-TOKEN = "trigger-token"
 STEPS = '[{"send": {"channel": "in_app", "body": "Hi"}}]'
 
-
-@pytest.fixture
-def admin(client):
-    with client.session_transaction() as session:
-        session["_engage_admin_csrf"] = TOKEN
-    return client
 
 
 @pytest.fixture

@@ -12,18 +12,12 @@ import pytest
 from sqlalchemy import select
 
 from flask_engage.models import Broadcast, CustomerList
+from tests.conftest import ADMIN_TOKEN as TOKEN
 from tests.hostapp import db, engage
 
 ADMIN = "/engage/admin"
 LISTS = f"{ADMIN}/lists"
-TOKEN = "lists-token"
 
-
-@pytest.fixture
-def admin(client):
-    with client.session_transaction() as session:
-        session["_engage_admin_csrf"] = TOKEN
-    return client
 
 
 @pytest.fixture
