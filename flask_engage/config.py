@@ -64,6 +64,9 @@ DEFAULTS: dict[str, Any] = {
     "ENGAGE_MAX_LIST_VALUES": 1000,
     #: Absolute base of links in messages; ``None``: ``SERVER_NAME`` + ``PREFERRED_URL_SCHEME``.
     "ENGAGE_BASE_URL": None,
+    #: SMTP connections one worker sends email over at once, each from a thread of its
+    #: own; a crash may resend one message per connection. 1: one connection, no thread.
+    "ENGAGE_SMTP_CONNECTIONS": 4,
     #: Seconds a worker holds claimed messages before another may take them over.
     "ENGAGE_SEND_LEASE": 300,
     #: Per-channel caps, e.g. ``{"email": (3, 86400)}``; ``None``: no cap.
@@ -109,6 +112,7 @@ POSITIVE_INTEGERS = (
     "ENGAGE_MAX_BATCH",
     "ENGAGE_MAX_LIST_VALUES",
     "ENGAGE_SEND_LEASE",
+    "ENGAGE_SMTP_CONNECTIONS",
     "ENGAGE_WEBHOOK_TIMEOUT",
     "ENGAGE_EVENT_RETENTION_BATCH",
 )

@@ -13,11 +13,11 @@ runs it once the outermost transaction has committed, and drops it on rollback.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from flask import Flask, current_app
 from sqlalchemy import Connection, CursorResult, Result, insert
@@ -67,6 +67,13 @@ def pending_work(session: Session) -> PendingWork:
     return work
 
 
+class AfterCommit(Protocol):
+    """What runs the work a committed transaction left (``operations.after_commit``)."""
+
+    def __call__(self, app: Flask, work: PendingWork, *, background: bool = False) -> None:
+        """``background``: the host's commit (its drain request may go from a thread)."""
+
+
 @dataclass
 class EngageState:
     """What Engage keeps per app."""
@@ -76,7 +83,7 @@ class EngageState:
     #: (kind, scope, name) -> last time ``last_seen`` was written by this process.
     seen_definitions: dict[tuple[str, str, str], datetime] = field(default_factory=dict)
     #: Called with the app and the :class:`PendingWork` of a committed transaction.
-    after_commit: Callable[[Flask, PendingWork], None] | None = None
+    after_commit: AfterCommit | None = None
     #: The default segment is known to exist.
     default_ready: bool = False
     #: Incremental evaluation's cached all-segments query (segments/membership.py).

@@ -30,7 +30,7 @@ from sqlalchemy import Result, event, select, tuple_
 from sqlalchemy.orm import Mapper, ORMExecuteState, Session, SessionTransaction
 
 from . import customers
-from .db import OWN, PENDING, PendingWork, get_state
+from .db import OWN, PENDING, PendingWork, get_state, this_app
 from .models import utcnow
 from .tracking import Collected, TrackedModel, collect_flush, spec_for, store
 
@@ -227,4 +227,4 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
         return
     state = get_state()
     if state.after_commit is not None:
-        state.after_commit(current_app._get_current_object(), work)  # type: ignore[attr-defined]
+        state.after_commit(this_app(), work, background=True)

@@ -5,8 +5,9 @@ A transaction that tracked data or wrote outbox rows leaves a
 transaction has committed. Operations of the Python API (``recompute``,
 ``send_broadcast``, ``run_due``, an admin's edit) commit their own work and then
 call :func:`finish`. Without ``ENGAGE_REDIS_URL`` (inline mode) the follow-up work
-runs here, in this process; with it, a drain job is queued for a worker. If Redis
-is down the work waits in the outbox for the schedule: the host never fails.
+runs here, in this process; with it, a drain job is queued for a worker (for the
+host's commits by the notifier thread, so a request never waits for Redis). If
+Redis is down the work waits in the outbox for the schedule: the host never fails.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from .models import Customer, Event
 from .segments.membership import Outcome
 
 
-def after_commit(app: Flask, work: PendingWork) -> None:
+def after_commit(app: Flask, work: PendingWork, *, background: bool = False) -> None:
     """Run what a committed transaction left: signals first, then its outbox rows.
 
-    Never raises: the host's commit is done, and the outbox keeps the work.
+    ``background``: the host's own commit, whose drain request goes to Redis from
+    the notifier thread. Never raises: the commit is done, and the outbox keeps the work.
     """
     with app.app_context():
         try:
@@ -37,13 +39,17 @@ def after_commit(app: Flask, work: PendingWork) -> None:
         except Exception:
             log.exception("flask-engage: a tracking signal receiver failed")
         if work.outbox:
-            dispatch()
+            dispatch(background=background)
 
 
-def dispatch() -> None:
-    """Outbox rows were committed: queue a drain, or do the work here (inline)."""
+def dispatch(*, background: bool = False) -> None:
+    """Outbox rows were committed: queue a drain (from the notifier thread when
+    ``background``), or do the work here (inline)."""
     if not queueing.is_inline():
-        queueing.request_drain(job_drain_outbox)
+        if background:
+            queueing.request_drain_soon(job_drain_outbox)
+        else:
+            queueing.request_drain(job_drain_outbox)
         return
     try:
         finish_here()

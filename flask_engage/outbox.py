@@ -8,6 +8,7 @@ Services add rows here; once the transaction has committed,
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import Connection, insert
 from sqlalchemy.orm import Session
@@ -16,11 +17,17 @@ from .db import pending_work
 from .models import OutboxItem, utcnow
 
 
+def outbox_rows(task: str, keys: Iterable[object]) -> list[dict[str, Any]]:
+    """The parameters of one outbox row per key (deduplicated)."""
+    now = utcnow()
+    return [{"task": task, "key": str(key), "created_at": now} for key in dict.fromkeys(keys)]
+
+
 def add_to_outbox(
     session: Session, task: str, keys: Iterable[object], conn: Connection | None = None
 ) -> None:
     """Write one outbox row per key (deduplicated) and flag the session for dispatch."""
-    rows = [{"task": task, "key": str(key), "created_at": utcnow()} for key in dict.fromkeys(keys)]
+    rows = outbox_rows(task, keys)
     if not rows:
         return
     (conn or session.connection()).execute(insert(OutboxItem.__table__), rows)

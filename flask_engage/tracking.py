@@ -9,25 +9,48 @@ names seen, and an ``evaluate`` outbox row per changed customer.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import re
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from flask import Flask, current_app
-from sqlalchemy import Connection, bindparam, inspect, select, update
+from sqlalchemy import (
+    ARRAY,
+    Connection,
+    String,
+    bindparam,
+    cast,
+    func,
+    insert,
+    inspect,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Mapper, Session
 
 from .db import get_state, host_session, insert_ignoring_conflicts, log, pending_work, this_app
 from .errors import ConfigurationError, ValidationError
-from .models import AttributeDefinition, Automation, Customer, Event, OutboxTask, utcnow
-from .outbox import add_to_outbox
+from .models import (
+    AttributeDefinition,
+    Automation,
+    Customer,
+    Event,
+    OutboxItem,
+    OutboxTask,
+    UTCDateTime,
+    utcnow,
+)
+from .outbox import add_to_outbox, outbox_rows
 from .values import check_name, normalize_mapping, normalize_value, parse_datetime, value_type
 
 try:  # optional: Flask-Login's current user is the default identity
@@ -53,13 +76,15 @@ class CustomerPatch:
 
     ``email``: None leaves it as it is, ``""`` removes it. ``restore``: an identify
     brings back a customer whose host row was deleted (``on_delete="keep"``); an
-    event alone does not.
+    event alone does not. ``new``: probably not stored yet (a new row of an identity
+    model), so it is inserted without looking it up first; only a hint.
     """
 
     email: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
     created_at: datetime | None = None
     restore: bool = True
+    new: bool = False
 
     def apply(self, current: Mapping[str, Any]) -> dict[str, Any]:
         merged = dict(current)
@@ -75,6 +100,7 @@ class CustomerPatch:
         self.email = other.email if other.email is not None else self.email
         self.created_at = other.created_at or self.created_at
         self.restore = self.restore or other.restore
+        self.new = self.new or other.new
 
 
 def current_identity() -> str | None:
@@ -102,6 +128,8 @@ def check_customer_id(value: Any, field: str = "id") -> str:
         raise ValidationError(f"{field}: customer id must not be empty", field=field)
     if len(text) > 255:
         raise ValidationError(f"{field}: customer id is longer than 255 characters", field=field)
+    if "\x00" in text:  # PostgreSQL cannot store it in text
+        raise ValidationError(f"{field}: customer id must not contain a NUL character", field=field)
     return text
 
 
@@ -129,17 +157,13 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def write_customers(
-    conn: Connection, patches: Mapping[str, CustomerPatch], now: datetime | None = None
-) -> dict[str, int]:
-    """Create or update customers by external id; return external id -> Customer.id.
+#: dialect name -> ``INSERT INTO engage_customers ... ON CONFLICT DO NOTHING RETURNING``.
+_customer_inserts: dict[str, Any] = {}
 
-    One SELECT per chunk, an INSERT for unknown ids, an UPDATE only for rows whose
-    stored values change.
-    """
-    now = now or utcnow()
+
+def _customer_columns() -> tuple[Any, ...]:
     table = Customer.__table__
-    columns = (
+    return (
         table.c.id,
         table.c.external_id,
         table.c.email,
@@ -147,36 +171,69 @@ def write_customers(
         table.c.created_at,
         table.c.deleted_at,
     )
+
+
+def _select_customers(conn: Connection, keys: Sequence[str]) -> dict[str, Any]:
+    """The stored rows of these external ids (those that exist)."""
+    query = select(*_customer_columns()).where(Customer.__table__.c.external_id.in_(keys))
+    return {row.external_id: row for row in conn.execute(query)}
+
+
+def _insert_customers(
+    conn: Connection, keys: Sequence[str], patches: Mapping[str, CustomerPatch], now: datetime
+) -> dict[str, int]:
+    """Insert customers for these external ids from their patches; external id -> id
+    of those inserted (an id that exists already, or was inserted concurrently, is
+    left out)."""
+    dialect = conn.dialect.name
+    if dialect not in _customer_inserts:
+        table = Customer.__table__
+        _customer_inserts[dialect] = insert_ignoring_conflicts(
+            conn, table, ["external_id"]
+        ).returning(table.c.external_id, table.c.id)
+    inserted = conn.execute(
+        _customer_inserts[dialect],
+        _params(
+            [
+                {
+                    "external_id": key,
+                    "email": patches[key].email or None,
+                    "attributes": patches[key].apply({}),
+                    "created_at": patches[key].created_at or now,
+                    "updated_at": now,
+                }
+                for key in keys
+            ]
+        ),
+    )
+    return {external_id: id_ for external_id, id_ in inserted}
+
+
+def write_customers(
+    conn: Connection, patches: Mapping[str, CustomerPatch], now: datetime | None = None
+) -> dict[str, int]:
+    """Create or update customers by external id; return external id -> Customer.id.
+
+    Per chunk: an INSERT for the patches that say ``new`` (no SELECT first), one
+    SELECT for the others, an INSERT for the unknown ones, and an UPDATE only for
+    stored rows whose values change (an inserted row holds its patch already).
+    """
+    now = now or utcnow()
+    table = Customer.__table__
     ids: dict[str, int] = {}
     updates: list[dict[str, Any]] = []
     for keys in _chunks(list(patches)):
-        found = {
-            row.external_id: row
-            for row in conn.execute(select(*columns).where(table.c.external_id.in_(keys)))
-        }
-        missing = [key for key in keys if key not in found]
+        new = [key for key in keys if patches[key].new]
+        inserted = _insert_customers(conn, new, patches, now) if new else {}
+        rest = [key for key in keys if key not in inserted]
+        found = _select_customers(conn, rest) if rest else {}
+        missing = [key for key in rest if key not in found]
         if missing:
-            inserted = conn.execute(
-                insert_ignoring_conflicts(conn, table, ["external_id"]).returning(*columns),
-                _params(
-                    [
-                        {
-                            "external_id": key,
-                            "email": patches[key].email or None,
-                            "attributes": patches[key].apply({}),
-                            "created_at": patches[key].created_at or now,
-                            "updated_at": now,
-                        }
-                        for key in missing
-                    ]
-                ),
-            )
-            for row in inserted:
-                found[row.external_id] = row
-            raced = [key for key in missing if key not in found]  # inserted concurrently
+            inserted.update(_insert_customers(conn, missing, patches, now))
+            raced = [key for key in missing if key not in inserted]  # inserted concurrently
             if raced:
-                for row in conn.execute(select(*columns).where(table.c.external_id.in_(raced))):
-                    found[row.external_id] = row
+                found.update(_select_customers(conn, raced))
+        ids.update(inserted)
         for key, row in found.items():
             patch = patches[key]
             ids[key] = row.id
@@ -213,27 +270,78 @@ def write_customers(
             ),
             updates,
         )
+    _record_attributes(conn, patches, now)
+    return ids
+
+
+def _record_attributes(
+    conn: Connection, patches: Mapping[str, CustomerPatch], now: datetime
+) -> None:
     types = {
         name: value_type(value)
         for patch in patches.values()
         for name, value in patch.attributes.items()
     }
     record_definitions(conn, "attribute", "", types, now)
-    return ids
+
+
+@functools.cache
+def _event_with_outbox() -> Any:
+    """PostgreSQL: ``WITH (INSERT INTO outbox SELECT ... unnest(keys)) INSERT INTO
+    events ... RETURNING id``: one statement, built once, its compiled form cached
+    (any number of keys binds as one array)."""
+    keys = select(
+        bindparam("outbox_task", type_=String),
+        func.unnest(bindparam("outbox_keys", type_=ARRAY(String))),
+        bindparam("outbox_at", type_=UTCDateTime),
+        literal(0),
+    )
+    columns = ["task", "key", "created_at", "attempts"]
+    rows = insert(OutboxItem.__table__).from_select(columns, keys)
+    events = Event.__table__
+    return events.insert().returning(events.c.id).add_cte(rows.cte("engage_outbox_rows"))
 
 
 def write_events(
-    conn: Connection, rows: Sequence[dict[str, Any]], now: datetime | None = None
+    conn: Connection,
+    rows: Sequence[dict[str, Any]],
+    now: datetime | None = None,
+    evaluate: Collection[int] = (),
 ) -> list[int]:
-    """Insert events (``customer_id``, ``name``, ``properties``, ``occurred_at``); return ids."""
+    """Insert events (``customer_id``, ``name``, ``properties``, ``occurred_at``); return ids.
+
+    ``evaluate``: customer ids to queue for segment evaluation (``evaluate`` outbox
+    rows) in the same transaction. On PostgreSQL a single event carries them in
+    its INSERT (a CTE): a tracked request pays one round trip for both.
+    """
     now = now or utcnow()
     ids: list[int] = []
     table = Event.__table__
+    queued = False
     for chunk in _chunks(rows):
-        result = conn.execute(
-            table.insert().returning(table.c.id, sort_by_parameter_order=True), _params(chunk)
-        )
-        ids.extend(result.scalars())
+        params = _params(chunk)
+        postgres = conn.dialect.name == "postgresql"
+        if evaluate and not queued and postgres and isinstance(params, dict):
+            statement, params = (
+                _event_with_outbox(),
+                {
+                    **params,
+                    "outbox_task": OutboxTask.EVALUATE.value,
+                    "outbox_keys": [str(key) for key in dict.fromkeys(evaluate)],
+                    "outbox_at": now,
+                },
+            )
+            queued = True
+        else:
+            statement = table.insert().returning(table.c.id, sort_by_parameter_order=True)
+        ids.extend(conn.execute(statement, params).scalars())
+    if evaluate and not queued:
+        conn.execute(insert(OutboxItem.__table__), outbox_rows(OutboxTask.EVALUATE, evaluate))
+    _record_events(conn, rows, now)
+    return ids
+
+
+def _record_events(conn: Connection, rows: Sequence[dict[str, Any]], now: datetime) -> None:
     record_definitions(conn, "event", "", {row["name"]: "event" for row in rows}, now)
     for name in {row["name"] for row in rows}:
         types = {
@@ -243,7 +351,87 @@ def write_events(
             for k, v in row["properties"].items()
         }
         record_definitions(conn, "property", name, types, now)
-    return ids
+
+
+@functools.cache
+def _signup_statement() -> Any:
+    """PostgreSQL, a new customer with one event in one statement: the customer's
+    INSERT (nothing on a conflict), its ``evaluate`` outbox row and the event, each
+    from the customer the first one returned; no row comes back when it existed."""
+    customers, events = Customer.__table__, Event.__table__
+    customer = (
+        postgresql.insert(customers)
+        .values(
+            external_id=bindparam("new_external_id", type_=customers.c.external_id.type),
+            email=bindparam("new_email", type_=customers.c.email.type),
+            attributes=bindparam("new_attributes", type_=customers.c.attributes.type),
+            created_at=bindparam("new_created_at", type_=UTCDateTime),
+            updated_at=bindparam("new_updated_at", type_=UTCDateTime),
+        )
+        .on_conflict_do_nothing(index_elements=["external_id"])
+        .returning(customers.c.id)
+        .cte("engage_new_customer")
+    )
+    queued = insert(OutboxItem.__table__).from_select(
+        ["task", "key", "created_at", "attempts"],
+        select(
+            bindparam("outbox_task", type_=String),
+            cast(customer.c.id, String),
+            bindparam("new_updated_at", type_=UTCDateTime),
+            literal(0),
+        ),
+    )
+    event = select(
+        customer.c.id,
+        bindparam("event_name", type_=events.c.name.type),
+        bindparam("event_properties", type_=events.c.properties.type),
+        bindparam("event_occurred_at", type_=UTCDateTime),
+    )
+    return (
+        insert(events)
+        .from_select(["customer_id", "name", "properties", "occurred_at"], event)
+        .returning(events.c.customer_id, events.c.id)
+        .add_cte(queued.cte("engage_outbox_rows"))
+    )
+
+
+def _write_signup(
+    conn: Connection,
+    patches: Mapping[str, CustomerPatch],
+    events: Sequence[TrackItem],
+    now: datetime,
+) -> tuple[dict[str, int], list[int]] | None:
+    """A new row of an identity model with its one event (a sign-up) on PostgreSQL:
+    customer, event and ``evaluate`` outbox row in one statement. None (nothing
+    written) when this is not that case or the customer exists: the general path."""
+    if conn.dialect.name != "postgresql" or len(patches) != 1 or len(events) != 1:
+        return None
+    ((external_id, patch),) = patches.items()  # the event's customer: the only one
+    _, name, properties, occurred_at = events[0]
+    if not patch.new:
+        return None
+    row = conn.execute(
+        _signup_statement(),
+        {
+            "new_external_id": external_id,
+            "new_email": patch.email or None,
+            "new_attributes": patch.apply({}),
+            "new_created_at": patch.created_at or now,
+            "new_updated_at": now,
+            "outbox_task": OutboxTask.EVALUATE.value,
+            "event_name": name,
+            "event_properties": properties,
+            "event_occurred_at": occurred_at,
+        },
+    ).first()
+    if row is None:
+        return None
+    customer_id, event_id = row
+    _record_attributes(conn, patches, now)
+    _record_events(
+        conn, [{"customer_id": customer_id, "name": name, "properties": properties}], now
+    )
+    return {external_id: customer_id}, [event_id]
 
 
 def record_definitions(
@@ -307,6 +495,31 @@ def forget_watched_events() -> None:
     _watched.pop(this_app(), None)
 
 
+def _write_customers_and_events(
+    conn: Connection,
+    patches: Mapping[str, CustomerPatch],
+    events: Sequence[TrackItem],
+    now: datetime,
+) -> tuple[dict[str, int], list[int]]:
+    """Customers, events and their ``evaluate`` outbox rows, in a few set-based statements."""
+    ids = write_customers(conn, patches, now)
+    evaluate = list(ids.values())
+    if not events:
+        if evaluate:
+            conn.execute(insert(OutboxItem.__table__), outbox_rows(OutboxTask.EVALUATE, evaluate))
+        return ids, []
+    rows = [
+        {
+            "customer_id": ids[external_id],
+            "name": name,
+            "properties": properties,
+            "occurred_at": occurred_at,
+        }
+        for external_id, name, properties, occurred_at in events
+    ]
+    return ids, write_events(conn, rows, now, evaluate=evaluate)
+
+
 def store(
     session: Session,
     patches: Mapping[str, CustomerPatch],
@@ -325,29 +538,16 @@ def store(
     all_patches = dict(patches)
     for external_id, *_ in events:
         all_patches.setdefault(external_id, CustomerPatch(restore=False))
-    ids = write_customers(conn, all_patches, now)
-    event_ids = (
-        write_events(
-            conn,
-            [
-                {
-                    "customer_id": ids[external_id],
-                    "name": name,
-                    "properties": properties,
-                    "occurred_at": occurred_at,
-                }
-                for external_id, name, properties, occurred_at in events
-            ],
-            now,
-        )
-        if events
-        else []
-    )
-    add_to_outbox(session, OutboxTask.EVALUATE, ids.values(), conn=conn)
+    signup = _write_signup(conn, all_patches, events, now)
+    if signup is not None:
+        ids, event_ids = signup
+    else:
+        ids, event_ids = _write_customers_and_events(conn, all_patches, events, now)
     if events and (watched := watched_events(conn)):
         reacting = [i for i, item in zip(event_ids, events, strict=True) if item[1] in watched]
         add_to_outbox(session, OutboxTask.EVENT, reacting, conn=conn)
     work = pending_work(session)
+    work.outbox |= bool(ids)
     work.customer_ids.update(ids[key] for key in patches)
     work.event_ids.extend(event_ids)
     return ids, event_ids
@@ -697,6 +897,7 @@ class Collected:
         if (external_id := spec.customer_of(instance, self.notes)) is None:
             return
         patch = spec.patch(instance, None, self.notes) or CustomerPatch(restore=spec.identity)
+        patch.new = spec.identity  # a new row of an identity model: most likely a new customer
         self._patch(external_id, patch)
         if "created" in spec.events:
             properties = spec.event_properties(instance, self.notes)

@@ -103,6 +103,18 @@ def queue_name():
         clean_queue(name)
 
 
+#: The CSRF token the ``admin`` fixture's client carries (forms post it as ``csrf_token``).
+ADMIN_TOKEN = "admin-test-token"
+
+
+@pytest.fixture
+def admin(client):
+    """A test client of the admin, carrying its CSRF token (:data:`ADMIN_TOKEN`)."""
+    with client.session_transaction() as session:
+        session["_engage_admin_csrf"] = ADMIN_TOKEN
+    return client
+
+
 @pytest.fixture(params=DATABASES)
 def db_kind(request) -> str:
     return request.param

@@ -5,8 +5,8 @@ Usage:
       recompute one segment; MARKER is created when the first membership row is
       being written, i.e. in the middle of the recompute's transaction.
   python tests/fault_worker.py run_due DATABASE_URL NOW SMTP_PORT LEASE
-      ``run_due(NOW)`` with real SMTP delivery, in batches of 10, with a send lease
-      of LEASE seconds.
+      ``run_due(NOW)`` with real SMTP delivery over one connection, in batches of 10,
+      with a send lease of LEASE seconds.
   python tests/fault_worker.py worker DATABASE_URL REDIS_URL QUEUE INTERVAL
       ``flask engage worker`` (not burst): RQ on QUEUE and a schedule tick every
       INTERVAL seconds, until killed.
@@ -37,8 +37,9 @@ def recompute(url: str, segment: str, marker: Path) -> None:
 
 
 def run_due(url: str, now: str, port: int, lease: int) -> None:
+    # one SMTP connection: one message in flight (test_smtp kills workers with several)
     app = create_app(url, MAIL_SERVER="127.0.0.1", MAIL_PORT=port, MAIL_SUPPRESS_SEND=False,
-                     ENGAGE_BATCH_SIZE=10, ENGAGE_SEND_LEASE=lease)
+                     ENGAGE_BATCH_SIZE=10, ENGAGE_SEND_LEASE=lease, ENGAGE_SMTP_CONNECTIONS=1)
     app.testing = False  # a production worker
     with app.app_context():
         engage.run_due(datetime.fromisoformat(now))

@@ -14,12 +14,13 @@ from tests.hostapp import Order, User, db, engage
 
 ADMIN = "/engage/admin"
 TOKEN = "test-token-123"
-ID_ARGS = ("customer_id", "segment_id", "broadcast_id", "automation_id")
+ID_ARGS = ("customer_id", "segment_id", "broadcast_id", "automation_id", "list_id")
 
 
 @pytest.fixture
 def data(app):
-    """One customer with an order, a segment, a draft broadcast and an automation."""
+    """One customer with an order, a segment, a draft broadcast, an automation and a
+    public list the customer is on."""
     user = User(id=1, email="ada@example.com", plan="pro", city="Lagos")
     db.session.add(user)
     db.session.flush()
@@ -32,8 +33,12 @@ def data(app):
     automation = engage.create_automation(
         "Welcome", trigger={"joins": segment}, steps=[{"send": {"channel": "in_app", "body": "Hi"}}]
     )
+    customer_list = engage.create_list("Newsletter", public=True)
+    engage.add_to_list(customer_list, 1)
+    db.session.commit()
     customer_id = db.session.scalar(text("SELECT id FROM engage_customers WHERE external_id = '1'"))
     return {
+        "list_id": customer_list.id,
         "customer_id": customer_id,
         "segment_id": segment.id,
         "broadcast_id": broadcast.id,
@@ -113,7 +118,7 @@ def test_access_callable_decides(app, data, client):
             response = client.get(url)
             assert response.status_code == 200, (url, response.status_code)
     page = client.get(f"{ADMIN}/").get_data(as_text=True)
-    for name in ("Customers", "Segments", "Broadcasts", "Automations", "Dashboard"):
+    for name in ("Customers", "Segments", "Lists", "Broadcasts", "Automations", "Dashboard"):
         assert f"{name}</a>" in page
 
 

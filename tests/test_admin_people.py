@@ -8,17 +8,11 @@ import re
 
 import pytest
 
+from tests.conftest import ADMIN_TOKEN as TOKEN
 from tests.hostapp import db, engage
 
 ADMIN = "/engage/admin"
-TOKEN = "people-token"
 
-
-@pytest.fixture
-def admin(client):
-    with client.session_transaction() as session:
-        session["_engage_admin_csrf"] = TOKEN
-    return client
 
 
 @pytest.fixture

@@ -22,21 +22,14 @@ from flask_engage.models import (
     SchedulerState,
     utcnow,
 )
+from tests.conftest import ADMIN_TOKEN as TOKEN
 from tests.hostapp import User, db, engage
 
 ADMIN = "/engage/admin"
-TOKEN = "safe-sending-token"
 PRO = {"attribute": "plan", "op": "eq", "value": "pro"}
 PRO_IN_LAGOS = {"all": [PRO, {"attribute": "city", "op": "eq", "value": "Lagos"}]}
 GOODBYE = [{"send": {"channel": "in_app", "body": "Sorry to see you leave Pro"}}]
 
-
-@pytest.fixture
-def admin(client):
-    """A client carrying the admin's CSRF token."""
-    with client.session_transaction() as session:
-        session["_engage_admin_csrf"] = TOKEN
-    return client
 
 
 @pytest.fixture

@@ -90,3 +90,11 @@ def test_custom_columns_and_missing_id_column(app, session, tmp_path):
     result = app.test_cli_runner().invoke(args=["engage", "import", str(path)])
     assert result.exit_code != 0
     assert "id: no such column in the CSV header" in result.output
+
+
+def test_a_nul_in_an_id_is_a_row_error_on_both_databases(app, session, tmp_path):
+    path = write_csv(tmp_path, "id,plan\nc-\x009,pro\n7,free\n")
+    result = app.test_cli_runner().invoke(args=["engage", "import", str(path)])
+    assert result.exit_code == 1, result.output
+    assert "line 2: id: customer id must not contain a NUL character" in result.stderr
+    assert sorted(customers(session)) == ["7"]

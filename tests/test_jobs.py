@@ -60,6 +60,7 @@ def test_tracked_change_updates_membership_after_commit(app, session, mode):
     session.add(user)
     session.commit()
     if mode == "redis":
+        assert jobs.dispatch.wait_for_notifications()  # the request did not wait for Redis
         queue = jobs.get_queue()
         assert [j.func_name for j in queue.jobs] == ["flask_engage.jobs.rqjobs.job_drain_outbox"]
         assert member_ids(pro) == []
@@ -86,6 +87,7 @@ def test_redis_down_commits_succeed_and_a_worker_catches_up(app, session, caplog
         for user in User.query.filter(User.id <= 10):
             user.city = "Lagos"  # a second change for some customers
         session.commit()
+        assert jobs.dispatch.wait_for_notifications()  # the notifier thread tried Redis
     took = time.perf_counter() - started
     assert took < 5, f"30 commits with Redis down took {took:.1f}s"
     warnings = [r for r in caplog.records if "could not reach Redis" in r.getMessage()]

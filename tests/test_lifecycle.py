@@ -153,6 +153,8 @@ def test_keep_takes_the_customer_out_of_every_segment_and_send_until_identified(
     assert kept.deleted_at is not None and kept.email == "nine@example.com"  # history stays
     assert members("all") == members("active") == ["partner:8"]
     assert engage.count({"all": []}) == 1
+    today = engage.segment_history("active", days=1)[-1]
+    assert (today.members, today.total, today.percent) == (1, 1, 100.0)  # of those evaluated
     engage.recompute()  # a full recompute does not bring them back
     assert members("all") == ["partner:8"]
     with app.extensions["mail"].record_messages() as sent:

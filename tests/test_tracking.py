@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from flask_engage.errors import ValidationError
-from flask_engage.models import AttributeDefinition, Customer, Event
+from flask_engage.models import AttributeDefinition, Customer, Event, OutboxItem
 from tests.hostapp import Order, User, db, engage
 
 
@@ -54,6 +54,50 @@ def test_update_of_untracked_column_writes_nothing(app):
     assert (
         db.session.scalar(select(Customer.updated_at).where(Customer.external_id == "1")) == before
     )
+
+
+def test_host_row_of_a_known_customer_updates_it_without_a_duplicate(app):
+    """A new User row inserts its customer without looking first; when the customer
+    exists already (identified before the row was created), it is updated instead."""
+    created = datetime(2020, 1, 1, tzinfo=UTC)
+    engage.identify(9, email="old@example.com", vip=True, created_at=created)
+    db.session.commit()
+    db.session.add(User(id=9, email="ada@example.com", plan="pro"))
+    db.session.commit()
+    rows = db.session.scalars(select(Customer).where(Customer.external_id == "9")).all()
+    assert len(rows) == 1
+    db.session.refresh(rows[0])
+    assert rows[0].email == "ada@example.com"
+    assert rows[0].attributes == {"vip": True, "plan": "pro"}  # no city: nothing stored
+    assert rows[0].created_at == created
+    assert [e.name for e in events_of("9")] == ["Signed up"]
+
+
+def test_tracked_rows_queue_their_customers_in_the_host_transaction(app):
+    """Events and their ``evaluate`` outbox rows (one statement on PostgreSQL for a
+    single event) are written in the host's transaction and go with its rollback."""
+    db.session.add_all([User(id=1, email="a@example.com"), User(id=2, email="b@example.com")])
+    db.session.commit()
+    ids = {key: id_ for key, id_ in db.session.execute(select(Customer.external_id, Customer.id))}
+
+    def queued() -> list[str]:
+        return list(db.session.scalars(select(OutboxItem.key).order_by(OutboxItem.id)))
+
+    assert queued() == []  # inline: done after the commit
+    db.session.add(Order(user_id=1, amount=Decimal("5")))
+    db.session.flush()
+    assert queued() == [str(ids["1"])]
+    db.session.add_all([Order(user_id=2, amount=Decimal("1")), Order(user_id=1, amount=1)])
+    db.session.flush()
+    assert sorted(queued()) == sorted([str(ids["1"]), str(ids["1"]), str(ids["2"])])
+    db.session.rollback()
+    assert queued() == []
+    assert [e.name for e in events_of("1")] == ["Signed up"]
+    db.session.add(Order(user_id=2, amount=Decimal("7")))
+    db.session.commit()
+    assert queued() == []
+    assert [e.name for e in events_of("2")] == ["Signed up", "Purchase"]
+    assert engage.count({"event": "Purchase", "count": {"op": "gte", "value": 1}}) == 1
 
 
 def test_order_insert_records_purchase_with_amount(app):

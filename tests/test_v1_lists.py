@@ -195,3 +195,37 @@ def test_lists_errors_are_engage_shaped_and_name_the_field(api):
         assert answer.json()["error"].startswith(message), (path, body, answer.json())
     assert [item["title"] for item in http.get(f"{api}/lists").json()["data"]] == ["News"]
     assert on_list("news") == []
+
+
+def test_users_api_subscribes_to_lists_in_the_same_transaction(api):
+    http = requests.Session()
+    http.auth = AUTH
+    engage.create_list("Waitlist")
+    beta = engage.create_list("Beta testers")
+    db.session.commit()
+
+    answer = http.put(f"{api}/users/u1", json={"email": "u1@example.com", "lists": ["waitlist"]})
+    assert answer.status_code == 200, answer.text
+    assert "lists" not in answer.json().get("attributes", {}), "not an attribute any more"
+    assert on_list("waitlist") == ["u1"]
+
+    # one unknown list: 400 naming it, and neither the profile nor the other list changes
+    refused = http.put(
+        f"{api}/users/u1",
+        json={"first_name": "Ada", "lists": [str(beta.id), "no-such-list"]},
+    )
+    assert refused.status_code == 400
+    assert refused.json()["error"].startswith("lists[1]: no list 'no-such-list'")
+    db.session.expire_all()
+    assert "first_name" not in engage.get_customer("u1").attributes
+    assert on_list("beta-testers") == []
+
+    added = http.post(f"{api}/users/u1/lists", json={"lists": [beta.id, "waitlist"]})
+    assert added.status_code == 200, added.text
+    assert on_list("beta-testers") == ["u1"] and on_list("waitlist") == ["u1"]
+    assert http.post(f"{api}/users/nobody/lists", json={"lists": ["waitlist"]}).status_code == 404
+    assert http.post(f"{api}/users/u1/lists", json={"lists": "waitlist"}).status_code == 400
+
+    removed = http.delete(f"{api}/users/u1/lists/waitlist")
+    assert removed.status_code == 200 and on_list("waitlist") == []
+    assert requests.post(f"{api}/users/u1/lists", json={"lists": ["waitlist"]}).status_code == 401

@@ -12,13 +12,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from sqlalchemy import func, select
 
-from flask_engage.channels.webhook import send_test_request
+from flask_engage.channels.webhook import retry_after, send_test_request
 from flask_engage.errors import ConfigurationError, InvalidAutomation, ValidationError
 from flask_engage.models import Automation, Broadcast, Message, utcnow
 from tests.fakedns import FakeDNS
@@ -56,6 +57,8 @@ class Receiver:
         self.effects: list[str] = []
         self.connections = 0
         self.answer: Answer = lambda request, attempt: (200, 0, b"ok")
+        #: A Retry-After header sent with 429 and 503 answers, when set.
+        self.retry_after: str | None = None
         self.lock = threading.Lock()
         receiver = self
 
@@ -81,6 +84,8 @@ class Receiver:
                     self.send_response(status)
                     if status in (301, 302, 307, 308):
                         self.send_header("Location", "/elsewhere")
+                    if status in (429, 503) and receiver.retry_after is not None:
+                        self.send_header("Retry-After", receiver.retry_after)
                     if body is DRIP:
                         self.send_header("Transfer-Encoding", "chunked")
                         self.end_headers()
@@ -541,3 +546,37 @@ def test_send_test_request_reports_status_and_latency(app, receiver):
 
     with pytest.raises(ValidationError):
         send_test_request("ftp://example.com/", body)
+
+
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+def test_a_receivers_retry_after_is_honoured(app, receiver, form):
+    # 429 with "come back in an hour": the usual 1-minute backoff would be too soon
+    later = utcnow() + timedelta(hours=1)
+    receiver.retry_after = "3600" if form == "seconds" else format_datetime(later, usegmt=True)
+    receiver.answer = lambda request, attempt: (429, 0, b"") if attempt == 1 else (200, 0, b"ok")
+    engage.identify("a")
+    db.session.commit()
+    engage.send_broadcast(webhook_broadcast(receiver.url + "/hook"))
+    message = messages()["a"]
+    assert message.status == "queued" and message.error.startswith("webhook answered 429")
+    assert "Retry-After" in message.error
+    now = utcnow()
+    engage.run_due(now + timedelta(minutes=30))  # past the backoff, not past Retry-After
+    assert len(receiver.received) == 1
+    engage.run_due(now + timedelta(hours=1, minutes=1))
+    assert len(receiver.received) == 2 and messages()["a"].status == "sent"
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("120", 120.0), (" 7 ", 7.0), ("soon", None), ("", None), ("-5", None), ("1e9", None)],
+)
+def test_retry_after_values(value, seconds):
+    assert retry_after(value) == seconds
+
+
+def test_a_retry_after_in_the_past_or_far_future_stays_within_reason():
+    now = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    assert retry_after("Sun, 29 Nov 2026 11:00:00 GMT", now) == 0.0
+    assert retry_after("Sun, 29 Nov 2026 12:10:00 GMT", now) == 600.0
+    assert retry_after("99999999999999999999") == 10.0**9  # capped here, a day at send

@@ -1,5 +1,5 @@
-"""The admin panel (Flask-Admin): dashboard, customers, segment builder, broadcasts,
-automations; one module per view, reads in the services, plain words for people.
+"""The admin panel (Flask-Admin): dashboard, customers, segment builder, lists,
+broadcasts, automations; one module per view, reads in the services, plain words for people.
 
 When the host already has a Flask-Admin ``Admin`` on the app (``app.extensions["admin"]``)
 when ``engage.init_app`` runs, Engage adds its views to it; otherwise Engage creates
@@ -23,6 +23,7 @@ from .automations import AutomationsView
 from .broadcasts import BroadcastsView
 from .customers import CustomersView
 from .dashboard import DashboardIndexView, DashboardView
+from .lists import ListsView
 from .security import csrf_token
 from .segments import SegmentsView
 from .words import channel_label, dejargon, explain, plain, status_colour, who
@@ -87,6 +88,7 @@ def init_admin(app: Flask) -> None:
     admin.add_view(
         SegmentsView(name="Segments", endpoint="engage_segments", url=f"{prefix}/segments")
     )
+    admin.add_view(ListsView(name="Lists", endpoint="engage_lists", url=f"{prefix}/lists"))
     admin.add_view(
         BroadcastsView(name="Broadcasts", endpoint="engage_broadcasts", url=f"{prefix}/broadcasts")
     )

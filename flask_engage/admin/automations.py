@@ -1,6 +1,6 @@
 """Automations: a visual editor (trigger, then steps as forms: waits, conditions with the
 segment builder, sends with their channel's fields, a preview and a test), the JSON for
-power users, and each automation's runs and messages."""
+power users, and each automation's runs, messages and their outcomes per step."""
 
 from __future__ import annotations
 
@@ -19,18 +19,40 @@ from ..channels.webhook import WebhookChannel, send_test_request
 from ..customers import find_customer
 from ..db import host_session
 from ..errors import EngageError, ValidationError
+from ..lists.service import all_lists
 from ..messages.compose import compose
 from ..models import Automation, Customer, CustomerList, Segment
 from ..segments.browse import all_segments, first_member, names
 from .base import SMALL_ID, EngageView, engage, payload
 from .broadcasts import channels_data
-from .forms import AutomationForm
+from .charts import CHART_DAYS, engagement_chart
+from .forms import AutomationForm, parse_json
 from .paging import keyset
-from .segments import parse_json
 from .words import STEP_LABELS, explain, plain, who
 
 #: What a new automation starts with.
 FIRST_STEPS: list[dict[str, Any]] = [{"wait": {"days": 1}}]
+
+
+def step_rows(steps: list[dict[str, Any]], stats: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every step of an automation, nested steps included (from ``automation_stats``'s
+    outline), with its messages by status and its outcomes (send steps). Top-level
+    steps also carry their stored form (``step``) and technical ``code``."""
+    top = iter(steps)
+    rows = []
+    for entry in stats["steps"]:
+        step = next(top) if entry["depth"] == 0 else None
+        rows.append(
+            {
+                **entry,
+                "text": describe_step(step) if step else entry["description"],
+                "code": step_code(step) if step else None,
+                "stored": step,
+                "messages": stats["messages_by_step"].get(entry["step"]) or {},
+                "outcomes": stats["outcomes_by_step"].get(entry["step"]),
+            }
+        )
+    return rows
 
 
 def step_code(step: dict[str, Any]) -> str:
@@ -105,37 +127,27 @@ class AutomationsView(EngageView):
 
     @expose("/new", methods=("GET", "POST"))
     def new(self) -> Any:
-        segments = all_segments(host_session())
+        segments, lists = all_segments(host_session()), all_lists(host_session(), archived=True)
         if request.method == "GET":
-            form = AutomationForm(segments=segments, data={"active": True})
+            form = AutomationForm(segments=segments, lists=lists, data={"active": True})
             return self._editor(None, form)
-        return self._save(None, AutomationForm(request.form, segments=segments))
+        return self._save(None, AutomationForm(request.form, segments=segments, lists=lists))
 
     @expose(f"/<{SMALL_ID}:automation_id>/edit", methods=("GET", "POST"))
     def edit(self, automation_id: int) -> Any:
         automation = self._get(automation_id)
-        segments = all_segments(host_session())
+        segments, lists = all_segments(host_session()), all_lists(host_session(), archived=True)
         if request.method == "GET":
-            form = AutomationForm(
-                segments=segments,
-                data={
-                    "name": automation.name,
-                    "trigger_kind": automation.trigger_kind,
-                    "segment": automation.trigger_segment_id,
-                    "active": automation.active,
-                    "reentry": automation.reentry,
-                    "exit_on_leave": automation.exit_on_leave,
-                },
-            )
-            return self._editor(automation, form)
-        return self._save(automation, AutomationForm(request.form, segments=segments))
+            return self._editor(automation, AutomationForm.of(automation, segments, lists))
+        form = AutomationForm(request.form, segments=segments, lists=lists)
+        return self._save(automation, form)
 
     def _save(self, automation: Automation | None, form: AutomationForm) -> Any:
         try:
             form.check()
             steps = parse_json(form.steps.data or "", "steps")
             fields = {
-                "trigger": {form.trigger_kind.data: form.segment.data},
+                "trigger": form.trigger(),
                 "steps": steps,
                 "active": bool(form.active.data),
                 "reentry": bool(form.reentry.data),
@@ -245,16 +257,21 @@ class AutomationsView(EngageView):
             if automation.trigger_list_id is not None
             else None
         )
+        stats = engage().automation_stats(automation.id)
+        sent = stats["outcomes_by_step"]
         return self.render(
             "engage_admin/automation.html",
             automation=automation,
             segment=segment,
             trigger_list=trigger_list,
-            steps=[
-                {"text": describe_step(step), "code": step_code(step), "step": step}
-                for step in automation.steps
-            ],
-            stats=engage().automation_stats(automation.id),
+            steps=step_rows(automation.steps, stats),
+            stats=stats,
+            engagement_chart=engagement_chart(
+                engage().engagement_by_day(automation=automation.id, days=CHART_DAYS)
+            )
+            if any(outcome["sent"] for outcome in sent.values())
+            else None,
+            chart_days=CHART_DAYS,
             steps_json=json.dumps(automation.steps, indent=2),
         )
 

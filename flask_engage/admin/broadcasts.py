@@ -19,6 +19,7 @@ from ..channels.webhook import WebhookChannel
 from ..customers import find_customer
 from ..db import host_session
 from ..errors import EngageError, ValidationError
+from ..lists.service import all_lists, subscriber_counts
 from ..messages.audience import (
     Estimate,
     RenderFailure,
@@ -32,9 +33,10 @@ from ..messages.audience import (
     sample,
 )
 from ..messages.compose import compose
-from ..models import Broadcast, BroadcastStatus, Customer, Message, utcnow
+from ..models import Broadcast, BroadcastStatus, Customer, CustomerList, Message, utcnow
 from ..segments.browse import all_segments
 from .base import SMALL_ID, EngageView, engage, payload
+from .charts import CHART_DAYS, engagement_chart
 from .forms import BroadcastForm, local_time
 from .paging import keyset
 from .security import wants_json
@@ -120,6 +122,27 @@ def estimate_json(found: Estimate) -> dict[str, Any]:
     }
 
 
+def audience_lists() -> list[tuple[CustomerList, int]]:
+    """The open lists a broadcast may go to, with their subscribers, for the form."""
+    session = host_session()
+    lists = all_lists(session)
+    counts = subscriber_counts(session, [found.id for found in lists])
+    return [(found, counts.get(found.id, 0)) for found in lists]
+
+
+def audience_words(segment_ids: list[int], list_ids: list[int]) -> str:
+    """Where a broadcast's customers are, in words: "in its segments", "on its lists"..."""
+    if not list_ids:
+        return "in its segments"
+    return "in its segments and lists" if segment_ids else "on its lists"
+
+
+def wanted_id(name: str) -> list[int]:
+    """A segment or list to preselect from the query string (``?segment=3``)."""
+    wanted = request.args.get(name, "")
+    return [int(wanted)] if wanted.isdigit() and len(wanted) < 10 else []
+
+
 class BroadcastsView(EngageView):
     """Broadcasts: compose, edit, preview, test, check, send or schedule, cancel, progress."""
 
@@ -157,14 +180,14 @@ class BroadcastsView(EngageView):
 
     @expose("/new", methods=("GET", "POST"))
     def new(self) -> Any:
-        segments = all_segments(host_session())
+        segments, lists = all_segments(host_session()), audience_lists()
         if request.method == "GET":
-            form = BroadcastForm(segments=segments)
-            wanted = request.args.get("segment", "")
-            form.segments.data = [int(wanted)] if wanted.isdigit() and len(wanted) < 10 else []
+            form = BroadcastForm(segments=segments, lists=lists)
+            form.segments.data = wanted_id("segment")
+            form.lists.data = wanted_id("list")
             form.channel.data = all_channels()[0].name
             return self._form_page(form, None)
-        form = BroadcastForm(request.form, segments=segments)
+        form = BroadcastForm(request.form, segments=segments, lists=lists)
         try:
             form.check()
             fields = form.fields()
@@ -186,7 +209,7 @@ class BroadcastsView(EngageView):
     @expose(f"/<{SMALL_ID}:broadcast_id>/edit", methods=("GET", "POST"))
     def edit(self, broadcast_id: int) -> Any:
         broadcast = self._get(broadcast_id)
-        segments = all_segments(host_session())
+        segments, lists = all_segments(host_session()), audience_lists()
         if broadcast.status not in EDITABLE:
             flash(
                 f"Broadcast {broadcast.name!r} is {broadcast.status}: only drafts and scheduled"
@@ -195,8 +218,8 @@ class BroadcastsView(EngageView):
             )
             return self.back("details", broadcast_id=broadcast.id)
         if request.method == "GET":
-            return self._form_page(BroadcastForm.of(broadcast, segments), broadcast)
-        form = BroadcastForm(request.form, segments=segments)
+            return self._form_page(BroadcastForm.of(broadcast, segments, lists), broadcast)
+        form = BroadcastForm(request.form, segments=segments, lists=lists)
         try:
             form.check()
             fields = form.fields()
@@ -226,27 +249,33 @@ class BroadcastsView(EngageView):
                 raise ValidationError("broadcast_id: expected a broadcast id", field="broadcast_id")
             broadcast = self._get(ref)
             segment_ids = list(broadcast.segment_ids or [])
+            list_ids = list(broadcast.list_ids or [])
             channel, subject, text = broadcast.channel, broadcast.subject, broadcast.body
             to_unsubscribed, scheduled = broadcast.send_to_unsubscribed, broadcast.scheduled_at
         else:
             form = BroadcastForm(
-                data=_form_data(body), segments=all_segments(session), meta={"csrf": False}
+                data=_form_data(body),
+                segments=all_segments(session),
+                lists=audience_lists(),
+                meta={"csrf": False},
             )
             form.check()
             fields = form.fields()
-            segment_ids, channel = fields["segments"], fields["channel"]
+            segment_ids, list_ids = fields["segments"], fields["lists"]
+            channel = fields["channel"]
             subject, text = fields["subject"], fields["body"]
             to_unsubscribed, scheduled = fields["send_to_unsubscribed"], fields["scheduled_at"]
         kind = get_channel(channel)
-        if not segment_ids:
-            raise ValidationError("segments: choose at least one segment", field="segments")
+        if not segment_ids and not list_ids:
+            raise ValidationError("segments: choose at least one segment or list", field="segments")
         check_schedule(scheduled)
-        found = estimate(session, segment_ids, channel, to_unsubscribed)
-        recipients = sample(session, segment_ids, channel, to_unsubscribed)
+        found = estimate(session, segment_ids, channel, to_unsubscribed, list_ids)
+        recipients = sample(session, segment_ids, channel, to_unsubscribed, list_ids=list_ids)
         failures = render_failures(kind, subject, text, recipients)
         answer = {
             **estimate_json(found),
             "channel": kind.label,
+            "audience": audience_words(segment_ids, list_ids),
             "scheduled_at": None
             if scheduled is None
             else f"{local_time(scheduled):%Y-%m-%d %H:%M}",
@@ -269,6 +298,7 @@ class BroadcastsView(EngageView):
         messages = keyset(session, broadcast_messages(broadcast.id), Message.id)
         counts = engage().broadcast_counts(broadcast.id)
         editable = broadcast.status in EDITABLE
+        outcomes = None if editable else engage().broadcast_outcomes(broadcast.id)
         return self.render(
             "engage_admin/broadcast.html",
             broadcast=broadcast,
@@ -277,6 +307,12 @@ class BroadcastsView(EngageView):
             if broadcast.status in EDITABLE
             else None,
             segments=[s for s in all_segments(session) if s.id in (broadcast.segment_ids or [])],
+            lists=[
+                found
+                for found in all_lists(session, archived=True)
+                if found.id in (broadcast.list_ids or [])
+            ],
+            audience=audience_words(broadcast.segment_ids or [], broadcast.list_ids or []),
             channel=get_channel(broadcast.channel),
             customer=customer,
             wanted=request.args.get("customer", "").strip()[:200],
@@ -287,6 +323,13 @@ class BroadcastsView(EngageView):
             editable=editable,
             active=broadcast.status in ACTIVE,
             scheduled_local=local_time(broadcast.scheduled_at),
+            outcomes=outcomes,
+            engagement_chart=None
+            if outcomes is None
+            else engagement_chart(
+                engage().engagement_by_day(broadcast=broadcast.id, days=CHART_DAYS)
+            ),
+            chart_days=CHART_DAYS,
         )
 
     def _preview(self, broadcast: Broadcast) -> tuple[Customer | None, Any, str | None]:
@@ -304,6 +347,7 @@ class BroadcastsView(EngageView):
                 broadcast.send_to_unsubscribed,
                 1,
                 random=False,
+                list_ids=broadcast.list_ids or [],
             )
             customer = first[0] if first else None
         if customer is None:
@@ -409,6 +453,7 @@ class BroadcastsView(EngageView):
             broadcast.send_to_unsubscribed,
             1,
             random=False,
+            list_ids=broadcast.list_ids or [],
         )
         return first[0] if first else Customer(external_id="test", email=address, attributes={})
 
@@ -449,10 +494,11 @@ def broadcast_links(broadcast: Broadcast) -> dict[str, Any]:
 def _form_data(body: dict[str, Any]) -> dict[str, Any]:
     """A check request's fields as the broadcast form reads them."""
     data = {key: body.get(key) for key in ("name", "channel", "subject", "body", "url", "headers")}
-    segments = body.get("segments") or []
-    if not isinstance(segments, list):
-        raise ValidationError("segments: expected a list of segment ids", field="segments")
-    data["segments"] = [s for s in segments if isinstance(s, int) and not isinstance(s, bool)]
+    for field, kind in (("segments", "segment"), ("lists", "list")):
+        ids = body.get(field) or []
+        if not isinstance(ids, list):
+            raise ValidationError(f"{field}: expected a list of {kind} ids", field=field)
+        data[field] = [i for i in ids if isinstance(i, int) and not isinstance(i, bool)]
     data["send_to_unsubscribed"] = bool(body.get("send_to_unsubscribed"))
     when = body.get("scheduled_at")
     if when:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from markupsafe import Markup, escape
 
 WIDTH, HEIGHT, PAD = 640, 220, 40
+#: Days after sending in the charts of opens and clicks.
+CHART_DAYS = 7
 
 
 def line_chart(
@@ -86,4 +88,66 @@ def bar_chart(labels: Sequence[str], values: Sequence[int]) -> Markup:
         f'<svg class="engage-chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
         f'aria-label="sends per day">'
         f"{''.join(bars)}</svg>"
+    )
+
+
+def grouped_bar_chart(
+    labels: Sequence[str], series: Mapping[str, Sequence[int]], *, label: str
+) -> Markup:
+    """Bars of several counts side by side per label (opens and clicks per day), with a
+    legend; ``label`` describes the chart for screen readers. Each bar's title says its
+    series, label and count."""
+    names = list(series)
+    top = max((max(values, default=0) for values in series.values()), default=0) or 1
+    group = (WIDTH - 2 * PAD) / max(len(labels), 1)
+    bar = (group - 8) / max(len(names), 1)
+    parts = []
+    for i, text in enumerate(labels):
+        x = PAD + i * group
+        for n, name in enumerate(names):
+            value = series[name][i]
+            height = value / top * (HEIGHT - 2 * PAD)
+            parts.append(
+                f'<rect class="bar series-{n}" data-series="{escape(name)}" '
+                f'x="{x + 4 + n * bar:.1f}" y="{HEIGHT - PAD - height:.1f}" '
+                f'width="{max(bar - 2, 1):.1f}" height="{height:.1f}">'
+                f"<title>{escape(name)}, {escape(text)}: {value}</title></rect>"
+            )
+            if value:
+                parts.append(
+                    f'<text class="label" x="{x + 4 + n * bar + bar / 2:.1f}" '
+                    f'y="{HEIGHT - PAD - height - 4:.1f}" text-anchor="middle">{value}</text>'
+                )
+        parts.append(
+            f'<text class="label" x="{x + group / 2:.1f}" y="{HEIGHT - 18}" '
+            f'text-anchor="middle">{escape(text)}</text>'
+        )
+    legend = "".join(
+        f'<rect class="bar series-{n}" x="{PAD + n * 130}" y="8" width="12" height="12"/>'
+        f'<text class="label" x="{PAD + n * 130 + 16}" y="19">{escape(name)}</text>'
+        for n, name in enumerate(names)
+    )
+    return Markup(
+        f'<svg class="engage-chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+        f'aria-label="{escape(label)}">'
+        f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" '
+        f'class="axis"/>{legend}{"".join(parts)}</svg>'
+    )
+
+
+def engagement_chart(points: Sequence[Mapping[str, int]]) -> Markup:
+    """First opens and clicks on each day after sending (``engage.engagement_by_day``'s
+    points): by people, and (when there are any) by machines such as privacy proxies
+    and link scanners."""
+    series = {
+        "opened": [p["opened"] for p in points],
+        "clicked": [p["clicked"] for p in points],
+    }
+    machines = [p["machine_opened"] + p["machine_clicked"] for p in points]
+    if any(machines):
+        series["by machines"] = machines
+    return grouped_bar_chart(
+        ["day sent" if p["day"] == 0 else f"+{p['day']} d" for p in points],
+        series,
+        label="opens and clicks per day after sending",
     )

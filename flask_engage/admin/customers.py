@@ -1,5 +1,5 @@
 """Customers: search by email, name or id; a customer's profile (attributes, segments,
-subscriptions, events, messages) and subscription changes."""
+lists, subscriptions, events, messages) and subscription changes."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from ..customers import (
 )
 from ..db import host_session
 from ..errors import EngageError, ValidationError
+from ..lists.members import subscriptions_of
+from ..lists.service import all_lists
 from ..messages.audience import customer_messages
 from ..models import Customer, Event, Message
 from ..segments.browse import all_segments
@@ -84,6 +86,8 @@ class CustomersView(EngageView):
             scalars=False,
             key_of=lambda row: row[0].id,
         )
+        on_lists = subscriptions_of(session, customer.id)
+        subscribed_to = {found.id for found, status in on_lists if status == "subscribed"}
         return self.render(
             "engage_admin/customer.html",
             customer=customer,
@@ -94,6 +98,8 @@ class CustomersView(EngageView):
                 (channel, channel_label(channel), subscribed)
                 for channel, subscribed in subscriptions(session, customer.id).items()
             ],
+            lists=on_lists,
+            open_lists=[found for found in all_lists(session) if found.id not in subscribed_to],
             erasure=erasure_words(engage().forget_preview(customer.external_id) or {}),
         )
 

@@ -7,6 +7,7 @@ and name the bad field. Every form renders the session's CSRF token
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -30,7 +31,7 @@ from wtforms.validators import ValidationError as FieldError
 
 from ..channels import all_channels
 from ..errors import ValidationError
-from ..models import Broadcast, Segment, TriggerKind
+from ..models import Automation, Broadcast, CustomerList, Segment, TriggerKind
 from .security import FORM_FIELD, csrf_token
 
 
@@ -78,12 +79,47 @@ class SegmentForm(EngageForm):
     confirmed = HiddenField()
 
 
+class ListForm(EngageForm):
+    """A list's name, description, sign-up settings and where people go after confirming."""
+
+    name = StringField("Name")
+    description = TextAreaField("Description")
+    public = BooleanField("Public: anyone may subscribe through its sign-up form")
+    double_optin = BooleanField("Double opt-in: people confirm by email before they are on it")
+    redirect_url = StringField("After confirming, send people to (URL, optional)")
+
+    @classmethod
+    def of(cls, found: CustomerList) -> ListForm:
+        """The form filled with a saved list."""
+        return cls(
+            data={
+                "name": found.name,
+                "description": found.description or "",
+                "public": found.public,
+                "double_optin": found.double_optin,
+                "redirect_url": found.redirect_url or "",
+            }
+        )
+
+    def fields(self) -> dict[str, Any]:
+        """The list's fields as ``create_list`` / ``update_list`` take them."""
+        return {
+            "name": self.name.data or "",
+            "description": self.description.data or "",
+            "public": bool(self.public.data),
+            "double_optin": bool(self.double_optin.data),
+            "redirect_url": (self.redirect_url.data or "").strip(),
+        }
+
+
 class BroadcastForm(EngageForm):
-    """A broadcast draft: channel from the registry, its own settings, audience, schedule."""
+    """A broadcast draft: channel from the registry, its own settings, audience (segments
+    and lists, given as ``(list, subscribers)``), schedule."""
 
     name = StringField("Name")
     channel = SelectField("Channel")
     segments = SelectMultipleField("Segments", coerce=int)
+    lists = SelectMultipleField("Lists", coerce=int)
     subject = StringField("Subject")
     body = TextAreaField("Body")
     url = StringField("Web address (URL)")
@@ -96,22 +132,36 @@ class BroadcastForm(EngageForm):
     )
     action = HiddenField()
 
-    def __init__(self, *args: Any, segments: list[Segment], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        segments: list[Segment],
+        lists: list[tuple[CustomerList, int]],
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.channel.choices = [(c.name, c.label) for c in all_channels()]
         self.segments.choices = segment_choices(segments)
+        self.lists.choices = [(found.id, f"{found.name} ({n:,} subscribed)") for found, n in lists]
 
     @classmethod
-    def of(cls, broadcast: Broadcast, segments: list[Segment]) -> BroadcastForm:
+    def of(
+        cls,
+        broadcast: Broadcast,
+        segments: list[Segment],
+        lists: list[tuple[CustomerList, int]],
+    ) -> BroadcastForm:
         """The form filled with a saved broadcast."""
         options = broadcast.options or {}
         headers = "\n".join(f"{k}: {v}" for k, v in (options.get("headers") or {}).items())
         return cls(
             segments=segments,
+            lists=lists,
             data={
                 "name": broadcast.name,
                 "channel": broadcast.channel,
                 "segments": list(broadcast.segment_ids or []),
+                "lists": list(broadcast.list_ids or []),
                 "subject": broadcast.subject or "",
                 "body": broadcast.body,
                 "url": options.get("url", ""),
@@ -134,6 +184,7 @@ class BroadcastForm(EngageForm):
         return {
             "channel": self.channel.data or "",
             "segments": list(self.segments.data or []),
+            "lists": list(self.lists.data or []),
             "subject": (self.subject.data or None) if needs_subject else None,
             "body": self.body.data or "",
             "send_to_unsubscribed": bool(self.send_to_unsubscribed.data),
@@ -143,22 +194,91 @@ class BroadcastForm(EngageForm):
 
 
 class AutomationForm(EngageForm):
-    """Name, trigger, flags and steps (JSON, written by the step editor)."""
+    """Name, trigger (a segment joined or left, a list subscribed to or left, or an
+    event), flags and steps (JSON, written by the step editor)."""
 
     name = StringField("Name")
     trigger_kind = SelectField(
         "When a customer",
-        choices=[(TriggerKind.JOINS.value, "joins"), (TriggerKind.LEAVES.value, "leaves")],
+        choices=[
+            (TriggerKind.JOINS.value, "joins the segment"),
+            (TriggerKind.LEAVES.value, "leaves the segment"),
+            (TriggerKind.SUBSCRIBES.value, "subscribes to the list"),
+            (TriggerKind.UNSUBSCRIBES.value, "unsubscribes from the list"),
+            (TriggerKind.EVENT.value, "does the event"),
+        ],
     )
-    segment = SelectField("Segment", coerce=int)
+    #: Checked in :meth:`trigger`, against the choices, for the trigger's kind only.
+    segment = SelectField("Segment", coerce=int, validate_choice=False)
+    customer_list = SelectField("List", coerce=int, validate_choice=False)
+    event = StringField("Event")
+    where = TextAreaField("Only when the event's properties match (JSON, optional)")
     steps = TextAreaField("Steps (JSON)")
     active = BooleanField("Active")
     reentry = BooleanField("Customers may go through it again after leaving and re-joining")
     exit_on_leave = BooleanField("End a run when the customer leaves the segment")
 
-    def __init__(self, *args: Any, segments: list[Segment], **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, segments: list[Segment], lists: list[CustomerList], **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.segment.choices = [(s.id, s.name) for s in segments]
+        self.customer_list.choices = [
+            (found.id, f"{found.name} (archived)" if found.archived_at else found.name)
+            for found in lists
+        ]
+
+    @classmethod
+    def of(
+        cls, automation: Automation, segments: list[Segment], lists: list[CustomerList]
+    ) -> AutomationForm:
+        """The form filled with a saved automation."""
+        where = automation.trigger_where
+        return cls(
+            segments=segments,
+            lists=lists,
+            data={
+                "name": automation.name,
+                "trigger_kind": automation.trigger_kind,
+                "segment": automation.trigger_segment_id,
+                "customer_list": automation.trigger_list_id,
+                "event": automation.trigger_event or "",
+                "where": json.dumps(where, indent=2) if where else "",
+                "active": automation.active,
+                "reentry": automation.reentry,
+                "exit_on_leave": automation.exit_on_leave,
+            },
+        )
+
+    def trigger(self) -> dict[str, Any]:
+        """The trigger as ``create_automation`` takes it (the services check it)."""
+        kind = self.trigger_kind.data
+        if kind == TriggerKind.EVENT:
+            trigger: dict[str, Any] = {"event": (self.event.data or "").strip()}
+            where = (self.where.data or "").strip()
+            if where:
+                trigger["where"] = parse_json(where, "trigger.where")
+            return trigger
+        if kind in (TriggerKind.SUBSCRIBES, TriggerKind.UNSUBSCRIBES):
+            return {kind: _chosen(self.customer_list, "list")}
+        return {kind: _chosen(self.segment, "segment")}
+
+
+def _chosen(field: SelectField, what: str) -> int:
+    """The id chosen in a select, which must be one of its choices."""
+    if field.data not in {value for value, _ in field.choices}:
+        raise ValidationError(f"trigger: choose a {what}", field="trigger")
+    return int(field.data)
+
+
+def parse_json(text: str, field: str) -> Any:
+    """JSON an admin typed, or a ValidationError naming ``field``."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValidationError(f"{field}: the JSON is nested too deeply", field=field) from None
+    except ValueError as exc:
+        raise ValidationError(f"{field}: not valid JSON ({exc})", field=field) from None
 
 
 def parse_headers(text: str) -> dict[str, str]:

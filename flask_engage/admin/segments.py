@@ -26,22 +26,12 @@ from ..segments.browse import (
 from ..segments.history import local_day
 from .base import SMALL_ID, EngageView, engage, payload
 from .charts import line_chart
-from .forms import SegmentForm
+from .forms import SegmentForm, parse_json
 from .paging import keyset
 from .words import explain, plain
 
 #: Joins and leaves shown on a segment's page.
 CHANGES = 20
-
-
-def parse_json(text: str, field: str) -> Any:
-    """JSON an admin typed, or a ValidationError naming ``field``."""
-    try:
-        return json.loads(text)
-    except RecursionError:
-        raise ValidationError(f"{field}: the JSON is nested too deeply", field=field) from None
-    except ValueError as exc:
-        raise ValidationError(f"{field}: not valid JSON ({exc})", field=field) from None
 
 
 def impact_json(impact: Any) -> dict[str, Any]:

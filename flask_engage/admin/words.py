@@ -160,6 +160,8 @@ STEP_LABELS = {
     "if": "Continue only if",
     "send": "Send a message",
     "exit": "End here",
+    "wait_for": "Wait for an event",
+    "branch": "If / otherwise",
 }
 
 #: Broadcast and message statuses, and Bootstrap colours for them.

@@ -3,7 +3,8 @@
 Code written for Engage's official SDKs works against the host by changing the
 SDKs' API root to ``<host><ENGAGE_URL_PREFIX>/v1``. Standard profile fields
 arrive at the top level, custom attributes in ``meta``; both become attributes
-(``email`` is the customer's address).
+(``email`` is the customer's address). ``lists`` subscribes the user to those lists
+(ids or slugs), in the same transaction as the profile.
 """
 
 from __future__ import annotations
@@ -12,12 +13,16 @@ from typing import Any
 
 from flask import jsonify, request
 from flask.typing import ResponseReturnValue
+from sqlalchemy.orm import Session
 
 from ..customers import forget
 from ..db import host_session
+from ..errors import NotFound, StateError
+from ..lists.members import subscribe
+from ..lists.service import open_list
 from ..merge import merge_customers
-from ..models import Customer, utcnow
-from ..tracking import CustomerPatch, check_customer_id
+from ..models import Customer, CustomerList, utcnow
+from ..tracking import CustomerPatch, check_customer_id, store
 from .api import save
 from .common import ApiError, bp, check_text, json_body, require_api_key
 from .openapi import CUSTOMER as CUSTOMER_SCHEMA
@@ -50,19 +55,33 @@ def optional_body() -> dict[str, Any]:
     return json_body()
 
 
-def _user_patch(external_id: str, body: dict[str, Any]) -> CustomerPatch:
+def _user_patch(external_id: str, body: dict[str, Any]) -> tuple[CustomerPatch, list[Any]]:
+    """The profile change a v1 body asks for, and the lists it subscribes the user to."""
     data = V1_USER.parse(body)
     if "id" in data and str(data["id"]) != external_id:
         raise ApiError(400, "id: does not match the id in the URL", "id")
     attributes = dict(data.get("meta", {}))
-    for name in (*TEXT_FIELDS, "is_account", "lists", "app_last_active"):
+    for name in (*TEXT_FIELDS, "is_account", "app_last_active"):
         if name in data:
             attributes[name] = data[name]
     if "tz" in data:  # Engage's field; automations and templates read ``timezone``
         attributes["timezone"] = data["tz"]
-    return CustomerPatch(
+    patch = CustomerPatch(
         email=data.get("email"), attributes=attributes, created_at=data.get("created_at")
     )
+    return patch, list(data.get("lists", []))
+
+
+def open_lists(session: Session, refs: list[Any], field: str = "lists") -> list[CustomerList]:
+    """The lists ``refs`` name, each open to subscribers; 400 naming the first that is
+    not (unknown or archived), before anything is written."""
+    found = []
+    for index, ref in enumerate(refs):
+        try:
+            found.append(open_list(session, ref, f"{field}[{index}]"))
+        except (NotFound, StateError) as exc:
+            raise ApiError(400, str(exc), f"{field}[{index}]") from None
+    return found
 
 
 @bp.put("/v1/users/<uid>")
@@ -78,9 +97,18 @@ def _user_patch(external_id: str, body: dict[str, Any]) -> CustomerPatch:
 def v1_identify(uid: str) -> ResponseReturnValue:
     """Create or update a user (Engage's ``identify`` and ``addAttribute``)."""
     external_id = user_id(uid)
-    patch = _user_patch(external_id, optional_body())
-    ids = save({external_id: patch})
-    customer = host_session().get(Customer, ids[external_id], populate_existing=True)
+    patch, list_refs = _user_patch(external_id, optional_body())
+    session = host_session()
+    try:
+        lists = open_lists(session, list_refs)
+        ids, _ = store(session, {external_id: patch}, ())
+        for found in lists:
+            subscribe(session, found.id, [ids[external_id]])
+        session.commit()
+    except Exception:
+        session.rollback()
+        raise
+    customer = session.get(Customer, ids[external_id], populate_existing=True)
     assert customer is not None
     return jsonify(customer_json(customer))
 

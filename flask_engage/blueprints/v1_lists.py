@@ -8,6 +8,7 @@ once, also on a double opt-in list. ``DELETE /v1/lists/<id>`` archives the list.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from flask import jsonify, request
@@ -37,7 +38,7 @@ from ..tracking import CustomerPatch, store
 from .common import ApiError, bp, json_body, require_api_key
 from .openapi import ERROR, documented, json_answer
 from .schemas import TEXT_FIELDS, V1_USER, Body, Field
-from .v1 import optional_body, user_id
+from .v1 import open_lists, optional_body, user_id
 
 #: Lists per page: Engage's default and largest.
 DEFAULT_LIMIT, MAX_LIMIT = 10, 30
@@ -119,6 +120,10 @@ SUBSCRIBER = Body(
 SUBSCRIPTION = Body(
     {"subscribed": Field({"type": "boolean"}, check_flag, required=True)},
     example={"subscribed": False},
+)
+USER_LISTS = Body(
+    {"lists": replace(V1_USER.fields["lists"], required=True)},
+    example={"lists": ["waitlist", "12"]},
 )
 
 
@@ -373,3 +378,35 @@ def v1_remove_subscriber(list_id: str, uid: str) -> ResponseReturnValue:
         found = get_list(session, list_id, "id")
         remove_members(session, found.id, [_customer_id(session, uid)])
     return jsonify({"status": "ok"})
+
+
+@bp.post("/v1/users/<uid>/lists")
+@documented(
+    "Engage.so v1: subscribe a user to lists (all of them, or none when one is refused)",
+    "Engage v1",
+    {"200": STATUS_OK, "400": ERROR, "404": ERROR},
+    body=USER_LISTS,
+    auth="keys",
+)
+@require_api_key
+def v1_add_user_to_lists(uid: str) -> ResponseReturnValue:
+    """Subscribe an existing user to every list named (ids or slugs)."""
+    refs = USER_LISTS.parse(json_body())["lists"]
+    with operation_session() as session:
+        customer_id = _customer_id(session, uid)
+        for found in open_lists(session, refs):
+            subscribe(session, found.id, [customer_id])
+    return jsonify({"status": "ok"})
+
+
+@bp.delete("/v1/users/<uid>/lists/<list_id>")
+@documented(
+    "Engage.so v1: remove a user from a list",
+    "Engage v1",
+    {"200": STATUS_OK, "404": ERROR},
+    auth="keys",
+)
+@require_api_key
+def v1_remove_user_from_list(uid: str, list_id: str) -> ResponseReturnValue:
+    """Take a user off a list (as ``DELETE /v1/lists/<id>/subscribers/<uid>``)."""
+    return v1_remove_subscriber(list_id, uid)

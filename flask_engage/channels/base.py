@@ -32,7 +32,13 @@ class RetryLater(EngageError):
     """Delivery failed for a reason that may pass (a server down, a 4xx SMTP reply).
 
     The message stays queued and is tried again with backoff, then marked failed.
+    ``after``: seconds the receiver asked to wait (a ``Retry-After``); the retry
+    comes no sooner than that, and no sooner than the backoff.
     """
+
+    def __init__(self, message: str, *, after: float | None = None) -> None:
+        super().__init__(message)
+        self.after = after
 
 
 class DeliveryFailed(EngageError):
@@ -122,6 +128,23 @@ class Channel(ABC):
     def connect(self) -> Iterator[Any]:
         """A connection shared by one batch of sends (none by default)."""
         yield None
+
+    def parallel(self) -> int:
+        """Connections a delivery run opens to this channel at once, each used by a
+        thread of its own that calls :meth:`transmit` (1: one connection, sends in the
+        worker's own thread). Only channels whose ``transmit`` needs neither the
+        session nor the outgoing message's ORM objects may return more than 1."""
+        return 1
+
+    def prepare(self, outgoing: Outgoing) -> Any:
+        """The part of a send done in the worker's own thread (with the session);
+        returns what :meth:`transmit` takes. Default: ``outgoing`` itself."""
+        return outgoing
+
+    def transmit(self, prepared: Any, connection: Any) -> None:
+        """Deliver what :meth:`prepare` returned (from a pool thread when
+        :meth:`parallel` is above 1); raises as :meth:`send` does. Default: ``send``."""
+        self.send(prepared, connection)
 
     @abstractmethod
     def send(self, outgoing: Outgoing, connection: Any) -> None:

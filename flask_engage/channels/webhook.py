@@ -31,6 +31,8 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from uuid import uuid4
 
@@ -223,6 +225,23 @@ def _drain(response: requests.Response, deadline: float) -> None:
         pass
 
 
+def retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks to wait (delay-seconds or an HTTP date);
+    None when absent or unreadable."""
+    if not value:
+        return None
+    text = value.strip()
+    if text.isascii() and text.isdigit():
+        return float(min(int(text[:12]), 10**9))
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
 def _exchange(http: requests.Session, request: WebhookRequest, receipt: dict[str, Any]) -> None:
     """POST ``request``; write its status and latency into ``receipt``.
 
@@ -259,7 +278,9 @@ def _exchange(http: requests.Session, request: WebhookRequest, receipt: dict[str
     if 200 <= status < 300:
         return
     if status >= 500 or status in RETRY_STATUSES:
-        raise RetryLater(f"webhook answered {status}")
+        after = retry_after(response.headers.get("Retry-After"))
+        waiting = f" (Retry-After: {after:g}s)" if after is not None else ""
+        raise RetryLater(f"webhook answered {status}{waiting}", after=after)
     if 300 <= status < 400:
         raise DeliveryFailed(f"webhook answered {status} (redirects are not followed)")
     raise DeliveryFailed(f"webhook answered {status}")

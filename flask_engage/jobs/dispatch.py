@@ -4,10 +4,16 @@ Redis is never the source of truth: the outbox table is. When Redis cannot be
 reached the error is logged, Redis is skipped for :data:`REDIS_RETRY_AFTER`
 seconds (a loop of commits must not pay the connect timeout each time), and the
 work waits in the outbox for the schedule or the next worker.
+
+The host's commits do not wait for Redis: :func:`request_drain_soon` hands the
+drain request to a notifier thread of the process (:class:`Notifier`).
 """
 
 from __future__ import annotations
 
+import atexit
+import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -115,3 +121,82 @@ def clear_drain_request() -> None:
             connection.delete(drain_flag())
         except (RedisError, OSError) as exc:
             _mark(exc)
+
+
+class Notifier:
+    """A daemon thread of this process that asks Redis for drain jobs.
+
+    A host's commit only notes that its app wants a drain (no network on the
+    request thread); the thread then calls :func:`request_drain` in that app's
+    context. Requests arriving while it talks to Redis are served by its next
+    round trip, which follows their commits, so the job it queues sees their rows.
+    Nothing depends on the thread: if Redis is down (logged, circuit breaker) or
+    the process exits first, the rows wait in the outbox for the schedule or the
+    next worker. A forked child starts with no pending requests and its own thread.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        self._condition = threading.Condition()
+        self._wanted: dict[Flask, Callable[[], Any]] = {}
+        self._busy = False
+        self._thread: threading.Thread | None = None
+
+    def request(self, app: Flask, job: Callable[[], Any]) -> None:
+        """Ask for a drain ``job`` of ``app`` soon; returns at once."""
+        with self._condition:
+            self._wanted[app] = job
+            self._ensure_thread()
+            self._condition.notify_all()
+
+    def wait(self, timeout: float | None = 5.0) -> bool:
+        """Block until every request made so far has been sent (or failed and been
+        logged); False if ``timeout`` seconds passed first."""
+        with self._condition:
+            if self._wanted:
+                self._ensure_thread()
+            return self._condition.wait_for(lambda: not (self._wanted or self._busy), timeout)
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=self._run, name="flask-engage-notifier", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                self._condition.wait_for(lambda: bool(self._wanted))
+                wanted, self._wanted = self._wanted, {}
+                self._busy = True
+            try:
+                for app, job in wanted.items():
+                    try:
+                        with app.app_context():
+                            request_drain(job)
+                    except Exception:  # the outbox keeps the work; the thread goes on
+                        log.exception("flask-engage: could not request a drain job")
+            finally:
+                with self._condition:
+                    self._busy = False
+                    self._condition.notify_all()
+
+
+_notifier = Notifier()
+atexit.register(_notifier.wait, 2.0)
+
+
+def request_drain_soon(job: Callable[[], Any]) -> None:
+    """:func:`request_drain` from the notifier thread: the caller does not wait for
+    Redis (used after the host's commits)."""
+    _notifier.request(current_app._get_current_object(), job)  # type: ignore[attr-defined]
+
+
+def wait_for_notifications(timeout: float | None = 5.0) -> bool:
+    """Wait until the drain requests of this process's commits have reached Redis
+    (or failed): before a worker starts, and in tests that look at the queue."""
+    return _notifier.wait(timeout)

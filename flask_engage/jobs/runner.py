@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from ..automations import advance_runs
 from ..db import operation_session, shares_host_transaction
-from ..messages.delivery import deliver_batch
+from ..messages.delivery import DeliveryRun, deliver_batch
 from ..models import Message, MessageStatus, OutboxTask, utcnow
 from ..outbox import add_to_outbox
 from .dispatch import enqueue
@@ -40,13 +40,17 @@ def deliver_all(broadcast_id: int | None = None, now: datetime | None = None) ->
             add_to_outbox(session, OutboxTask.DELIVER, [0])
         return 0
     total = 0
-    while True:
-        sent = deliver_batch(
-            broadcast_id=broadcast_id, limit=current_app.config["ENGAGE_BATCH_SIZE"], now=now
-        )
-        total += sent
-        if sent == 0:
-            return total
+    with DeliveryRun() as run:  # the same connections for every batch
+        while True:
+            sent = deliver_batch(
+                broadcast_id=broadcast_id,
+                limit=current_app.config["ENGAGE_BATCH_SIZE"],
+                now=now,
+                run=run,
+            )
+            total += sent
+            if sent == 0:
+                return total
 
 
 def enqueue_deliveries(job: object) -> None:

@@ -8,7 +8,7 @@ from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
 
 from ..db import log, this_app
-from .dispatch import enqueue, get_queue, request_drain
+from .dispatch import enqueue, get_queue, request_drain, wait_for_notifications
 from .rqjobs import job_drain_outbox, job_run_due
 from .schedule import Ticker, run_due
 
@@ -30,13 +30,15 @@ def work(
     waits, scheduled broadcasts and time-based segments go on even while Redis is
     down; outbox rows left during an outage are drained at the first tick after.
     With ``burst`` it processes the queued jobs and ``run_due``, then returns.
-    Inline mode (no ``ENGAGE_REDIS_URL``) just runs ``run_due``.
+    Inline mode (no ``ENGAGE_REDIS_URL``) just runs ``run_due``. Drain requests of
+    this process's own commits reach Redis first.
     """
     app = this_app()
     queue = get_queue()
     if queue is None:
         run_due()
         return True
+    wait_for_notifications()
     if burst and not enqueue(job_run_due):
         run_due()
         return False

@@ -347,6 +347,23 @@ def history(session: Session, found: CustomerList, days: int, now: datetime) -> 
     return points
 
 
+def change_counts(
+    session: Session, list_ids: Sequence[int], since: datetime
+) -> dict[int, tuple[int, int]]:
+    """Members who joined (became subscribed) and left each list since ``since``:
+    ``{list_id: (joined, left)}`` (lists without changes are left out)."""
+    if not list_ids:
+        return {}
+    joined = func.sum(case((ListChange.kind == ChangeKind.JOINED.value, 1), else_=0))
+    left = func.sum(case((ListChange.kind == ChangeKind.LEFT.value, 1), else_=0))
+    rows = session.execute(
+        select(ListChange.list_id, joined, left)
+        .where(ListChange.list_id.in_(list_ids), ListChange.at >= since)
+        .group_by(ListChange.list_id)
+    )
+    return {list_id: (int(j or 0), int(lf or 0)) for list_id, j, lf in rows}
+
+
 def subscriptions_of(session: Session, customer_id: int) -> list[tuple[CustomerList, str]]:
     """The lists a customer (Engage's id) is on, with their status, by list name."""
     rows = session.execute(

@@ -1,33 +1,62 @@
-"""Delivery of queued messages, batch by batch, at most once per message (but one).
+"""Delivery of queued messages, batch by batch, each message sent once (but a few).
 
 A batch is *claimed* (``claim``/``claimed_at`` set in one committed UPDATE, with
-``FOR UPDATE SKIP LOCKED`` on PostgreSQL), then each message is rendered, sent
-and its status committed before the next one. A worker killed mid-batch leaves
-its claimed messages queued; they are claimed again once the lease
-(``ENGAGE_SEND_LEASE`` seconds) expires. Only the message in flight at the
-moment of the crash can be delivered twice.
+``FOR UPDATE SKIP LOCKED`` on PostgreSQL). The worker's own thread then renders each
+message and hands it to its channel's connection: for email,
+``ENGAGE_SMTP_CONNECTIONS`` connections at once, each in a thread of its own that
+only talks SMTP (:meth:`~flask_engage.channels.Channel.parallel`). The worker's
+thread writes the outcomes: every outcome known by then in one statement and one
+commit (a *group commit*: under load one commit covers several messages, never
+waits for more).
+
+The hand-off to the mail server is at-least-once, with a bounded window: a
+connection sends its next message only once the status of its previous one is
+committed. A worker killed mid-batch leaves its claimed messages queued, claimed
+again once the lease (``ENGAGE_SEND_LEASE`` seconds) expires; a message whose
+status was committed is never sent again, so only the message in flight on each
+connection at the moment of the crash (at most ``ENGAGE_SMTP_CONNECTIONS``
+messages, one with a single connection) can be delivered twice. None is lost.
+
+Connections are opened at a channel's first message and kept for the whole
+:class:`DeliveryRun` (``deliver_all`` runs batch after batch over the same ones);
+``deliver_batch`` without a run opens and closes them for its batch.
 
 Opt-outs are checked again when a batch is claimed, so a customer who
 unsubscribes while a broadcast is being sent gets nothing more from it.
 
 A failure that may pass (the channel raises ``RetryLater``: an SMTP server down)
 leaves the message queued with ``retry_at`` set, tried again with backoff, and
-failed after :data:`MAX_ATTEMPTS`. Any other failure fails that message alone.
-What the channel reports about an attempt (``Outgoing.receipt``: a webhook's
-status code and latency) is stored on the message as ``receipt``.
+failed after :data:`MAX_ATTEMPTS`. A connection that cannot be opened is not tried
+again in the same run: the rest of its messages are retried later. Any other
+failure fails that message alone. What the channel reports about an attempt
+(``Outgoing.receipt``: a webhook's status code and latency) is stored on the
+message as ``receipt``.
 """
 
 from __future__ import annotations
 
+import json
+import queue
+import threading
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from flask import current_app
-from sqlalchemy import Connection, CursorResult, func, or_, select, update
+from flask import Flask, current_app
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    bindparam,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from .. import signals
@@ -59,6 +88,10 @@ class Source:
 
 #: Delivery attempts (for failures that may pass) before a message is failed.
 MAX_ATTEMPTS = 5
+
+
+#: Longest wait a receiver's ``Retry-After`` can ask for (seconds): a day.
+MAX_RETRY_AFTER = 86_400
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -167,42 +200,200 @@ def _over_cap(session: Session, message: Message, now: datetime) -> bool:
 _COMMON = ("channel", "subject", "body")
 
 
-class _Connections:
-    """Each channel's batch connection, opened when its first message comes.
+@dataclass(eq=False)
+class _Attempt:
+    """One claimed message on its way; what went wrong, once its send is over."""
 
-    A connection that cannot be opened is not tried again in the same batch: the
-    channel's other messages are retried later at once.
+    message: Message
+    attempts: int
+    started: datetime
+    receipt: dict[str, Any] = field(default_factory=dict)
+    #: What preparing or sending raised; None: sent.
+    error: Exception | None = None
+    #: Set once its status is committed (its connection waits for it to send more).
+    recorded: threading.Event = field(default_factory=threading.Event)
+
+
+class _Link:
+    """A channel's connection, opened at a send when there is none.
+
+    After a failure that may pass (an SMTP 4xx, a lost connection) the next send
+    starts on a fresh connection. A connection that cannot be opened is not tried
+    again in the same batch (``batch()`` says which batch the run is at): the
+    channel's other messages on it are retried later at once.
     """
 
-    def __init__(self, stack: ExitStack) -> None:
-        self.stack = stack
-        self.open: dict[str, Any] = {}
-        self.down: dict[str, RetryLater] = {}
+    def __init__(self, channel: Channel, batch: Callable[[], int]) -> None:
+        self.channel = channel
+        self.batch = batch
+        self.stack = ExitStack()
+        self.connection: Any = None
+        self.opened = False
+        self.down: tuple[int, RetryLater] | None = None
 
-    def get(self, channel: Channel) -> Any:
-        if channel.name in self.down:
-            raise self.down[channel.name]
-        if channel.name not in self.open:
+    def transmit(self, prepared: Any) -> None:
+        if self.down is not None and self.down[0] == self.batch():
+            raise self.down[1]
+        if not self.opened:
             try:
-                self.open[channel.name] = self.stack.enter_context(channel.connect())
+                self.connection = self.stack.enter_context(self.channel.connect())
             except RetryLater as exc:
-                self.down[channel.name] = exc
+                self.down = (self.batch(), exc)
                 raise
-        return self.open[channel.name]
+            self.opened, self.down = True, None
+        try:
+            self.channel.transmit(prepared, self.connection)
+        except RetryLater:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Close the connection (a later send opens another)."""
+        self.opened, self.connection = False, None
+        self.stack.close()
 
 
-def _deliver(
+class _Pool:
+    """Threads sending one channel's messages, each over a connection of its own."""
+
+    def __init__(
+        self,
+        channel: Channel,
+        size: int,
+        done: queue.SimpleQueue[_Attempt],
+        batch: Callable[[], int],
+    ) -> None:
+        self.channel = channel
+        self.done = done
+        self.batch = batch
+        self.jobs: queue.SimpleQueue[tuple[_Attempt, Any] | None] = queue.SimpleQueue()
+        self.closing = threading.Event()
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        self.threads = [
+            threading.Thread(
+                target=self._work, args=(app,), name=f"engage-{channel.name}-{n}", daemon=True
+            )
+            for n in range(size)
+        ]
+        for thread in self.threads:
+            thread.start()
+
+    def _work(self, app: Flask) -> None:
+        link = _Link(self.channel, self.batch)
+        with app.app_context(), closing(link):
+            while (job := self.jobs.get()) is not None and not self.closing.is_set():
+                attempt, prepared = job
+                try:
+                    link.transmit(prepared)
+                except Exception as exc:  # classified by the worker's thread
+                    attempt.error = exc
+                self.done.put(attempt)
+                # Send nothing more until this status is committed: a crash leaves at
+                # most one sent but unrecorded message per connection.
+                while not attempt.recorded.wait(0.2):
+                    if self.closing.is_set():
+                        return
+
+    def close(self) -> None:
+        """Stop the threads (each after its send in progress) and close their connections."""
+        self.closing.set()
+        for _ in self.threads:
+            self.jobs.put(None)
+        for thread in self.threads:
+            thread.join()
+
+
+class DeliveryRun:
+    """The channels' connections (and their threads) kept across the batches of a run.
+
+    ``with DeliveryRun() as run:`` then ``deliver_batch(..., run=run)`` for each batch.
+    """
+
+    def __init__(self) -> None:
+        self._stack = ExitStack()
+        self._lanes: dict[str, _Link | _Pool] = {}
+        self._done: queue.SimpleQueue[_Attempt] = queue.SimpleQueue()
+        self._threads = 0
+        self.batches = 0
+        #: Attempts handed to a pool whose send is not over yet.
+        self.pending = 0
+
+    def _batch(self) -> int:
+        return self.batches
+
+    def __enter__(self) -> DeliveryRun:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the threads and close every connection (later sends open new ones)."""
+        try:
+            self._stack.close()
+        finally:
+            self._lanes.clear()
+            self._done = queue.SimpleQueue()
+            self._threads = self.pending = 0
+
+    def submit(self, channel: Channel, attempt: _Attempt, prepared: Any) -> bool:
+        """Send ``prepared`` over the channel's connections. True: the send is over
+        (one connection: sent here, its status to be written at once); False: it is
+        returned by :meth:`finished` once over."""
+        lane = self._lanes.get(channel.name)
+        if lane is None:
+            size = channel.parallel()
+            if size > 1:
+                lane = _Pool(channel, size, self._done, self._batch)
+                self._threads += size
+            else:
+                lane = _Link(channel, self._batch)
+            self._stack.callback(lane.close)
+            self._lanes[channel.name] = lane
+        if isinstance(lane, _Pool):
+            self.pending += 1
+            lane.jobs.put((attempt, prepared))
+            return False
+        try:
+            lane.transmit(prepared)
+        except Exception as exc:  # classified by the caller
+            attempt.error = exc
+        return True
+
+    def finished(self, *, wait: bool) -> list[_Attempt]:
+        """Pool sends that are over, in groups (one status write each).
+
+        Without ``wait``: none until half the threads wait for their status to be
+        written, or every connection has work queued (then it blocks for one).
+        ``wait``: block until one is over (the end of a batch).
+        """
+        if not self.pending:
+            return []
+        if (
+            not wait
+            and self.pending < 2 * self._threads
+            and self._done.qsize() < max(1, self._threads // 2)
+        ):
+            return []
+        over = [self._done.get()]
+        while True:
+            try:
+                over.append(self._done.get_nowait())
+            except queue.Empty:
+                break
+        self.pending -= len(over)
+        return over
+
+
+def _prepare(
     session: Session,
     message: Message,
-    source: Source,
-    connections: _Connections,
+    cache: dict[Any, Source | None],
     opted_out: bool,
     receipt: dict[str, Any],
-) -> None:
-    """Render and send one message; raises SkipMessage or any delivery error.
-
-    The channel reports on the attempt in ``receipt`` (also when it raises).
-    """
+) -> tuple[Channel, Any]:
+    """Render one message for its channel; raises SkipMessage or any delivery error."""
+    source = _source(session, message, cache)
     if opted_out and not source.ignore_opt_out:
         raise SkipMessage("unsubscribed")
     customer = message.customer
@@ -223,7 +414,121 @@ def _deliver(
         options=source.options,
         receipt=receipt,
     )
-    channel.send(outgoing, connections.get(channel))
+    return channel, channel.prepare(outgoing)
+
+
+def _outcome(
+    attempt: _Attempt, due: datetime | None
+) -> tuple[MessageStatus, str | None, datetime | None, int]:
+    """Status, error, ``retry_at`` and attempts of a send that is over."""
+    message, exc, attempts = attempt.message, attempt.error, attempt.attempts
+    if exc is None:
+        return MessageStatus.SENT, None, None, attempts
+    if isinstance(exc, SkipMessage):
+        return MessageStatus.SKIPPED, str(exc), None, attempts
+    if isinstance(exc, RetryLater):
+        attempts += 1
+        log.warning("flask-engage: message %s not delivered: %s", message.id, exc)
+        if attempts >= MAX_ATTEMPTS:
+            return MessageStatus.FAILED, f"gave up after {attempts} attempts: {exc}", None, attempts
+        wait = retry_delay(attempts)
+        if exc.after is not None:  # the receiver's Retry-After, within reason
+            wait = max(wait, timedelta(seconds=min(exc.after, MAX_RETRY_AFTER)))
+        retry_at = max(attempt.started, due or attempt.started) + wait
+        return MessageStatus.QUEUED, str(exc), retry_at, attempts
+    if isinstance(exc, DeliveryFailed):
+        error = str(exc)
+    else:  # one bad message must not stop the batch
+        error = f"{type(exc).__name__}: {exc}"[:2000]
+    log.warning("flask-engage: message %s failed: %s", message.id, error)
+    return MessageStatus.FAILED, error, None, attempts
+
+
+_messages = Message.__table__
+#: What a send that is over writes on its message (and ``claim`` is cleared).
+_WRITTEN = ("status", "error", "sent_at", "subject", "body", "attempts", "retry_at", "receipt")
+_WRITE_ONE = (
+    update(_messages)
+    .where(
+        _messages.c.id == bindparam("m_id"),
+        _messages.c.claim == bindparam("m_claim"),
+        _messages.c.status == MessageStatus.QUEUED,
+    )
+    .values(claim=None, claimed_at=None, **{n: bindparam(f"m_{n}") for n in _WRITTEN})
+)
+
+
+#: PostgreSQL: the statuses of many sends in one statement, the same text every time
+#: (the rows as one JSON array: one parameter, serialized in C).
+_WRITE_MANY = text(
+    f"""
+    UPDATE {_messages.name} AS m SET
+        status = o.status, error = o.error, sent_at = o.sent_at, subject = o.subject,
+        body = o.body, attempts = o.attempts, retry_at = o.retry_at, receipt = o.receipt,
+        claim = NULL, claimed_at = NULL
+    FROM jsonb_to_recordset(CAST(:rows AS JSONB)) AS o(
+        id BIGINT, status VARCHAR, error TEXT, sent_at TIMESTAMPTZ, subject TEXT,
+        body TEXT, attempts INTEGER, retry_at TIMESTAMPTZ, receipt JSONB
+    )
+    WHERE m.id = o.id AND m.claim = :claim AND m.status = :queued
+    RETURNING m.id
+    """
+)
+
+
+def _write(session: Session, token: str, rows: list[dict[str, Any]]) -> set[int]:
+    """Write the statuses of sends that are over, guarded (still queued under this
+    claim: not cancelled, not re-claimed after the lease ran out); returns the ids
+    written.
+
+    PostgreSQL: one UPDATE for all of them (one round trip on the batch's autocommit
+    connection). SQLite, in the process: one UPDATE each, in one transaction.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        written = set()
+        for row in rows:
+            params = {f"m_{name}": value for name, value in row.items()}
+            result = session.execute(_WRITE_ONE, {**params, "m_claim": token})
+            if cast(CursorResult[Any], result).rowcount:
+                written.add(row["id"])
+        return written
+    for row in rows:
+        for name in ("sent_at", "retry_at"):
+            row[name] = row[name] and row[name].isoformat()
+    params = {"rows": json.dumps(rows), "claim": token, "queued": str(MessageStatus.QUEUED)}
+    return set(session.scalars(_WRITE_MANY, params))
+
+
+def _record(
+    session: Session, token: str, over: list[_Attempt], due: datetime | None
+) -> list[_Attempt]:
+    """Write the outcomes of sends that are over, committed together; returns those
+    written (not cancelled or re-claimed in the meantime)."""
+    rows = []
+    for attempt in over:
+        message = attempt.message
+        status, error, retry_at, attempts = _outcome(attempt, due)
+        message.status, message.error = status, error
+        message.sent_at = attempt.started if status == MessageStatus.SENT else None
+        message.receipt = attempt.receipt or None
+        rows.append(
+            {
+                "id": message.id,
+                "status": status,
+                "error": error[:2000] if error else None,
+                "sent_at": message.sent_at,
+                "subject": message.subject,
+                "body": message.body,
+                "attempts": attempts,
+                "retry_at": retry_at,
+                "receipt": message.receipt,
+            }
+        )
+    written = _write(session, token, rows)
+    session.commit()
+    for attempt in over:
+        attempt.recorded.set()
+    return [attempt for attempt in over if attempt.message.id in written]
 
 
 @contextmanager
@@ -231,8 +536,8 @@ def _async_commits(connection: Connection) -> Iterator[None]:
     """Commits on this connection do not wait for the disk, until the block ends.
 
     The status write is all that stands between a send and a resend, so it is
-    committed per message: a killed worker loses nothing committed this way (only
-    a crash of the machine could), and a commit costs no fsync.
+    committed as soon as it is known: a killed worker loses nothing committed this
+    way (only a crash of the machine could), and a commit costs no fsync.
     """
     if connection.dialect.name == "postgresql":
         on, off = "SET synchronous_commit TO OFF", "RESET synchronous_commit"
@@ -253,32 +558,48 @@ def _async_commits(connection: Connection) -> Iterator[None]:
 
 
 def deliver_batch(
-    *, limit: int = 500, broadcast_id: int | None = None, now: datetime | None = None
+    *,
+    limit: int = 500,
+    broadcast_id: int | None = None,
+    now: datetime | None = None,
+    run: DeliveryRun | None = None,
 ) -> int:
     """Claim and deliver one batch; returns how many messages were processed.
 
     ``now`` is the moment retries are due by (``run_due(now)`` moves it forward).
+    ``run``: send over its connections (else over connections opened for this batch).
     """
     token = claim_batch(limit, broadcast_id, now)
     if token is None:
         return 0
-    # One connection for the whole batch, with commits that do not wait for the disk.
-    with get_state().db.engine.connect() as db_connection, _async_commits(db_connection):
+    with ExitStack() as stack:
+        if run is None:
+            run = stack.enter_context(DeliveryRun())
+        # One database connection for the batch, with commits that do not wait for the
+        # disk; on PostgreSQL in autocommit: every statement here stands alone, so a
+        # status write is one round trip (SQLite's may be the host's shared connection).
+        db_connection = stack.enter_context(get_state().db.engine.connect())
+        if db_connection.dialect.name == "postgresql":
+            db_connection = db_connection.execution_options(isolation_level="AUTOCOMMIT")
+        stack.enter_context(_async_commits(db_connection))
         session = Session(bind=db_connection, expire_on_commit=False)
+        stack.callback(session.close)
         try:
-            return _deliver_claimed(session, token, now)
-        finally:
-            session.close()
+            return _deliver_claimed(session, token, run, now)
+        except BaseException:
+            run.close()  # sends in flight are not written: no connection sends more
+            raise
 
 
-def _deliver_claimed(session: Session, token: str, due: datetime | None = None) -> int:
-    """Deliver the messages of one claim, committing each status as it is known.
+def _deliver_claimed(
+    session: Session, token: str, run: DeliveryRun, due: datetime | None = None
+) -> int:
+    """Deliver the messages of one claim, committing statuses as they are known.
 
     A message to retry is due again after a backoff from ``due`` (default: now).
     """
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    processed = 0
-    touched: set[int] = set()
+    caps = current_app.config.get("ENGAGE_FREQUENCY_CAP") or {}
     cache: dict[Any, Source | None] = {}
     messages = list(
         session.scalars(select(Message).where(Message.claim == token).order_by(Message.id))
@@ -293,74 +614,58 @@ def _deliver_claimed(session: Session, token: str, due: datetime | None = None) 
     }
     session.commit()
     session.expunge_all()  # statuses are written with guarded UPDATEs below
-    with ExitStack() as stack:
-        connections = _Connections(stack)
-        for message in messages:
-            now = utcnow()
-            status, error, retry_at = MessageStatus.SENT, None, None
-            attempts = message.attempts or 0
-            receipt: dict[str, Any] = {}
-            try:
-                if _over_cap(session, message, now):
-                    raise SkipMessage("frequency_cap")
-                source = _source(session, message, cache)
-                blocked = (message.customer_id, message.channel) in opted_out
-                _deliver(session, message, source, connections, blocked, receipt)
-            except SkipMessage as skip:
-                status, error = MessageStatus.SKIPPED, str(skip)
-            except RetryLater as exc:
-                attempts += 1
-                if attempts >= MAX_ATTEMPTS:
-                    status, error = (
-                        MessageStatus.FAILED,
-                        f"gave up after {attempts} attempts: {exc}",
-                    )
-                else:
-                    status, error = MessageStatus.QUEUED, str(exc)
-                    retry_at = max(now, due or now) + retry_delay(attempts)
-                log.warning("flask-engage: message %s not delivered: %s", message.id, exc)
-            except DeliveryFailed as exc:
-                status, error = MessageStatus.FAILED, str(exc)
-                log.warning("flask-engage: message %s failed: %s", message.id, error)
-            except Exception as exc:  # one bad message must not stop the batch
-                status, error = MessageStatus.FAILED, f"{type(exc).__name__}: {exc}"[:2000]
-                log.warning("flask-engage: message %s failed: %s", message.id, error)
-            message.status, message.error = status, error
-            message.sent_at = now if status == MessageStatus.SENT else None
-            message.receipt = receipt or None
-            result = session.execute(
-                update(Message)
-                .where(
-                    Message.id == message.id,
-                    Message.claim == token,
-                    Message.status == MessageStatus.QUEUED,
-                )
-                .values(
-                    status=status,
-                    error=error[:2000] if error else None,
-                    sent_at=message.sent_at,
-                    subject=message.subject,
-                    body=message.body,
-                    claim=None,
-                    claimed_at=None,
-                    attempts=attempts,
-                    retry_at=retry_at,
-                    receipt=message.receipt,
-                )
-            )
-            written = cast(CursorResult[Any], result).rowcount
-            session.commit()
-            processed += 1
-            if message.broadcast_id is not None:
-                touched.add(message.broadcast_id)
-            if not written:  # cancelled, or re-claimed after the lease ran out
-                continue
-            if status == MessageStatus.SENT:
+    run.batches += 1
+    in_flight: Counter[tuple[int | None, str]] = Counter()
+
+    def record(over: list[_Attempt]) -> None:
+        if not over:
+            return
+        for attempt in over:
+            in_flight[attempt.message.customer_id, attempt.message.channel] -= 1
+        for attempt in _record(session, token, over, due):
+            message = attempt.message
+            if message.status == MessageStatus.SENT:
                 signals.message_sent.send(app, message=message, customer=message.customer)
-            elif status == MessageStatus.FAILED:
+            elif message.status == MessageStatus.FAILED:
                 signals.message_failed.send(
-                    app, message=message, customer=message.customer, error=error
+                    app, message=message, customer=message.customer, error=message.error
                 )
-    finish_broadcasts(session, sorted(touched), utcnow())
+
+    settled: list[_Attempt] = []  # over, status not written yet (no send pending on it)
+
+    def flush(wait: bool = False, force: bool = False) -> None:
+        """Write the pool's sends that are over (see ``finished``) with what is settled."""
+        nonlocal settled
+        over = run.finished(wait=wait)
+        if over or force:
+            record(settled + over)
+            settled = []
+
+    for message in messages:
+        attempt = _Attempt(message, message.attempts or 0, utcnow())
+        key = (message.customer_id, message.channel)
+        if caps.get(message.channel):
+            while in_flight[key] > 0:  # the cap counts what was sent: wait for it
+                flush(wait=True, force=True)
+        in_flight[key] += 1
+        try:
+            if _over_cap(session, message, attempt.started):
+                raise SkipMessage("frequency_cap")
+            blocked = key in opted_out
+            channel, prepared = _prepare(session, message, cache, blocked, attempt.receipt)
+        except Exception as exc:  # classified in _outcome
+            attempt.error = exc
+            settled.append(attempt)
+            continue
+        if run.submit(channel, attempt, prepared):
+            settled.append(attempt)
+            flush(force=True)  # sent from this thread: written before it sends more
+        else:
+            flush()
+    while run.pending:
+        flush(wait=True)
+    flush(force=True)
+    touched = sorted({m.broadcast_id for m in messages if m.broadcast_id is not None})
+    finish_broadcasts(session, touched, utcnow())
     session.commit()
-    return processed
+    return len(messages)

@@ -48,10 +48,19 @@ def _percent(members: int, total: int) -> float:
     return round(100.0 * members / total, 2) if total else 0.0
 
 
+def _population(session: Session, as_of: datetime | None = None) -> int:
+    """Customers segments are evaluated over (not those kept after the host deleted
+    them), created by ``as_of`` when given: the ``total`` a percentage is of."""
+    query = select(func.count()).where(Customer.deleted_at.is_(None))
+    if as_of is not None:
+        query = query.where(Customer.created_at <= as_of)
+    return session.scalar(query) or 0
+
+
 def take_snapshots(session: Session, now: datetime) -> int:
     """Record today's size of every segment (idempotent: one row per segment and day)."""
     day = local_day(now)
-    total = session.scalar(select(func.count()).select_from(Customer)) or 0
+    total = _population(session)
     rows = session.execute(
         select(Segment.id, func.count(Membership.customer_id))
         .outerjoin(Membership, Membership.segment_id == Segment.id)
@@ -103,7 +112,7 @@ def segment_history(
                 )
                 or 0
             )
-            total = session.scalar(select(func.count()).where(Customer.created_at <= as_of)) or 0
+            total = _population(session, as_of)
             rebuilt.append(
                 {"segment_id": segment.id, "day": day, "members": members, "total": total}
             )
@@ -116,6 +125,6 @@ def segment_history(
             rebuilt,
         )
     members = session.scalar(select(func.count()).where(Membership.segment_id == segment.id)) or 0
-    total = session.scalar(select(func.count()).select_from(Customer)) or 0
+    total = _population(session)
     points.append(HistoryPoint(today, members, total, _percent(members, total)))
     return points

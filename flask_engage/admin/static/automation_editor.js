@@ -1,5 +1,5 @@
-/* The automation editor: steps as forms (wait, condition, send, end), moved and removed
- * with buttons, written to the steps JSON that the form posts (editable too, for power
+/* The automation editor: steps as forms (wait, condition, send, end, wait for an event,
+ * if/otherwise with the steps of each arm nested), moved and removed with buttons, written to the steps JSON that the form posts (editable too, for power
  * users). Conditions use the segment builder (builder.js); a send step previews its
  * message for a customer and sends a test. Plain JavaScript. */
 (function () {
@@ -85,29 +85,86 @@
         return;
       }
       // A stored wait may combine units: shown in the smallest of them.
-      var factor = {days: 1440, hours: 60, minutes: 1};
-      var units = Object.keys(spec).filter(function (u) { return u in factor; });
-      var unit = units.length ? units.reduce(function (a, b) { return factor[a] <= factor[b] ? a : b; }) : "days";
-      var minutes = units.reduce(function (sum, u) { return sum + Number(spec[u] || 0) * factor[u]; }, 0);
-      var amount = el("input", {"class": "form-control form-control-sm wait-amount", type: "number", min: "0", step: "any"});
-      amount.value = units.length ? minutes / factor[unit] : 1;
-      var unitSelect = options(el("select", {"class": "form-control form-control-sm wait-unit"}), data.wait_units, {}, unit);
-      function update() {
-        var value = amount.value.trim() === "" ? null : Number(amount.value);
-        step.wait = spec = {};
-        spec[unitSelect.value] = value;
-        sync();
-      }
-      amount.addEventListener("input", update);
-      unitSelect.addEventListener("change", update);
-      update();
-      detail.appendChild(amount);
-      detail.appendChild(unitSelect);
+      duration(spec, sync).forEach(function (node) { detail.appendChild(node); });
     }
     mode.addEventListener("change", function () { spec = step.wait = {}; draw(); sync(); });
     draw();
     box.appendChild(el("div", {"class": "engage-toolbar"}, [el("span", {text: "Wait"}), mode]));
     box.appendChild(detail);
+    return box;
+  }
+
+  // An amount and a unit (days, hours or minutes) written into spec; other units go.
+  function duration(spec, onChange) {
+    var factor = {days: 1440, hours: 60, minutes: 1};
+    var units = Object.keys(spec).filter(function (u) { return u in factor; });
+    var unit = units.length ? units.reduce(function (a, b) { return factor[a] <= factor[b] ? a : b; }) : "days";
+    var minutes = units.reduce(function (sum, u) { return sum + Number(spec[u] || 0) * factor[u]; }, 0);
+    var amount = el("input", {"class": "form-control form-control-sm wait-amount", type: "number", min: "0", step: "any"});
+    amount.value = units.length ? minutes / factor[unit] : 1;
+    var unitSelect = options(el("select", {"class": "form-control form-control-sm wait-unit"}), data.wait_units, {}, unit);
+    function update() {
+      Object.keys(factor).forEach(function (u) { delete spec[u]; });
+      spec[unitSelect.value] = amount.value.trim() === "" ? null : Number(amount.value);
+      onChange();
+    }
+    amount.addEventListener("input", update);
+    unitSelect.addEventListener("change", update);
+    update();
+    return [amount, unitSelect];
+  }
+
+  // The steps of a branch's two arms, each a list of cards with its own add buttons.
+  function arms(spec, depth, labels) {
+    var box = el("div", {"class": "step-arms"});
+    ["then", "else"].forEach(function (arm) {
+      if (!Array.isArray(spec[arm])) { spec[arm] = []; }
+      var inner = el("div", {"class": "arm-steps"});
+      cards(inner, spec[arm], depth + 1);
+      var tools = el("div", {"class": "engage-toolbar"});
+      addButtons(tools, spec[arm], depth + 1);
+      box.appendChild(el("div", {"class": "step-arm mt-2", "data-arm": arm}, [
+        el("div", {"class": "small font-weight-bold mb-1", text: labels[arm]}), inner, tools
+      ]));
+    });
+    return box;
+  }
+
+  function waitForBody(step, depth) {
+    var spec = step.wait_for;
+    var box = el("div", {"class": "step-body"});
+    var event = el("input", {"class": "form-control form-control-sm wait-for-event", list: "event-names",
+      placeholder: "Event name", "aria-label": "Event to wait for"});
+    event.value = spec.event || "";
+    event.addEventListener("input", function () { spec.event = event.value; sync(); });
+    box.appendChild(el("div", {"class": "engage-toolbar"},
+      [el("span", {text: "Wait for"}), event, el("span", {text: "for up to"})].concat(duration(spec, sync))));
+    var where = el("textarea", {"class": "form-control form-control-sm text-monospace wait-for-where", rows: "1",
+      placeholder: '[{"property": "amount", "op": "gte", "value": 100}]', "aria-label": "Only when its properties match"});
+    where.value = spec.where ? JSON.stringify(spec.where) : "";
+    where.addEventListener("input", function () {
+      if (!where.value.trim()) { delete spec.where; where.classList.remove("is-invalid"); sync(); return; }
+      try { spec.where = JSON.parse(where.value); where.classList.remove("is-invalid"); sync(); } catch (e) { where.classList.add("is-invalid"); }
+    });
+    box.appendChild(el("details", {"class": "small mt-1"}, [
+      el("summary", {text: "Only when its properties match (optional, JSON)"}), where]));
+    box.appendChild(arms(spec, depth, {then: "If they do it in time:", "else": "If the time runs out:"}));
+    return box;
+  }
+
+  function branchBody(step, depth) {
+    var spec = step.branch;
+    var box = el("div", {"class": "step-body"});
+    box.appendChild(el("p", {"class": "mb-1", text: "If the customer matches (checked when the run reaches this step):"}));
+    var preview = el("div", {"class": "alert alert-info py-1 small step-count", text: "Counting…"});
+    var holder = el("div", {"class": "engage-builder step-builder"});
+    box.appendChild(holder);
+    box.appendChild(preview);
+    EngageBuilder.mount(holder, {
+      schemaUrl: data.schema_url, filters: spec["if"], data: data.names, countUrl: data.count_url,
+      preview: preview, onChange: function (root) { spec["if"] = root; sync(); }
+    });
+    box.appendChild(arms(spec, depth, {then: "Then:", "else": "Otherwise:"}));
     return box;
   }
 
@@ -232,35 +289,43 @@
     });
     return el("div", {"class": "step-body"}, [area]);
   }
-  var BODIES = {wait: waitBody, "if": ifBody, send: sendBody, exit: exitBody};
+  var BODIES = {wait: waitBody, "if": ifBody, send: sendBody, exit: exitBody, wait_for: waitForBody, branch: branchBody};
 
-  function render() {
-    list.innerHTML = "";
-    steps.forEach(function (step, index) {
+  // The cards of a list of steps: the automation's own (depth 0), or a branch arm's.
+  function cards(container, arr, depth) {
+    arr.forEach(function (step, index) {
       var key = keyOf(step);
-      var card = el("div", {"class": "card step-card mb-2", "data-index": index, "data-kind": key});
+      var attrs = {"class": "card step-card mb-2" + (depth ? " nested-step" : ""), "data-kind": key, "data-depth": depth};
+      if (!depth) { attrs["data-index"] = index; }  // errors name top-level steps by index
+      var card = el("div", attrs);
       var head = el("div", {"class": "card-header py-1 engage-toolbar"}, [
         el("strong", {"class": "step-title", text: (index + 1) + ". " + (LABELS[key] || key)})
       ]);
       var moves = el("span", {"class": "ml-auto"});
-      if (index > 0) { moves.appendChild(button("btn-outline-secondary step-up", "↑", function () { move(index, -1); }, "Move up")); }
-      if (index < steps.length - 1) { moves.appendChild(button("btn-outline-secondary step-down", "↓", function () { move(index, 1); }, "Move down")); }
+      if (index > 0) { moves.appendChild(button("btn-outline-secondary step-up", "↑", function () { move(arr, index, -1); }, "Move up")); }
+      if (index < arr.length - 1) { moves.appendChild(button("btn-outline-secondary step-down", "↓", function () { move(arr, index, 1); }, "Move down")); }
       moves.appendChild(button("btn-outline-danger step-remove", "×", function () {
-        if (window.confirm("Remove step " + (index + 1) + " (" + (LABELS[key] || key) + ")?")) { steps.splice(index, 1); render(); }
+        if (window.confirm("Remove step " + (index + 1) + " (" + (LABELS[key] || key) + ")?")) { arr.splice(index, 1); render(); }
       }, "Remove this step"));
       head.appendChild(moves);
       card.appendChild(head);
       var body = el("div", {"class": "card-body py-2"});
-      body.appendChild((BODIES[key] || otherBody)(step));
+      body.appendChild((BODIES[key] || otherBody)(step, depth));
       card.appendChild(body);
-      list.appendChild(card);
+      container.appendChild(card);
     });
-    if (!steps.length) { list.appendChild(el("p", {"class": "text-muted", text: "No steps yet: add one below."})); }
+    if (!arr.length) {
+      container.appendChild(el("p", {"class": "text-muted small", text: depth ? "No steps: the run goes on after the branch." : "No steps yet: add one below."}));
+    }
+  }
+  function render() {
+    list.innerHTML = "";
+    cards(list, steps, 0);
     sync();
   }
-  function move(index, by) {
-    var step = steps.splice(index, 1)[0];
-    steps.splice(index + by, 0, step);
+  function move(arr, index, by) {
+    var step = arr.splice(index, 1)[0];
+    arr.splice(index + by, 0, step);
     render();
   }
   var FRESH = {
@@ -272,18 +337,25 @@
       if (first.needs_subject) { spec.subject = ""; }
       return {send: spec};
     },
-    exit: function () { return {exit: true}; }
+    exit: function () { return {exit: true}; },
+    wait_for: function () { return {wait_for: {event: "", days: 3, then: [], "else": []}}; },
+    branch: function () { return {branch: {"if": {all: []}, then: [], "else": []}}; }
   };
-  data.kinds.forEach(function (kind) {
-    if (!FRESH[kind.key]) { return; }
-    var add = document.getElementById("add-steps");
-    add.appendChild(button("btn-outline-primary add-step-" + kind.key, "+ " + kind.label, function () {
-      steps.push(FRESH[kind.key]());
-      render();
-      var cards = list.querySelectorAll(".step-card");
-      cards[cards.length - 1].scrollIntoView({block: "nearest"});
-    }));
-  });
+  // "+ Wait", "+ Send a message"... buttons that add a step to arr.
+  function addButtons(container, arr, depth) {
+    data.kinds.forEach(function (kind) {
+      if (!FRESH[kind.key]) { return; }
+      container.appendChild(button("btn-outline-primary add-step-" + kind.key, "+ " + kind.label, function () {
+        arr.push(FRESH[kind.key]());
+        render();
+        if (!depth) {
+          var all = list.querySelectorAll(".step-card[data-index]");
+          all[all.length - 1].scrollIntoView({block: "nearest"});
+        }
+      }));
+    });
+  }
+  addButtons(document.getElementById("add-steps"), steps, 0);
 
   var timer = null;
   textarea.addEventListener("input", function () {
@@ -292,7 +364,8 @@
       try {
         var parsed = JSON.parse(textarea.value);
         if (!Array.isArray(parsed)) { throw new Error("expected a list of steps"); }
-        steps = parsed;
+        steps.length = 0;  // the same list: the add buttons hold it
+        Array.prototype.push.apply(steps, parsed);
         render();
       } catch (e) { jsonError.textContent = "Not valid JSON: " + e.message; }
     }, 500);

@@ -1,6 +1,7 @@
 /* Engage admin: confirmations, the send dialog (who gets it, a check of the templates,
- * then progress while it sends), live broadcast progress, and channel fields that
- * follow the chosen channel. Plain JavaScript. */
+ * then progress while it sends), live broadcast progress, channel fields that follow
+ * the chosen channel, and an automation's trigger fields that follow its kind.
+ * Plain JavaScript. */
 (function () {
   "use strict";
   var csrfMeta = document.querySelector('meta[name="engage-csrf"]');
@@ -39,6 +40,15 @@
     });
   }
   if (channel) { channel.addEventListener("change", showChannelFields); showChannelFields(); }
+
+  // -- an automation's trigger: the segment, list or event its kind needs -------------------
+  var triggerKind = document.getElementById("trigger_kind");
+  function showTriggerFields() {
+    document.querySelectorAll("[data-trigger-kinds]").forEach(function (group) {
+      group.hidden = group.getAttribute("data-trigger-kinds").split(" ").indexOf(triggerKind.value) < 0;
+    });
+  }
+  if (triggerKind) { triggerKind.addEventListener("change", showTriggerFields); showTriggerFields(); }
 
   // -- broadcast progress ----------------------------------------------------------------------
   var ACTIVE = ["queued", "sending"];
@@ -85,6 +95,7 @@
       name: data.get("name"), channel: data.get("channel"), subject: data.get("subject"),
       body: data.get("body"), url: data.get("url"), headers: data.get("headers"),
       segments: data.getAll("segments").map(Number),
+      lists: data.getAll("lists").map(Number),
       send_to_unsubscribed: data.get("send_to_unsubscribed") === "y",
       scheduled_at: when ? when : null
     };
@@ -99,7 +110,7 @@
     if (answer.scheduled_at) {
       title.textContent = "Schedule “" + name + "” for " + answer.scheduled_at + "?";
       body.appendChild(text("p", "It will go by " + answer.channel.toLowerCase() + " to " + who +
-        " (counted now; customers who join or leave its segments by then are counted then)."));
+        " (counted now; customers who join or leave its segments or lists by then are counted then)."));
     } else {
       title.textContent = "Send “" + name + "” now to " + who + "?";
       body.appendChild(text("p", "It goes by " + answer.channel.toLowerCase() + " to " + who + ", each once."));
@@ -109,7 +120,7 @@
     if (answer.unsubscribed) {
       skipped.push(number(answer.unsubscribed) + " unsubscribed" + (answer.send_to_unsubscribed ? " (sent to anyway: transactional)" : " (not sent to)"));
     }
-    body.appendChild(text("p", number(answer.customers) + " customers are in its segments" +
+    body.appendChild(text("p", number(answer.customers) + " customers are " + answer.audience +
       (skipped.length ? "; of them " + skipped.join(", ") : "") + ".", "small text-muted"));
     if (answer.failed) {
       var alert = text("div", answer.blocked, "alert alert-danger");

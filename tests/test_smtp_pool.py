@@ -1,0 +1,204 @@
+"""Several SMTP connections per worker (``ENGAGE_SMTP_CONNECTIONS``) against a real
+aiosmtpd server: who gets what, refusals, failures that pass, and what goes on the wire."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import timedelta
+from email import message_from_bytes
+from email.policy import default as default_policy
+
+import pytest
+from sqlalchemy import insert
+
+from flask_engage import signals
+from flask_engage.models import Broadcast, Customer, Message, utcnow
+from tests.hostapp import db, engage
+from tests.smtp_sink import free_port
+
+
+@pytest.fixture
+def app_config(smtp):
+    return {
+        "MAIL_SERVER": "127.0.0.1",
+        "MAIL_PORT": smtp[1],
+        "MAIL_SUPPRESS_SEND": False,
+        "ENGAGE_SMTP_CONNECTIONS": 3,
+    }
+
+
+def add_customers(n: int) -> None:
+    now = utcnow()
+    db.session.execute(
+        insert(Customer.__table__),
+        [
+            {
+                "external_id": str(i),
+                "email": f"c{i}@example.com",
+                "attributes": {"n": i},
+                "created_at": now,
+                "updated_at": now,
+            }
+            for i in range(n)
+        ],
+    )
+    db.session.commit()
+    engage.recompute("all")
+
+
+def statuses(broadcast) -> dict[str, Message]:
+    db.session.expire_all()
+    return {
+        m.customer.external_id: m
+        for m in db.session.query(Message).filter_by(broadcast_id=broadcast.id)
+    }
+
+
+def test_three_connections_each_customer_gets_exactly_one_email(app, smtp):
+    inbox, _ = smtp
+    inbox.delay = 0.002  # a server that takes a moment, so every connection gets work
+    app.config["ENGAGE_BATCH_SIZE"] = 40
+    add_customers(200)
+    broadcast = engage.create_broadcast(
+        "Pool", channel="email", segments=["all"], subject="Hi {{ customer.n }}", body="B"
+    )
+    sent = []
+
+    def on_sent(sender, message, customer):
+        sent.append((customer.email, message.status, message.subject))
+
+    with signals.message_sent.connected_to(on_sent, app):
+        engage.send_broadcast(broadcast)
+    counts = inbox.count()
+    assert counts == Counter({f"c{i}@example.com": 1 for i in range(200)})
+    # the signal fires once per message sent, after its status is written
+    assert sorted(sent) == sorted((f"c{i}@example.com", "sent", f"Hi {i}") for i in range(200))
+    # three connections at once, kept for all five batches
+    assert len(inbox.peers) == 3
+    assert engage.broadcast_counts(broadcast)["sent"] == 200
+    assert db.session.get(Broadcast, broadcast.id).status == "sent"
+    # each message went to its own customer, with its own subject
+    for rcpts, raw in inbox.received:
+        (rcpt,) = rcpts
+        mail = message_from_bytes(raw, policy=default_policy)
+        assert mail["To"] == rcpt
+        assert mail["Subject"] == f"Hi {rcpt[1:].split('@')[0]}"
+
+
+def test_a_refused_recipient_fails_and_the_others_are_sent(app, smtp):
+    inbox, _ = smtp
+    add_customers(30)
+    original = inbox.handle_DATA
+
+    async def refuse_c7(server, session, envelope):
+        if envelope.rcpt_tos == ["c7@example.com"]:
+            return "550 mailbox unavailable"
+        return await original(server, session, envelope)
+
+    inbox.handle_DATA = refuse_c7
+    broadcast = engage.create_broadcast(
+        "Refused", channel="email", segments=["all"], subject="S", body="B"
+    )
+    engage.send_broadcast(broadcast)
+    rows = statuses(broadcast)
+    assert rows["7"].status == "failed" and "550" in rows["7"].error
+    assert {k for k, m in rows.items() if m.status == "sent"} == {str(i) for i in range(30)} - {"7"}
+    assert "c7@example.com" not in inbox.count() and sum(inbox.count().values()) == 29
+    assert db.session.get(Broadcast, broadcast.id).status == "partial"
+
+
+# 421: the server closes the connection too; the next message goes over a fresh one.
+@pytest.mark.parametrize("reply", ["451 try again later", "421 closing, try again later"])
+def test_a_temporary_refusal_is_retried_with_backoff(app, smtp, reply):
+    inbox, _ = smtp
+    add_customers(12)
+    original = inbox.handle_DATA
+    refused = []
+
+    async def busy_once(server, session, envelope):
+        if envelope.rcpt_tos == ["c3@example.com"] and not refused:
+            refused.append(1)
+            return reply
+        return await original(server, session, envelope)
+
+    inbox.handle_DATA = busy_once
+    broadcast = engage.create_broadcast(
+        "Busy", channel="email", segments=["all"], subject="S", body="B"
+    )
+    started = utcnow()
+    engage.send_broadcast(broadcast)
+    row = statuses(broadcast)["3"]
+    assert (row.status, row.attempts) == ("queued", 1) and reply[:3] in row.error
+    assert row.retry_at >= started + timedelta(minutes=1)
+    assert sum(inbox.count().values()) == 11
+    engage.run_due(now=utcnow() + timedelta(minutes=2))
+    assert statuses(broadcast)["3"].status == "sent"
+    assert inbox.count() == Counter({f"c{i}@example.com": 1 for i in range(12)})
+    assert db.session.get(Broadcast, broadcast.id).status == "sent"
+
+
+def test_an_unreachable_server_leaves_every_message_for_a_retry(app, smtp):
+    app.extensions["mail"].port = free_port()  # nothing listens there
+    add_customers(5)
+    broadcast = engage.create_broadcast(
+        "Down", channel="email", segments=["all"], subject="S", body="B"
+    )
+    engage.send_broadcast(broadcast)
+    rows = statuses(broadcast)
+    assert {(m.status, m.attempts) for m in rows.values()} == {("queued", 1)}
+    assert all("unreachable" in m.error for m in rows.values())
+    app.extensions["mail"].port = smtp[1]  # back up
+    engage.run_due(now=utcnow() + timedelta(minutes=2))
+    assert smtp[0].count() == Counter({f"c{i}@example.com": 1 for i in range(5)})
+
+
+def test_what_goes_on_the_wire_reads_as_the_message_composed(app, smtp):
+    inbox, _ = smtp
+    app.config["ENGAGE_MAIL_SENDER"] = "Équipe Nouvelles <news@example.com>"
+    engage.identify(1, email="ada@example.com", name="Adà")
+    db.session.commit()
+    broadcast = engage.create_broadcast(
+        "Accents",
+        channel="email",
+        segments=["all"],
+        subject="Bonjour {{ customer.name }} ✓ " + "long " * 200,
+        body="<p>Chère {{ customer.name }},</p>\n<p>Voilà.</p>",
+    )
+    engage.send_broadcast(broadcast)
+    ((rcpts, raw),) = inbox.received
+    mail = message_from_bytes(raw, policy=default_policy)
+    assert rcpts == ["ada@example.com"] and mail["To"] == "ada@example.com"
+    assert str(mail["From"]) == "Équipe Nouvelles <news@example.com>"
+    assert mail["Subject"] == ("Bonjour Adà ✓ " + "long " * 200).strip()
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+    assert "Chère Adà" in mail.get_body(("html",)).get_content()
+    text = mail.get_body(("plain",)).get_content()
+    assert text.startswith("Chère Adà") and "/engage/unsubscribe/" in text
+    link = mail["List-Unsubscribe"]
+    assert link.startswith("<https://app.example.com/engage/unsubscribe/") and link[1:-1] in text
+    assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert mail["Message-ID"] and mail["Date"]
+    assert not mail.defects and not any(part.defects for part in mail.walk())
+
+
+def test_a_slow_server_gets_three_messages_at_once(app, smtp):
+    inbox, _ = smtp
+    add_customers(40)
+    original = inbox.handle_DATA
+    now, most = [0], [0]
+
+    async def slow(server, session, envelope):  # 50 ms a message
+        now[0] += 1
+        most[0] = max(most[0], now[0])
+        await asyncio.sleep(0.05)
+        now[0] -= 1
+        return await original(server, session, envelope)
+
+    inbox.handle_DATA = slow
+    broadcast = engage.create_broadcast(
+        "Slow", channel="email", segments=["all"], subject="S", body="B"
+    )
+    engage.send_broadcast(broadcast)
+    assert sum(inbox.count().values()) == 40
+    assert most[0] == 3  # one message at a time would take 40 x 50 ms
