@@ -39,16 +39,11 @@ from flask_engage.messages.unsubscribe import make_token
 from flask_engage.messages.urls import external_url
 from flask_engage.models import Customer
 from tests.hostapp import create_app, db, engage
+from tests.smtp_sink import free_port
 
 EMAIL_URL = POSTGRES_URL.rsplit("/", 1)[0] + "/engage_bench_email"
 SUBJECT = "News for {{ customer.plan }} customers"
 BODY = "<p>Hello {{ customer.email }},</p><p>Our {{ customer.city }} offer is here.</p>"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def sink(port: int, messages: Synchronized, connections: Synchronized) -> None:

@@ -28,6 +28,7 @@ from sqlalchemy import func, select
 
 from flask_engage.models import Event
 from tests.hostapp import create_app, db, engage
+from tests.smtp_sink import free_port
 
 HERE = Path(__file__).resolve().parent
 CUSTOMERS = 10_000
@@ -40,12 +41,6 @@ SEGMENTS = {
         "count": {"op": "eq", "value": 0},
     },
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def prepare() -> None:

@@ -49,6 +49,7 @@ from flask_engage.jobs.rqjobs import job_recompute
 from flask_engage.models import Broadcast, Customer, Membership, Message, Segment
 from flask_engage.segments import service as segment_service
 from tests.hostapp import db, engage
+from tests.smtp_sink import free_port
 
 HERE = Path(__file__).resolve().parent
 
@@ -303,12 +304,6 @@ def main() -> None:
         finally:
             for process in sinks:
                 process.terminate()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 if __name__ == "__main__":

@@ -10,12 +10,12 @@ from email import message_from_bytes
 from email.policy import default as default_policy
 
 import pytest
-from sqlalchemy import insert
 
 from flask_engage import signals
-from flask_engage.models import Broadcast, Customer, Message, utcnow
+from flask_engage.models import Broadcast, Message, utcnow
 from tests.hostapp import db, engage
 from tests.smtp_sink import free_port
+from tests.test_smtp import add_customers
 
 
 @pytest.fixture
@@ -26,25 +26,6 @@ def app_config(smtp):
         "MAIL_SUPPRESS_SEND": False,
         "ENGAGE_SMTP_CONNECTIONS": 3,
     }
-
-
-def add_customers(n: int) -> None:
-    now = utcnow()
-    db.session.execute(
-        insert(Customer.__table__),
-        [
-            {
-                "external_id": str(i),
-                "email": f"c{i}@example.com",
-                "attributes": {"n": i},
-                "created_at": now,
-                "updated_at": now,
-            }
-            for i in range(n)
-        ],
-    )
-    db.session.commit()
-    engage.recompute("all")
 
 
 def statuses(broadcast) -> dict[str, Message]:

@@ -131,6 +131,11 @@ def list_subscribe(slug: str) -> ResponseReturnValue:
     return _page(shown, found)
 
 
+def _invalid(exc: Exception, field: str) -> ResponseReturnValue:
+    """The "invalid link" page with the error, without its field prefix."""
+    return _page("invalid", status=400, error=str(exc).removeprefix(f"{field}: "))
+
+
 @bp.route("/lists/<slug>/confirm/<token>", methods=["GET", "POST"])
 @documented(
     "A double opt-in confirmation link: a page with a Confirm button (link scanners "
@@ -150,7 +155,7 @@ def list_confirm(slug: str, token: str) -> ResponseReturnValue:
     try:
         _, list_id = read_confirm_token(token)
     except ValidationError as exc:
-        return _page("invalid", status=400, error=str(exc).removeprefix("token: "))
+        return _invalid(exc, "token")
     if request.method == "GET":
         with operation_session() as session:
             found = session.get(CustomerList, list_id)
@@ -159,9 +164,9 @@ def list_confirm(slug: str, token: str) -> ResponseReturnValue:
         with operation_session() as session:
             found = confirm(session, token)
     except ValidationError as exc:
-        return _page("invalid", status=400, error=str(exc).removeprefix("token: "))
+        return _invalid(exc, "token")
     except StateError as exc:
-        return _page("invalid", status=400, error=str(exc).removeprefix("list: "))
+        return _invalid(exc, "list")
     if found.redirect_url:
         return redirect(found.redirect_url, 303)
     return _page("subscribed", found)
@@ -185,7 +190,7 @@ def list_unsubscribe(slug: str, token: str) -> ResponseReturnValue:
     try:
         list_id, _ = read_unsubscribe_token(token)
     except ValidationError as exc:
-        return _page("invalid", status=400, error=str(exc).removeprefix("token: "))
+        return _invalid(exc, "token")
     if request.method == "GET":
         with operation_session() as session:
             found = session.get(CustomerList, list_id)
@@ -194,5 +199,5 @@ def list_unsubscribe(slug: str, token: str) -> ResponseReturnValue:
         with operation_session() as session:
             found = leave(session, token)
     except ValidationError as exc:
-        return _page("invalid", status=400, error=str(exc).removeprefix("token: "))
+        return _invalid(exc, "token")
     return _page("left", found)

@@ -31,7 +31,7 @@ from ..models import (
 )
 from ..segments.compiler import read_filter
 from ..segments.nodes import ListCondition, walk
-from ..segments.service import _rename_references, slugify
+from ..segments.service import _rename_references, check_name
 from ..values import SLUG, row_id
 
 #: Longest description (Engage allows 255; people may write more here).
@@ -87,25 +87,6 @@ def public_list(session: Session, slug: str) -> CustomerList | None:
     )
 
 
-def _check_name(
-    session: Session, name: Any, current: CustomerList | None = None
-) -> tuple[str, str]:
-    if not isinstance(name, str) or not name.strip():
-        raise ValidationError("name: a list needs a name", field="name")
-    name = name.strip()
-    if len(name) > 200:
-        raise ValidationError("name: longer than 200 characters", field="name")
-    slug = slugify(name)
-    if not slug:
-        raise ValidationError(f"name: {name!r} has no letters or digits for a slug", field="name")
-    clash = session.scalar(
-        select(CustomerList).where((CustomerList.slug == slug) | (CustomerList.name == name))
-    )
-    if clash is not None and (current is None or clash.id != current.id):
-        raise ValidationError(f"name: a list named {clash.name!r} already exists", field="name")
-    return name, slug
-
-
 def check_description(value: Any, field: str = "description") -> str | None:
     """Text of at most :data:`MAX_DESCRIPTION` characters; blank means none."""
     if value is None:
@@ -150,7 +131,7 @@ def create_list(
     redirect_url: Any = None,
 ) -> CustomerList:
     """Insert a validated list."""
-    name, slug = _check_name(session, name)
+    name, slug = check_name(session, name, CustomerList, "list")
     created = CustomerList(
         name=name,
         slug=slug,
@@ -179,7 +160,7 @@ def update_list(
     by its old slug follow it."""
     changes: dict[str, Any] = {}
     if name is not None:
-        changes["name"], changes["slug"] = _check_name(session, name, found)
+        changes["name"], changes["slug"] = check_name(session, name, CustomerList, "list", found)
     if description is not None:
         changes["description"] = check_description(description)
     if public is not None:

@@ -561,6 +561,21 @@ class EventCondition(Node):
 
 
 # -- segments and channels -----------------------------------------------------------------
+def _membership_schema(key: str) -> dict[str, dict[str, Any]]:
+    """``{KEY: ID_OR_SLUG, "op": "in" | "not_in"}``: the shape of segment and list conditions."""
+    return {
+        key: {
+            "type": "object",
+            "required": [key],
+            "additionalProperties": False,
+            "properties": {
+                key: {"type": ["string", "integer"], "minLength": 1},
+                "op": {"enum": ["in", "not_in"]},
+            },
+        }
+    }
+
+
 @dataclass(frozen=True)
 class SegmentCondition(Node):
     """``{"segment": ID_OR_SLUG, "op": "in" | "not_in"}``: membership of another segment,
@@ -612,17 +627,7 @@ class SegmentCondition(Node):
 
     @classmethod
     def schema(cls, max_list_values: int) -> dict[str, dict[str, Any]]:
-        return {
-            "segment": {
-                "type": "object",
-                "required": ["segment"],
-                "additionalProperties": False,
-                "properties": {
-                    "segment": {"type": ["string", "integer"], "minLength": 1},
-                    "op": {"enum": ["in", "not_in"]},
-                },
-            }
-        }
+        return _membership_schema("segment")
 
     @classmethod
     def annotation(cls) -> dict[str, Any]:
@@ -772,17 +777,7 @@ class ListCondition(Node):
 
     @classmethod
     def schema(cls, max_list_values: int) -> dict[str, dict[str, Any]]:
-        return {
-            "list": {
-                "type": "object",
-                "required": ["list"],
-                "additionalProperties": False,
-                "properties": {
-                    "list": {"type": ["string", "integer"], "minLength": 1},
-                    "op": {"enum": ["in", "not_in"]},
-                },
-            }
-        }
+        return _membership_schema("list")
 
     @classmethod
     def annotation(cls) -> dict[str, Any]:

@@ -186,18 +186,22 @@ def _rename_references(node: Any, old: str, new: str, kind: str = "segment") -> 
     return {key: _rename_references(value, old, new, kind) for key, value in node.items()}
 
 
-def _check_name(session: Session, name: Any, current: Segment | None = None) -> tuple[str, str]:
+def check_name(
+    session: Session, name: Any, model: Any, noun: str, current: Any = None
+) -> tuple[str, str]:
+    """A name and its slug for a row of ``model`` (a segment or a list: ``noun``),
+    unique by both; ``current`` is the row being renamed."""
     if not isinstance(name, str) or not name.strip():
-        raise ValidationError("name: a segment needs a name", field="name")
+        raise ValidationError(f"name: a {noun} needs a name", field="name")
     name = name.strip()
     if len(name) > 200:
         raise ValidationError("name: longer than 200 characters", field="name")
     slug = slugify(name)
     if not slug:
         raise ValidationError(f"name: {name!r} has no letters or digits for a slug", field="name")
-    clash = session.scalar(select(Segment).where((Segment.slug == slug) | (Segment.name == name)))
+    clash = session.scalar(select(model).where((model.slug == slug) | (model.name == name)))
     if clash is not None and (current is None or clash.id != current.id):
-        raise ValidationError(f"name: a segment named {clash.name!r} already exists", field="name")
+        raise ValidationError(f"name: a {noun} named {clash.name!r} already exists", field="name")
     return name, slug
 
 
@@ -216,7 +220,7 @@ def create_segment(
 ) -> Segment:
     """Insert a validated segment (membership is computed by the caller)."""
     ensure_default(session)
-    name, slug = _check_name(session, name)
+    name, slug = check_name(session, name, Segment, "segment")
     checked = check_filters(session, filters, self_slug=slug)
     segment = Segment(
         name=name,
@@ -244,7 +248,7 @@ def update_segment(
         raise StateError("the default segment 'All' cannot be renamed or filtered")
     if name is not None:
         old_slug = segment.slug
-        segment.name, segment.slug = _check_name(session, name, segment)
+        segment.name, segment.slug = check_name(session, name, Segment, "segment", segment)
         if segment.slug != old_slug:  # references by slug follow the rename
             for other in session.scalars(select(Segment).where(Segment.id != segment.id)):
                 renamed = _rename_references(other.filters, old_slug, segment.slug)
