@@ -276,7 +276,11 @@ class Engage:
             changed = segment_service.update_segment(
                 session, found, name=name, filters=filters, description=description
             )
-            followers = [s.id for s in segment_service.dependent_segments(session, found)]
+            followers = (
+                [s.id for s in segment_service.dependent_segments(session, found)]
+                if changed
+                else []
+            )
         if changed:
             self._refresh(found, trigger=trigger_automations)
             # segments built on this one change with it, under the same rule

@@ -202,11 +202,9 @@ def test_deleting_cancels_live_runs(app):
     assert live == 0 and db.session.get(Automation, automation.id) is None
 
 
-def test_two_workers_at_once_send_each_message_once(app, db_kind):
-    trial_automation([{"wait": {"days": 1}}, REMIND])
-    names = [f"c{i}" for i in range(30)]
-    t = join_trial(*names)
-    later = t + timedelta(days=1, minutes=1)
+def run_due_from_two_workers(app, db_kind: str, later) -> None:
+    """``run_due(later)`` from two workers at once (PostgreSQL), or in turn (SQLite has
+    one writer); fails the test if either raised."""
     errors: list[BaseException] = []
     start = threading.Barrier(2 if db_kind == "postgresql" else 1)
 
@@ -218,17 +216,25 @@ def test_two_workers_at_once_send_each_message_once(app, db_kind):
         except BaseException as exc:  # reported by the assertion below
             errors.append(exc)
 
-    with inbox(app) as outbox:
-        if db_kind == "postgresql":
-            threads = [threading.Thread(target=worker) for _ in range(2)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-        else:  # SQLite has one writer: workers take turns
-            worker()
-            worker()
+    if db_kind == "postgresql":
+        threads = [threading.Thread(target=worker) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    else:  # SQLite has one writer: workers take turns
+        worker()
+        worker()
     assert errors == []
+
+
+def test_two_workers_at_once_send_each_message_once(app, db_kind):
+    trial_automation([{"wait": {"days": 1}}, REMIND])
+    names = [f"c{i}" for i in range(30)]
+    t = join_trial(*names)
+    later = t + timedelta(days=1, minutes=1)
+    with inbox(app) as outbox:
+        run_due_from_two_workers(app, db_kind, later)
     assert to(outbox) == sorted(f"{n}@example.com" for n in names)
 
 

@@ -7,7 +7,6 @@ Time moves with ``engage.run_due(now)``; emails are observed through Flask-Mail'
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -18,6 +17,7 @@ from sqlalchemy import insert, select
 from flask_engage.errors import InvalidAutomation
 from flask_engage.models import Automation, AutomationRun, Customer, Event, OutboxItem, utcnow
 from tests.hostapp import db, engage
+from tests.test_automations import run_due_from_two_workers
 
 BIG_PURCHASE = {"event": "Purchase", "where": [{"property": "amount", "op": "gte", "value": 100}]}
 TRIAL = {"attribute": "plan", "op": "eq", "value": "trial"}
@@ -234,28 +234,8 @@ def test_two_workers_take_each_branch_once(app, db_kind):
     )
     db.session.commit()
     later = t + timedelta(days=3, minutes=1)
-    errors: list[BaseException] = []
-    start = threading.Barrier(2 if db_kind == "postgresql" else 1)
-
-    def worker() -> None:
-        try:
-            with app.app_context():
-                start.wait(timeout=10)
-                engage.run_due(later)
-        except BaseException as exc:  # reported by the assertion below
-            errors.append(exc)
-
     with inbox(app) as outbox:
-        if db_kind == "postgresql":
-            threads = [threading.Thread(target=worker) for _ in range(2)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-        else:  # SQLite has one writer: workers take turns
-            worker()
-            worker()
-    assert errors == []
+        run_due_from_two_workers(app, db_kind, later)
     expected = [(n, "Thanks for buying") for n in names[::2]]
     expected += [(n, "Still thinking?") for n in names[1::2]]
     expected += [(n, "Tips") for n in names[::2]]
