@@ -6,9 +6,14 @@ query for the segments, then the membership diff, committed). Uses the data left
 by ``bench_recompute.py`` (run it first with the size you want), with 10, 20, 50
 and 200 segments. Three kinds of change: unknown (every segment is re-checked), a
 tracked "Purchase" event, and a changed "plan" attribute (only the segments that
-read them, see ``membership.Changes``). Each customer is evaluated twice: the first
-run writes its joins (new segments), the second finds nothing to change. Segments
-count as recomputed when the run starts, as a running schedule keeps them.
+read them, see ``flask_engage.changes.Changes``). Each customer is evaluated twice:
+the first run writes its joins (new segments), the second finds nothing to change.
+Segments count as recomputed when the run starts, as a running schedule keeps them.
+
+The last row of each size goes through the production path: ``engage.identify``
+changes the customer's plan and commits (the ``evaluate`` outbox row records
+``attribute:plan``), then what the worker runs, ``drain_outbox()``, is timed: claim
+the row, evaluate the segments that read the plan, write the changes, commit.
 Usage: python benchmarks/bench_incremental.py [--customers 300] [--segments 10 20 50 200]
 """
 
@@ -21,13 +26,15 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from common import POSTGRES_URL, percentile, table
+from common import POSTGRES_URL, REDIS_URL, percentile, table
 from sqlalchemy import func, select, update
 
+from flask_engage.changes import Changes
 from flask_engage.db import operation_session
+from flask_engage.jobs.outbox import drain_outbox
 from flask_engage.models import Customer, Segment
 from flask_engage.segments import service as segment_service
-from flask_engage.segments.membership import Changes, evaluate_customers
+from flask_engage.segments.membership import evaluate_customers
 from tests.hostapp import create_app, db, engage
 
 PLANS = ("free", "pro", "team")
@@ -115,12 +122,33 @@ def measure(ids: list[int], changes: Changes | None) -> tuple[list[float], list[
     return first, second, checked
 
 
+def through_the_job(ids: list[int]) -> tuple[list[float], int]:
+    """Milliseconds of ``drain_outbox()`` after a tracked plan change, per customer."""
+    with operation_session() as session:
+        external = dict(
+            session.execute(
+                select(Customer.id, Customer.external_id).where(Customer.id.in_(ids))
+            ).all()
+        )
+    timings, rng = [], random.Random(11)
+    for customer_id in ids:
+        engage.identify(external[customer_id], plan=rng.choice(PLANS + ("trial",)))
+        db.session.commit()
+        started = time.perf_counter()
+        drained, _ = drain_outbox()
+        timings.append((time.perf_counter() - started) * 1000)
+        if drained != 1:
+            raise SystemExit(f"expected one evaluate row, drained {drained}")
+    return timings, len(ids)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--customers", type=int, default=300)
     parser.add_argument("--segments", type=int, nargs="+", default=[10, 20, 50, 200])
     args = parser.parse_args()
-    app = create_app(POSTGRES_URL)
+    # Redis configured: a commit queues the drain for a worker, which we play here.
+    app = create_app(POSTGRES_URL, ENGAGE_REDIS_URL=REDIS_URL)
     rows = []
     with app.app_context():
         size = db.session.scalar(select(func.max(Customer.id))) or 0
@@ -146,6 +174,19 @@ def main() -> None:
                             max(values),
                         ]
                     )
+            mark_computed()
+            timings, _ = through_the_job(rng.sample(range(1, size + 1), args.customers))
+            rows.append(
+                [
+                    total,
+                    "plan via identify + evaluate job",
+                    "-",
+                    "drain_outbox()",
+                    statistics.median(timings),
+                    percentile(timings, 99),
+                    max(timings),
+                ]
+            )
             print(f"{total} segments done", flush=True)
         set_segment_count(6)
     print(f"\n{size:,} customers, {args.customers} customers evaluated one at a time\n")

@@ -20,11 +20,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from .changes import Changes, note
 from .db import operation_session
 from .errors import ValidationError
 from .lists.members import subscribe
 from .lists.service import open_list
-from .outbox import add_to_outbox
+from .outbox import add_evaluations
 from .tracking import CustomerPatch, check_customer_id, check_email, write_customers
 from .values import normalize_mapping
 
@@ -152,9 +153,11 @@ def import_customers(
         if not dry_run:
             with operation_session() as session:
                 ids = write_customers(session.connection(), patches)
-                add_to_outbox(session, "evaluate", ids.values())
+                changed = dict(ids.changed)
                 if list_id is not None:
                     subscribe(session, list_id, ids.values(), resubscribe=False, evaluate=False)
+                    note(changed, ids.values(), Changes(lists=True))
+                add_evaluations(session, changed)
         result.imported += len(chunk)
         if progress is not None:
             progress(len(chunk) + len(result.errors) - reported)

@@ -438,7 +438,8 @@ class ListChange(Base):
 class OutboxItem(Base):
     """Work a commit created, written in the same transaction, done by a job.
 
-    ``task`` is an :class:`OutboxTask`.
+    ``task`` is an :class:`OutboxTask`, ``key`` what it is about (a customer id for
+    ``evaluate``, with what changed about the customer in ``changes``).
     Rows are deleted in the transaction that does their work, so each is processed
     exactly once. An item whose work fails is put back with ``attempts`` + 1 and
     ``available_at`` later (backoff); after too many attempts it is parked
@@ -460,6 +461,9 @@ class OutboxItem(Base):
     parked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: The last failure.
     error: Mapped[str | None] = mapped_column(Text)
+    #: ``evaluate`` rows: what the write changed about the customer
+    #: (:func:`flask_engage.changes.dump`); None: anything may have.
+    changes: Mapped[str | None] = mapped_column(Text)
 
 
 class SchedulerState(Base):

@@ -3,7 +3,8 @@
 Every way in (``identify``/``track``, ``track_model`` session hooks, ``track_view``
 and the HTTP API) ends in the same few set-based writes on the host session's
 connection: :func:`write_customers`, :func:`write_events`, the definitions of the
-names seen, and an ``evaluate`` outbox row per changed customer.
+names seen, and an ``evaluate`` outbox row per changed customer saying what
+changed (:mod:`flask_engage.changes`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import re
 import time
 import uuid
 import weakref
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -26,6 +27,7 @@ from sqlalchemy import (
     ARRAY,
     Connection,
     String,
+    Text,
     bindparam,
     cast,
     func,
@@ -38,6 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Mapper, Session
 
+from .changes import Changes, dump, note
 from .db import get_state, host_session, insert_ignoring_conflicts, log, pending_work, this_app
 from .errors import ConfigurationError, ValidationError
 from .models import (
@@ -50,7 +53,7 @@ from .models import (
     UTCDateTime,
     utcnow,
 )
-from .outbox import add_to_outbox, outbox_rows
+from .outbox import add_to_outbox, evaluation_rows
 from .values import check_name, normalize_mapping, normalize_value, parse_datetime, value_type
 
 try:  # optional: Flask-Login's current user is the default identity
@@ -209,10 +212,42 @@ def _insert_customers(
     return {external_id: id_ for external_id, id_ in inserted}
 
 
+class Written(dict[str, int]):
+    """External id -> ``Customer.id`` of the customers written, and in ``changed``
+    what the write changed about those it changed (None for those it created or
+    restored: anything); a customer whose stored values stay the same is not in it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed: dict[int, Changes | None] = {}
+
+
+_MISSING = object()
+
+
+def _same(old: Any, new: Any) -> bool:
+    """Equal as stored JSON (``1``, ``1.0`` and ``true`` differ)."""
+    if old is _MISSING or new is _MISSING:
+        return old is new
+    return old == new and json.dumps(old, sort_keys=True) == json.dumps(new, sort_keys=True)
+
+
+def _changed_names(
+    patch: CustomerPatch, old: Mapping[str, Any], new: Mapping[str, Any]
+) -> set[str]:
+    """The patch's attribute names whose stored value it changes."""
+    return {
+        name
+        for name in patch.attributes
+        if not _same(old.get(name, _MISSING), new.get(name, _MISSING))
+    }
+
+
 def write_customers(
     conn: Connection, patches: Mapping[str, CustomerPatch], now: datetime | None = None
-) -> dict[str, int]:
-    """Create or update customers by external id; return external id -> Customer.id.
+) -> Written:
+    """Create or update customers by external id; return external id -> Customer.id
+    (with what changed about each, see :class:`Written`).
 
     Per chunk: an INSERT for the patches that say ``new`` (no SELECT first), one
     SELECT for the others, an INSERT for the unknown ones, and an UPDATE only for
@@ -220,7 +255,7 @@ def write_customers(
     """
     now = now or utcnow()
     table = Customer.__table__
-    ids: dict[str, int] = {}
+    ids = Written()
     updates: list[dict[str, Any]] = []
     for keys in _chunks(list(patches)):
         new = [key for key in keys if patches[key].new]
@@ -234,19 +269,21 @@ def write_customers(
             if raced:
                 found.update(_select_customers(conn, raced))
         ids.update(inserted)
+        ids.changed.update(dict.fromkeys(inserted.values()))
         for key, row in found.items():
             patch = patches[key]
             ids[key] = row.id
-            attributes = patch.apply(row.attributes or {})
+            stored = row.attributes or {}
+            attributes = patch.apply(stored)
+            names = _changed_names(patch, stored, attributes)
             email = (patch.email or None) if patch.email is not None else row.email
+            if email != row.email:
+                names.add("email")
             created_at = patch.created_at or row.created_at
             deleted_at = None if patch.restore else row.deleted_at
-            if (
-                attributes != (row.attributes or {})
-                or email != row.email
-                or created_at != row.created_at
-                or deleted_at != row.deleted_at
-            ):
+            moved = created_at != row.created_at or deleted_at != row.deleted_at
+            if names or moved:
+                ids.changed[row.id] = None if moved else Changes(attributes=frozenset(names))
                 updates.append(
                     {
                         "b_id": row.id,
@@ -287,16 +324,17 @@ def _record_attributes(
 
 @functools.cache
 def _event_with_outbox() -> Any:
-    """PostgreSQL: ``WITH (INSERT INTO outbox SELECT ... unnest(keys)) INSERT INTO
-    events ... RETURNING id``: one statement, built once, its compiled form cached
-    (any number of keys binds as one array)."""
+    """PostgreSQL: ``WITH (INSERT INTO outbox SELECT ... unnest(keys), unnest(changes))
+    INSERT INTO events ... RETURNING id``: one statement, built once, its compiled
+    form cached (any number of keys binds as one array, their changes as another)."""
     keys = select(
         bindparam("outbox_task", type_=String),
         func.unnest(bindparam("outbox_keys", type_=ARRAY(String))),
+        func.unnest(bindparam("outbox_changes", type_=ARRAY(Text))),
         bindparam("outbox_at", type_=UTCDateTime),
         literal(0),
     )
-    columns = ["task", "key", "created_at", "attempts"]
+    columns = ["task", "key", "changes", "created_at", "attempts"]
     rows = insert(OutboxItem.__table__).from_select(columns, keys)
     events = Event.__table__
     return events.insert().returning(events.c.id).add_cte(rows.cte("engage_outbox_rows"))
@@ -306,13 +344,14 @@ def write_events(
     conn: Connection,
     rows: Sequence[dict[str, Any]],
     now: datetime | None = None,
-    evaluate: Collection[int] = (),
+    evaluate: Mapping[int, Changes | None] | None = None,
 ) -> list[int]:
     """Insert events (``customer_id``, ``name``, ``properties``, ``occurred_at``); return ids.
 
-    ``evaluate``: customer ids to queue for segment evaluation (``evaluate`` outbox
-    rows) in the same transaction. On PostgreSQL a single event carries them in
-    its INSERT (a CTE): a tracked request pays one round trip for both.
+    ``evaluate``: customer id -> what changed about it, to queue for segment
+    evaluation (``evaluate`` outbox rows) in the same transaction. On PostgreSQL a
+    single event carries them in its INSERT (a CTE): a tracked request pays one
+    round trip for both.
     """
     now = now or utcnow()
     ids: list[int] = []
@@ -327,7 +366,8 @@ def write_events(
                 {
                     **params,
                     "outbox_task": OutboxTask.EVALUATE.value,
-                    "outbox_keys": [str(key) for key in dict.fromkeys(evaluate)],
+                    "outbox_keys": [str(key) for key in evaluate],
+                    "outbox_changes": [dump(changes) for changes in evaluate.values()],
                     "outbox_at": now,
                 },
             )
@@ -336,7 +376,7 @@ def write_events(
             statement = table.insert().returning(table.c.id, sort_by_parameter_order=True)
         ids.extend(conn.execute(statement, params).scalars())
     if evaluate and not queued:
-        conn.execute(insert(OutboxItem.__table__), outbox_rows(OutboxTask.EVALUATE, evaluate))
+        conn.execute(insert(OutboxItem.__table__), evaluation_rows(evaluate))
     _record_events(conn, rows, now)
     return ids
 
@@ -400,7 +440,7 @@ def _write_signup(
     patches: Mapping[str, CustomerPatch],
     events: Sequence[TrackItem],
     now: datetime,
-) -> tuple[dict[str, int], list[int]] | None:
+) -> tuple[Written, list[int]] | None:
     """A new row of an identity model with its one event (a sign-up) on PostgreSQL:
     customer, event and ``evaluate`` outbox row in one statement. None (nothing
     written) when this is not that case or the customer exists: the general path."""
@@ -431,7 +471,10 @@ def _write_signup(
     _record_events(
         conn, [{"customer_id": customer_id, "name": name, "properties": properties}], now
     )
-    return {external_id: customer_id}, [event_id]
+    written = Written()
+    written[external_id] = customer_id
+    written.changed[customer_id] = None
+    return written, [event_id]
 
 
 def record_definitions(
@@ -500,14 +543,21 @@ def _write_customers_and_events(
     patches: Mapping[str, CustomerPatch],
     events: Sequence[TrackItem],
     now: datetime,
-) -> tuple[dict[str, int], list[int]]:
-    """Customers, events and their ``evaluate`` outbox rows, in a few set-based statements."""
+) -> tuple[Written, list[int]]:
+    """Customers, events and their ``evaluate`` outbox rows, in a few set-based
+    statements: a row for each customer the write changed, saying what changed (the
+    attributes, the events tracked; anything for a new customer)."""
     ids = write_customers(conn, patches, now)
-    evaluate = list(ids.values())
+    evaluate = dict(ids.changed)
     if not events:
         if evaluate:
-            conn.execute(insert(OutboxItem.__table__), outbox_rows(OutboxTask.EVALUATE, evaluate))
+            conn.execute(insert(OutboxItem.__table__), evaluation_rows(evaluate))
         return ids, []
+    names: dict[int, set[str]] = {}
+    for external_id, name, *_ in events:
+        names.setdefault(ids[external_id], set()).add(name)
+    for customer_id, tracked in names.items():
+        note(evaluate, [customer_id], Changes(events=frozenset(tracked)))
     rows = [
         {
             "customer_id": ids[external_id],
@@ -525,13 +575,14 @@ def store(
     patches: Mapping[str, CustomerPatch],
     events: Sequence[TrackItem] = (),
     conn: Connection | None = None,
-) -> tuple[dict[str, int], list[int]]:
+) -> tuple[Written, list[int]]:
     """Write customer patches and ``(external_id, name, properties, occurred_at)`` events.
 
-    Every customer named is created if unknown; the touched customers are queued
-    for segment re-evaluation in the same transaction, events that automations
-    react to for the ``event`` task, and all are announced (``customer_identified``
-    for patched ones, ``event_tracked`` for events) once it has committed.
+    Every customer named is created if unknown; the customers it changed are
+    queued for segment re-evaluation in the same transaction (with what changed),
+    events that automations react to for the ``event`` task, and all are announced
+    (``customer_identified`` for patched ones, ``event_tracked`` for events) once it
+    has committed.
     """
     conn = conn or session.connection()
     now = utcnow()
@@ -547,7 +598,7 @@ def store(
         reacting = [i for i, item in zip(event_ids, events, strict=True) if item[1] in watched]
         add_to_outbox(session, OutboxTask.EVENT, reacting, conn=conn)
     work = pending_work(session)
-    work.outbox |= bool(ids)
+    work.outbox |= bool(ids.changed or event_ids)
     work.customer_ids.update(ids[key] for key in patches)
     work.event_ids.extend(event_ids)
     return ids, event_ids

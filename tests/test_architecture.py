@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "flask_engage"
 #: ``extension`` is the composition root: it wires the HTTP, admin and CLI layers,
 #: which reach the Engage object through ``current_app.extensions["engage"]``.
 LAYERS = [
-    {"errors", "values", "signals", "models", "config", "addresses"},
+    {"errors", "values", "signals", "models", "config", "addresses", "changes"},
     {"db", "outbox", "migrations"},
     {"tracking", "segments", "channels", "messages.templates"},
     {"messages", "automations", "lists", "merge", "customers", "importer", "demo"},

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
+from flask_engage.changes import Changes
 from flask_engage.db import operation_session
-from flask_engage.models import Customer, Segment, utcnow
-from flask_engage.segments.membership import Changes, evaluate_customers
+from flask_engage.models import Customer, OutboxItem, Segment, utcnow
+from flask_engage.outbox import add_to_outbox
+from flask_engage.segments.membership import evaluate_customers
 from tests.hostapp import db, engage
 
 
@@ -84,3 +87,86 @@ def test_unknown_changes_recheck_every_segment_and_stale_time_based_ones_are_rec
     later = utcnow() + timedelta(seconds=app.config["ENGAGE_RECOMPUTE_INTERVAL"] + 60)
     done = evaluate(ada.id, unrelated, later)
     assert active.id in done.evaluated and pro.id not in done.evaluated
+
+
+# -- what tracking records, and what the evaluate job then re-checks --------------
+
+
+def queued_changes():
+    """The evaluate rows waiting in the host session's transaction: customer id ->
+    the changes its rows record (None for "anything")."""
+    rows = db.session.execute(
+        select(OutboxItem.key, OutboxItem.changes)
+        .where(OutboxItem.task == "evaluate")
+        .order_by(OutboxItem.id)
+    )
+    found: dict[int, list] = {}
+    for key, changes in rows:
+        found.setdefault(int(key), []).append(None if changes is None else json.loads(changes))
+    return found
+
+
+def test_tracking_records_what_changed_on_each_evaluate_row(app):
+    ada = engage.identify(1, plan="pro", city="Lagos")
+    db.session.commit()
+
+    engage.identify(1, plan="free", city="Lagos")  # the city stays the same
+    engage.track(1, "Purchase", {"amount": 5})
+    assert queued_changes() == {ada.id: [["attribute:plan"], ["event:Purchase"]]}
+    db.session.commit()
+
+    engage.identify(1, email="ada@example.com")
+    assert queued_changes() == {ada.id: [["attribute:email"]]}
+    db.session.commit()
+
+    bob = engage.identify(2, plan="pro")  # new: anything may have changed
+    assert queued_changes() == {bob.id: [None]}
+    db.session.commit()
+
+    engage.identify(1, plan="free", city="Lagos")  # nothing changes: nothing to evaluate
+    assert queued_changes() == {}
+    db.session.commit()
+
+
+def test_an_attribute_changing_type_but_not_value_is_a_change(app):
+    engage.identify(1, beta=1)
+    db.session.commit()
+    ada = engage.identify(1, beta=True)
+    assert list(queued_changes().values()) == [[["attribute:beta"]]]
+    db.session.commit()
+    assert db.session.get(Customer, ada.id).attributes["beta"] is True
+
+
+def test_the_evaluate_job_rechecks_only_segments_reading_what_was_tracked(app):
+    ada = engage.identify(1, plan="pro", city="Lagos")
+    db.session.commit()
+    pro = engage.create_segment("Pro", {"attribute": "plan", "op": "eq", "value": "pro"})
+    lagos = engage.create_segment("Lagos", {"attribute": "city", "op": "eq", "value": "Lagos"})
+    buyers = engage.create_segment("Buyers", {"event": "Purchase"})
+    assert ids(pro) == ids(lagos) == ["1"] and ids(buyers) == []
+
+    set_attributes(ada.id, city="Accra")  # unnoticed: only a re-check of Lagos sees it
+    engage.identify(1, plan="free")
+    db.session.commit()
+    assert ids(pro) == [] and ids(lagos) == ["1"]
+
+    engage.track(1, "Purchase")
+    db.session.commit()
+    assert ids(buyers) == ["1"] and ids(lagos) == ["1"]
+
+    # a row that says nothing about what changed (written before revision 0008,
+    # or by a merge) re-checks every segment
+    with operation_session() as session:
+        add_to_outbox(session, "evaluate", [ada.id])
+    assert ids(lagos) == []
+
+
+def test_rows_for_one_customer_are_combined_and_anything_wins(app):
+    ada = engage.identify(1, plan="pro", city="Lagos")
+    db.session.commit()
+    lagos = engage.create_segment("Lagos", {"attribute": "city", "op": "eq", "value": "Lagos"})
+    set_attributes(ada.id, city="Accra")
+    with operation_session() as session:
+        add_to_outbox(session, "evaluate", [ada.id], changes=Changes(attributes={"plan"}))
+        add_to_outbox(session, "evaluate", [ada.id])
+    assert ids(lagos) == []

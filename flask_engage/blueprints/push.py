@@ -14,11 +14,12 @@ from flask import jsonify, send_from_directory
 from flask.typing import ResponseReturnValue
 from sqlalchemy import CursorResult, delete, select, update
 
+from ..changes import Changes, note
 from ..channels.webpush import vapid_keys
 from ..db import insert_ignoring_conflicts, operation_session
 from ..errors import ConfigurationError
 from ..models import Customer, PushSubscription, utcnow
-from ..outbox import add_to_outbox
+from ..outbox import add_evaluations, add_to_outbox
 from ..tracking import CustomerPatch, write_customers
 from .common import ApiError, bp, json_body, visitor
 from .limits import limit_visitor
@@ -61,7 +62,8 @@ def push_subscribe() -> ResponseReturnValue:
     endpoint, keys = data["endpoint"], data["keys"]
     table = PushSubscription.__table__
     with operation_session() as session:
-        mine = write_customers(session.connection(), {customer_id: CustomerPatch()})[customer_id]
+        written = write_customers(session.connection(), {customer_id: CustomerPatch()})
+        mine = written[customer_id]
         session.execute(
             insert_ignoring_conflicts(session, table, ["endpoint"]).values(
                 customer_id=mine, endpoint=endpoint, created_at=utcnow(), **keys
@@ -75,7 +77,9 @@ def push_subscribe() -> ResponseReturnValue:
         session.execute(
             update(PushSubscription).where(PushSubscription.endpoint == endpoint).values(**keys)
         )
-        add_to_outbox(session, "evaluate", [mine])
+        changed = dict(written.changed)
+        note(changed, [mine], Changes(channels=True))
+        add_evaluations(session, changed)
     return jsonify({"ok": True}), 201
 
 
@@ -103,7 +107,7 @@ def push_unsubscribe() -> ResponseReturnValue:
             )
             removed = cast(CursorResult, result).rowcount
             if removed:
-                add_to_outbox(session, "evaluate", [customer.id])
+                add_to_outbox(session, "evaluate", [customer.id], changes=Changes(channels=True))
     return jsonify({"ok": True, "removed": removed})
 
 

@@ -15,10 +15,11 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from ..changes import load
 from ..db import log, operation_session, pending_work, rowcount
 from ..models import OutboxItem, utcnow
 from ..segments.membership import send_signals
-from .tasks import Done, handler_for
+from .tasks import Batch, Done, handler_for
 
 #: Attempts before an outbox item is parked.
 MAX_ATTEMPTS = 5
@@ -35,6 +36,8 @@ class Item:
     task: str
     key: str
     attempts: int
+    #: What changed (``evaluate`` rows, stored form; None: anything).
+    changes: str | None = None
 
 
 def retry_delay(attempts: int) -> timedelta:
@@ -64,24 +67,26 @@ def claim(session: Session, limit: int, now: datetime) -> list[Item]:
     deleted = session.execute(
         delete(outbox)
         .where(outbox.c.id.in_(pick))
-        .returning(outbox.c.task, outbox.c.key, outbox.c.attempts)
+        .returning(outbox.c.task, outbox.c.key, outbox.c.attempts, outbox.c.changes)
     )
-    return [Item(task, key, attempts or 0) for task, key, attempts in deleted]
+    return [Item(task, key, attempts or 0, changes) for task, key, attempts, changes in deleted]
 
 
 def _run(session: Session, items: list[Item], now: datetime) -> Done:
     done = Done()
-    by_task: dict[str, list[int]] = {}
+    by_task: dict[str, Batch] = {}
     for item in items:
-        by_task.setdefault(item.task, []).append(int(item.key))
-    for name, keys in by_task.items():
+        batch = by_task.setdefault(item.task, Batch())
+        batch.keys.append(int(item.key))
+        batch.changes.append(load(item.changes))
+    for name, batch in by_task.items():
         handler = handler_for(name)
         if handler is None:
             log.warning(
-                "flask-engage: dropped %d outbox row(s) of unknown task %r", len(keys), name
+                "flask-engage: dropped %d outbox row(s) of unknown task %r", len(batch.keys), name
             )
             continue
-        done.add(handler(session, keys, now))
+        done.add(handler(session, batch, now))
     return done
 
 
@@ -98,6 +103,7 @@ def _put_back(session: Session, item: Item, error: str, now: datetime) -> None:
             available_at=now + retry_delay(attempts),
             parked_at=now if parked else None,
             error=error[:2000],
+            changes=item.changes,
         )
     )
     log.warning(

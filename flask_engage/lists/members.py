@@ -22,6 +22,7 @@ from sqlalchemy import Select, case, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Query, Session
 
 from ..automations.runs import start_list_runs
+from ..changes import Changes
 from ..db import insert_ignoring_conflicts
 from ..models import (
     ChangeKind,
@@ -97,7 +98,8 @@ def _record(
         # the runs' first steps are due: after the commit, walk them (and send)
         add_to_outbox(session, OutboxTask.DELIVER, [0])
     if evaluate:
-        add_to_outbox(session, OutboxTask.EVALUATE, [row["customer_id"] for row in rows])
+        customers = [row["customer_id"] for row in rows]
+        add_to_outbox(session, OutboxTask.EVALUATE, customers, changes=Changes(lists=True))
 
 
 def _add_members(session: Session) -> Any:

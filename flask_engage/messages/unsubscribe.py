@@ -32,6 +32,7 @@ from sqlalchemy import CursorResult, delete, select
 from sqlalchemy.orm import Session
 
 from .. import signals
+from ..changes import Changes
 from ..channels import opt_out_channels
 from ..db import insert_ignoring_conflicts, operation_session
 from ..errors import ConfigurationError, NotFound, ValidationError
@@ -212,7 +213,7 @@ def set_subscription(
                 is not None
             )
         if changed:
-            add_to_outbox(session, "evaluate", [customer.id])
+            add_to_outbox(session, "evaluate", [customer.id], changes=Changes(channels=True))
     if changed and not subscribed:
         signals.customer_unsubscribed.send(
             current_app._get_current_object(),  # type: ignore[attr-defined]

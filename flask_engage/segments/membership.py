@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,6 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from .. import signals
+from ..changes import Changes
 from ..db import get_state, log, rowcount, this_app
 from ..models import (
     AttributeDefinition,
@@ -179,39 +180,6 @@ def _diff_statement(
         ~exists().where(found.c.id == memberships.c.customer_id),
     )
     return insert(change_rows).from_select(columns, union_all(joins, leaves))
-
-
-@dataclass(frozen=True)
-class Changes:
-    """What changed about the customers being evaluated.
-
-    Incremental evaluation then re-checks only the segments whose filters read it
-    (through segment references too), and the time-based ones the schedule has not
-    recomputed for ``ENGAGE_RECOMPUTE_INTERVAL`` (their answers move with the clock
-    alone, which the schedule's recomputes follow). Pass ``None`` instead when
-    anything may have changed (a new, deleted or merged customer): every segment is
-    re-checked.
-    """
-
-    #: Attribute names set or removed (``email`` for the email).
-    attributes: Collection[str] = ()
-    #: Names of the events tracked.
-    events: Collection[str] = ()
-    #: Whether list memberships changed.
-    lists: bool = False
-    #: Whether opt-outs or push subscriptions changed.
-    channels: bool = False
-
-    def tokens(self) -> frozenset[str]:
-        """The :meth:`~.nodes.Node.inputs` tokens this change touches."""
-        return frozenset(
-            [
-                *(f"attribute:{name}" for name in self.attributes),
-                *(f"event:{name}" for name in self.events),
-                *(["list"] if self.lists else []),
-                *(["channel"] if self.channels else []),
-            ]
-        )
 
 
 #: Combined statements a process keeps (one per set of segments evaluated together).

@@ -1,0 +1,30 @@
+"""outbox changes: what a tracked write changed, for incremental evaluation
+
+``engage_outbox.changes`` holds, on an ``evaluate`` row, what the write changed
+about the customer (a JSON list of the tokens segment filters read, such as
+``attribute:plan`` or ``event:Purchase``); the job re-checks only the segments that
+read one of them. Null (every row written before this revision) means anything may
+have changed: every segment is re-checked, as before.
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-11-29
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("engage_outbox") as batch:
+        batch.add_column(sa.Column("changes", sa.Text(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("engage_outbox") as batch:
+        batch.drop_column("changes")
