@@ -420,8 +420,17 @@ def test_tokens_made_before_the_upgrade_keep_working_for_their_customer_only(app
     db.session.remove()
     engage.drop_all()
     migrations.upgrade("0004")  # the revision before stable tokens
-    for i in (1, 2, 3):
-        engage.identify(f"old-{i}", email=f"old{i}@example.com")
+    now = utcnow()
+    for i in (1, 2, 3):  # written as that version did (today's code needs today's tables)
+        db.session.execute(
+            insert(Customer).values(
+                external_id=f"old-{i}",
+                email=f"old{i}@example.com",
+                attributes={},
+                created_at=now,
+                updated_at=now,
+            )
+        )
     db.session.commit()
     ids = {i: customer_of(f"old-{i}").id for i in (1, 2, 3)}
     tokens = {i: legacy_token(app, ids[i]) for i in (1, 2, 3)}
