@@ -16,7 +16,7 @@ from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from ..changes import load
-from ..db import log, operation_session, pending_work, rowcount
+from ..db import PENDING, log, operation_session, pending_work, rowcount
 from ..models import OutboxItem, utcnow
 from ..segments.membership import send_signals
 from .tasks import Batch, Done, handler_for
@@ -56,14 +56,14 @@ def claim(session: Session, limit: int, now: datetime) -> list[Item]:
     """Delete up to ``limit`` due outbox rows and return them.
 
     PostgreSQL workers skip rows another one holds; on SQLite this DELETE is the
-    transaction's first write, so writers queue up behind it. If the work fails,
-    the rollback brings the rows back.
+    transaction's first write, so writers queue up behind it (it is only run when
+    a row is due). If the work fails, the rollback brings the rows back.
     """
     pick = select(outbox.c.id).where(*_claimable(now)).order_by(outbox.c.id).limit(limit)
-    if session.scalar(pick.limit(1)) is None:  # nothing to do: take no write lock
-        return []
     if session.get_bind().dialect.name == "postgresql":
-        pick = pick.with_for_update(skip_locked=True)
+        pick = pick.with_for_update(skip_locked=True)  # an empty claim locks nothing
+    elif session.scalar(pick.limit(1)) is None:  # nothing to do: take no write lock
+        return []
     deleted = session.execute(
         delete(outbox)
         .where(outbox.c.id.in_(pick))
@@ -138,19 +138,24 @@ def process(session: Session, items: list[Item], now: datetime) -> Done:
 def drain_outbox(now: datetime | None = None, batch: int = BATCH) -> tuple[int, bool]:
     """Process every due outbox row; returns (rows processed, whether anything may
     now send: a membership change that may start runs, a broadcast, queued sends)."""
-    count, triggered = 0, False
-    while True:
+    count, triggered, more = 0, False, True
+    while more:
         moment = now or utcnow()
         with operation_session() as session:
             items = claim(session, batch, moment)
             if not items:
-                return count, triggered
+                break
             done = process(session, items, moment)
+            # A short batch took every due row; rows committed since asked for
+            # their own drain. Look again only for a full batch or rows just added.
+            added = session.info.get(PENDING)
+            more = len(items) == batch or (added is not None and added.outbox)
         count += len(items)
         triggered |= done.triggered
         if done.computations:
             with operation_session() as session:
                 send_signals(session, done.computations)
+    return count, triggered
 
 
 def counts() -> tuple[int, int]:
