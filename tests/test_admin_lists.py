@@ -451,3 +451,43 @@ def test_a_csv_file_is_imported_into_a_list(app, people, admin):
     )
     assert any("choose a csv file" in m.lower() for m in flashes(missing.get_data(as_text=True)))
     assert sorted(c.external_id for c in engage.list_members(newsletter)) == ["c-1", "n-1"]
+
+
+def test_a_draft_whose_list_was_archived_names_it_and_saves_without_it(app, people, admin):
+    """Archiving a list a draft goes to: the edit form still shows it (marked archived),
+    saving it says which list and why, and taking it out saves the draft."""
+    pro = engage.create_segment("Pro", {"attribute": "plan", "op": "eq", "value": "pro"})
+    weekly = engage.create_list("Weekly")
+    draft = engage.create_broadcast(
+        "Letter", channel="email", subject="Hi", body="Hello", lists=[weekly.id]
+    )
+    db.session.commit()
+    engage.archive_list(weekly)
+    db.session.commit()
+
+    edit = admin.get(f"{ADMIN}/broadcasts/{draft.id}/edit").get_data(as_text=True)
+    assert re.search(rf'<option value="{weekly.id}" selected>Weekly \(archived\)', edit)
+
+    form = {
+        "csrf_token": TOKEN,
+        "name": "Letter",
+        "channel": "email",
+        "subject": "Hi",
+        "body": "Hello",
+        "action": "draft",
+    }
+    refused = admin.post(
+        f"{ADMIN}/broadcasts/{draft.id}/edit", data={**form, "lists": [str(weekly.id)]}
+    )
+    assert refused.status_code == 400
+    (flashed,) = flashes(refused.get_data(as_text=True))
+    assert "List 'Weekly' is archived: reopen it, or take it out of the audience" in flashed
+    saved = admin.post(
+        f"{ADMIN}/broadcasts/{draft.id}/edit", data={**form, "segments": [str(pro.id)]}
+    )
+    assert saved.status_code == 302
+    db.session.expire_all()
+    stored = db.session.get(Broadcast, draft.id)
+    assert (stored.segment_ids, stored.list_ids) == ([pro.id], [])
+    new = admin.get(f"{ADMIN}/broadcasts/new").get_data(as_text=True)
+    assert "Weekly" not in new.split('id="audience"')[1].split("</fieldset>")[0]

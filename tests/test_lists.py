@@ -156,7 +156,10 @@ def test_broadcast_audience_is_checked(app):
     for kwargs, message in [
         ({}, "segments: choose at least one segment or list"),
         ({"lists": ["nope"]}, "lists[0]: no list 'nope'"),
-        ({"lists": ["old"]}, "lists[0]: archived list 'old'"),
+        (
+            {"lists": ["old"]},
+            "lists[0]: list 'Old' is archived: reopen it, or take it out of the audience",
+        ),
     ]:
         with pytest.raises(ValidationError) as info:
             engage.create_broadcast("B", channel="email", subject="S", body="B", **kwargs)

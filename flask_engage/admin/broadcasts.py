@@ -6,6 +6,7 @@ templates are rendered for a sample of recipients first (a failure blocks the se
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -122,10 +123,16 @@ def estimate_json(found: Estimate) -> dict[str, Any]:
     }
 
 
-def audience_lists() -> list[tuple[CustomerList, int]]:
-    """The open lists a broadcast may go to, with their subscribers, for the form."""
+def audience_lists(chosen: Iterable[int] = ()) -> list[tuple[CustomerList, int]]:
+    """The open lists a broadcast may go to, with their subscribers, for the form, and
+    the ``chosen`` ones archived since (shown, so the form names them)."""
     session = host_session()
-    lists = all_lists(session)
+    keep = set(chosen)
+    lists = [
+        found
+        for found in all_lists(session, archived=bool(keep))
+        if found.archived_at is None or found.id in keep
+    ]
     counts = subscriber_counts(session, [found.id for found in lists])
     return [(found, counts.get(found.id, 0)) for found in lists]
 
@@ -209,7 +216,8 @@ class BroadcastsView(EngageView):
     @expose(f"/<{SMALL_ID}:broadcast_id>/edit", methods=("GET", "POST"))
     def edit(self, broadcast_id: int) -> Any:
         broadcast = self._get(broadcast_id)
-        segments, lists = all_segments(host_session()), audience_lists()
+        segments = all_segments(host_session())
+        lists = audience_lists(broadcast.list_ids or [])
         if broadcast.status not in EDITABLE:
             flash(
                 f"Broadcast {broadcast.name!r} is {broadcast.status}: only drafts and scheduled"

@@ -142,7 +142,15 @@ class BroadcastForm(EngageForm):
         super().__init__(*args, **kwargs)
         self.channel.choices = [(c.name, c.label) for c in all_channels()]
         self.segments.choices = segment_choices(segments)
-        self.lists.choices = [(found.id, f"{found.name} ({n:,} subscribed)") for found, n in lists]
+        self.lists.choices = [
+            (
+                found.id,
+                f"{found.name} (archived)"
+                if found.archived_at
+                else f"{found.name} ({n:,} subscribed)",
+            )
+            for found, n in lists
+        ]
 
     @classmethod
     def of(

@@ -166,9 +166,14 @@ def _checked(
     list_ids = []
     for index, ref in enumerate(lists):
         listed = find_list(session, ref)
-        if listed is None or listed.archived_at is not None:
-            reason = "no list" if listed is None else "archived list"
-            raise ValidationError(f"lists[{index}]: {reason} {ref!r}", field=f"lists[{index}]")
+        if listed is None:
+            raise ValidationError(f"lists[{index}]: no list {ref!r}", field=f"lists[{index}]")
+        if listed.archived_at is not None:
+            raise ValidationError(
+                f"lists[{index}]: list {listed.name!r} is archived: reopen it, or take it"
+                " out of the audience",
+                field=f"lists[{index}]",
+            )
         list_ids.append(listed.id)
     settings = _check_option_names(kind, options)
     checked = kind.check({**settings, "subject": subject, "body": body}, noun="broadcast")
