@@ -255,6 +255,10 @@ def test_members_are_paged_searched_and_filtered(app, admin):
     assert "person55@example.com" in second and 'rel="next"' not in second
     searched = admin.get(f"{LISTS}/{found.id}?q=PERSON12").get_data(as_text=True)
     assert rows(searched, "members").count("<tr data-member") == 1
+    # a member's address opens the customer's own page
+    profile = re.search(r'<a href="([^"]+)">person12@example.com</a>', searched).group(1)
+    assert profile == f"{ADMIN}/customers/{engage.get_customer('p12').id}"
+    assert "person12@example.com" in admin.get(profile).get_data(as_text=True)
     gone = admin.get(f"{LISTS}/{found.id}?status=unsubscribed").get_data(as_text=True)
     members = rows(gone, "members")
     assert members.count("<tr data-member") == 1 and "person7@example.com" in members

@@ -242,8 +242,9 @@ def status_counts(session: Session, found: CustomerList) -> dict[str, int]:
 
 @dataclass(frozen=True)
 class MemberRow:
-    """One member as the admin lists them (``customer_id`` is the host's id; None for a
-    pending sign-up of someone who is not a customer yet)."""
+    """One member as the admin lists them (``customer_id`` is the host's id and
+    ``engage_id`` Engage's; None for a pending sign-up of someone who is not a
+    customer yet)."""
 
     id: int
     customer_id: str | None
@@ -252,6 +253,7 @@ class MemberRow:
     subscribed_at: datetime | None
     unsubscribed_at: datetime | None
     created_at: datetime
+    engage_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -305,6 +307,7 @@ def member_page(
             member.subscribed_at,
             member.unsubscribed_at,
             member.created_at,
+            member.customer_id,
         )
         for member, external_id, address in found_rows[:limit]
     ]
