@@ -57,6 +57,30 @@ def test_a_sent_broadcast_shows_opens_clicks_and_a_chart(app, client):
     assert "skipped, opened" not in page and "skipped, clicked" not in page
 
 
+def test_the_broadcasts_index_shows_sent_opened_and_clicked_rates(app, client):
+    customers("ann", "bob", "cat", "dan")
+    broadcast, sent = send_email(app)
+    client.get(path(pixel_url(sent["ann"])), headers=BROWSER)
+    client.get(path(pixel_url(sent["bob"])), headers=BROWSER)
+    client.get(path(click_url(sent["ann"])), headers=BROWSER)
+    draft = engage.create_broadcast(
+        "Draft", channel="email", segments=["all"], subject="Hi", body="Hello"
+    )
+    db.session.commit()
+
+    page = client.get(f"{ADMIN}/broadcasts/").get_data(as_text=True)
+    table = page.split('id="broadcasts"')[1].split("</table>")[0]
+    row = table.split(f'data-broadcast="{broadcast.id}"')[1].split("</tr>")[0]
+    assert re.search(r'data-count="sent">4<', row)
+    assert re.search(r'data-rate="opened">50.0%<', row)
+    assert re.search(r'data-rate="clicked">25.0%<', row)
+    unsent = table.split(f'data-broadcast="{draft.id}"')[1].split("</tr>")[0]
+    assert (
+        "%" not in unsent
+        and unescape(re.search(r'data-count="sent">([^<]*)<', unsent).group(1)) == "–"
+    )
+
+
 def test_machine_opens_are_told_apart(app, client):
     customers("ann", "bob")
     broadcast, sent = send_email(app)

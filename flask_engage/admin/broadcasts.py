@@ -34,6 +34,7 @@ from ..messages.audience import (
     sample,
 )
 from ..messages.compose import compose
+from ..messages.outcomes import outcomes_of_broadcasts
 from ..models import Broadcast, BroadcastStatus, Customer, CustomerList, Message, utcnow
 from ..segments.browse import all_segments
 from .base import SMALL_ID, EngageView, engage, payload
@@ -162,7 +163,8 @@ class BroadcastsView(EngageView):
             cursor="before",
             descending=True,
         )
-        return self.render("engage_admin/broadcasts.html", page=page)
+        outcomes = outcomes_of_broadcasts(host_session(), [b.id for b in page.rows])
+        return self.render("engage_admin/broadcasts.html", page=page, outcomes=outcomes)
 
     def _get(self, broadcast_id: int) -> Broadcast:
         broadcast = host_session().get(Broadcast, broadcast_id)

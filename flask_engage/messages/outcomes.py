@@ -128,6 +128,24 @@ def broadcast_outcomes(session: Session, broadcast_id: int) -> dict[str, Any]:
     return with_rates(engagement_counts(session, broadcast_id))
 
 
+def outcomes_of_broadcasts(
+    session: Session, broadcast_ids: Sequence[int]
+) -> dict[int, dict[str, Any]]:
+    """Outcomes with rates of several broadcasts in one query (an index page);
+    a broadcast with no messages yet is left out."""
+    if not broadcast_ids:
+        return {}
+    rows = session.execute(
+        select(Message.broadcast_id, *_columns(unique=False))
+        .where(Message.broadcast_id.in_(list(broadcast_ids)))
+        .group_by(Message.broadcast_id)
+    )
+    return {
+        row.broadcast_id: with_rates({name: int(row._mapping[name] or 0) for name in MEASURES})
+        for row in rows
+    }
+
+
 def step_outcomes(session: Session, automation_id: int) -> dict[int, dict[str, Any]]:
     """Outcomes of each send step of an automation (by its position in the program),
     counted in distinct customers, with rates."""
