@@ -66,6 +66,12 @@ def test_editing_filters_starts_no_automation_unless_asked(app, pro_customers):
     engage.update_segment("pro", filters=PRO_IN_LAGOS, trigger_automations=True)
     assert goodbyes() == 2
 
+    # back again: the preview counts the two leaving, but they went through it once
+    engage.update_segment("pro", filters=PRO)
+    impact = engage.preview_segment_update("pro", PRO_IN_LAGOS)
+    assert (impact.joining, impact.leaving) == (0, 2)
+    assert [(a.name, a.customers) for a in impact.automations] == [("Goodbye", 0)]
+
 
 def test_leaves_caused_by_data_still_start_automations(app, pro_customers):
     engage.update_segment("pro", filters=PRO_IN_LAGOS)

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from flask import current_app
-from sqlalchemy import and_, exists, func, select, true
+from sqlalchemy import and_, case, exists, func, select, true
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Query, Session
 
@@ -101,19 +101,30 @@ def past_retention(session: Session, filters: Any, now: datetime) -> datetime | 
     """With ``ENGAGE_EVENT_RETENTION_DAYS`` set, the earliest instant ``filters`` read
     (:data:`~flask_engage.values.EARLIEST`: all events) when it is older than the
     events kept, so the segment counts fewer events than its filter says; else None."""
+    return _past_retention(filters, _filters_of(session), now)
+
+
+def _past_retention(
+    filters: Any, filters_of: Callable[[Any], dict[str, Any] | None], now: datetime
+) -> datetime | None:
     days = current_app.config["ENGAGE_EVENT_RETENTION_DAYS"]
     if days is None:
         return None
-    reach = earliest_event(filters, _filters_of(session), now)
+    reach = earliest_event(filters, filters_of, now)
     return reach if reach is not None and reach < now - timedelta(days=days) else None
 
 
 def retention_warnings(session: Session, now: datetime | None = None) -> dict[str, str]:
-    """Segment slug -> why its filter reads events older than the retention keeps."""
+    """Segment slug -> why its filter reads events older than the retention keeps
+    (one query: references are looked up among the segments read)."""
     now = now or utcnow()
+    segments = session.scalars(select(Segment).order_by(Segment.slug)).all()
+    by_ref: dict[Any, dict[str, Any]] = {s.slug: s.filters for s in segments}
+    for segment in segments:  # an all-digit reference is an id first, as find_segment
+        by_ref[segment.id] = by_ref[str(segment.id)] = segment.filters
     warnings = {}
-    for segment in session.scalars(select(Segment).order_by(Segment.slug)):
-        reach = past_retention(session, segment.filters, now)
+    for segment in segments:
+        reach = _past_retention(segment.filters, by_ref.get, now)
         if reach is not None:
             warnings[segment.slug] = _retention_message(reach)
     return warnings
@@ -419,29 +430,38 @@ def _changes(
         .where(memberships.c.segment_id == segment.id, ~still.exists())
         .subquery()
     )
-    count = {
-        kind: session.scalar(select(func.count()).select_from(who)) or 0
-        for kind, who in ((TriggerKind.JOINS, joining), (TriggerKind.LEAVES, leaving))
-    }
-    started = []
     watching = session.scalars(
         select(Automation)
         .where(Automation.trigger_segment_id == segment.id, Automation.active.is_(True))
         .order_by(Automation.name)
-    )
-    for automation in watching:
-        who = joining if automation.trigger_kind == TriggerKind.JOINS else leaving
-        if not count[TriggerKind(automation.trigger_kind)]:
-            continue
-        blocked = exists().where(
-            runs.c.automation_id == automation.id,
-            runs.c.customer_id == who.c.id,
-            runs.c.status.in_(LIVE_RUNS) if automation.reentry else true(),
-        )
-        starting = session.scalar(select(func.count()).select_from(who).where(~blocked)) or 0
-        started.append(
-            AutomationImpact(
-                automation.id, automation.name, automation.trigger_kind, starting, segment.name
+    ).all()
+    count: dict[TriggerKind, int] = {}
+    starting: dict[int, int] = {}
+    for kind, who in ((TriggerKind.JOINS, joining), (TriggerKind.LEAVES, leaving)):
+        # one pass over who joins (or leaves): how many, and for each automation how
+        # many it would start for (not blocked by a run of theirs)
+        columns = [func.count().label("n")]
+        for automation in watching:
+            if automation.trigger_kind != kind:
+                continue
+            blocked = exists().where(
+                runs.c.automation_id == automation.id,
+                runs.c.customer_id == who.c.id,
+                runs.c.status.in_(LIVE_RUNS) if automation.reentry else true(),
             )
+            columns.append(func.sum(case((blocked, 0), else_=1)).label(f"a{automation.id}"))
+        row = session.execute(select(*columns).select_from(who)).one()
+        count[kind] = row.n or 0
+        starting.update((int(name[1:]), int(row._mapping[name] or 0)) for name in row._fields[1:])
+    started = [
+        AutomationImpact(
+            automation.id,
+            automation.name,
+            automation.trigger_kind,
+            starting[automation.id],
+            segment.name,
         )
+        for automation in watching
+        if count[TriggerKind(automation.trigger_kind)]
+    ]
     return count[TriggerKind.JOINS], count[TriggerKind.LEAVES], started
