@@ -443,11 +443,12 @@ class OutboxItem(Base):
     Rows are deleted in the transaction that does their work, so each is processed
     exactly once. An item whose work fails is put back with ``attempts`` + 1 and
     ``available_at`` later (backoff); after too many attempts it is parked
-    (``parked_at``) with its ``error``, visible in ``engage.status()``.
+    (``parked_at``) with its ``error``, visible in ``engage.status()``. No index but
+    the primary key: rows are claimed in id order, and any other would cost every
+    tracked write.
     """
 
     __tablename__ = "engage_outbox"
-    __table_args__ = (Index("ix_engage_outbox_task_id", "task", "id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     task: Mapped[str] = mapped_column(String(32))
