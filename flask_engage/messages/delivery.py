@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import threading
 import uuid
 from collections import Counter
@@ -200,6 +201,33 @@ def _over_cap(session: Session, message: Message, now: datetime) -> bool:
 _COMMON = ("channel", "subject", "body")
 
 
+class _Latch:
+    """Set once, waited for by one thread: a held lock released on ``set``.
+
+    Cheaper than ``threading.Event`` (a condition variable in Python) on the path
+    every message takes.
+    """
+
+    __slots__ = ("_lock", "_set")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._set = False
+
+    def set(self) -> None:
+        if not self._set:
+            self._set = True
+            self._lock.release()
+
+    def wait(self, timeout: float) -> bool:
+        """True once set (at most ``timeout`` seconds from now)."""
+        if self._lock.acquire(timeout=timeout):
+            self._lock.release()
+            return True
+        return False
+
+
 @dataclass(eq=False)
 class _Attempt:
     """One claimed message on its way; what went wrong, once its send is over."""
@@ -211,7 +239,7 @@ class _Attempt:
     #: What preparing or sending raised; None: sent.
     error: Exception | None = None
     #: Set once its status is committed (its connection waits for it to send more).
-    recorded: threading.Event = field(default_factory=threading.Event)
+    recorded: _Latch = field(default_factory=_Latch)
 
 
 class _Link:
@@ -459,7 +487,9 @@ _WRITE_ONE = (
 
 
 #: PostgreSQL: the statuses of many sends in one statement, the same text every time
-#: (the rows as one JSON array: one parameter, serialized in C).
+#: (the rows as one JSON array: one parameter, serialized in C). ``ids`` repeats the
+#: rows' ids so the planner finds them by primary key: joined on the JSON rows alone
+#: it scanned every queued message (the whole broadcast) for each group.
 _WRITE_MANY = text(
     f"""
     UPDATE {_messages.name} AS m SET
@@ -470,16 +500,20 @@ _WRITE_MANY = text(
         id BIGINT, status VARCHAR, error TEXT, sent_at TIMESTAMPTZ, subject TEXT,
         body TEXT, attempts INTEGER, retry_at TIMESTAMPTZ, receipt JSONB
     )
-    WHERE m.id = o.id AND m.claim = :claim AND m.status = :queued
+    WHERE m.id = o.id AND m.id = ANY(CAST(:ids AS BIGINT[]))
+        AND m.claim = :claim AND m.status = :queued
     RETURNING m.id
     """
 )
+#: The same for psycopg 3's own cursor: a server-side prepared statement, run without
+#: SQLAlchemy's statement machinery (most of a group write's CPU in the worker).
+_WRITE_MANY_PSYCOPG = re.sub(r":(rows|ids|claim|queued)\b", r"%(\1)s", _WRITE_MANY.text)
 
 
 def _write(session: Session, token: str, rows: list[dict[str, Any]]) -> set[int]:
     """Write the statuses of sends that are over, guarded (still queued under this
-    claim: not cancelled, not re-claimed after the lease ran out); returns the ids
-    written.
+    claim: not cancelled, not re-claimed after the lease ran out), and commit;
+    returns the ids written.
 
     PostgreSQL: one UPDATE for all of them (one round trip on the batch's autocommit
     connection). SQLite, in the process: one UPDATE each, in one transaction.
@@ -491,12 +525,24 @@ def _write(session: Session, token: str, rows: list[dict[str, Any]]) -> set[int]
             result = session.execute(_WRITE_ONE, {**params, "m_claim": token})
             if cast(CursorResult[Any], result).rowcount:
                 written.add(row["id"])
+        session.commit()
         return written
     for row in rows:
         for name in ("sent_at", "retry_at"):
             row[name] = row[name] and row[name].isoformat()
-    params = {"rows": json.dumps(rows), "claim": token, "queued": str(MessageStatus.QUEUED)}
-    return set(session.scalars(_WRITE_MANY, params))
+    params = {
+        "rows": json.dumps(rows),
+        "ids": [row["id"] for row in rows],
+        "claim": token,
+        "queued": str(MessageStatus.QUEUED),
+    }
+    connection = session.connection()  # autocommit: each statement is committed when run
+    if connection.dialect.driver != "psycopg":
+        return set(session.scalars(_WRITE_MANY, params))
+    driver: Any = connection.connection.driver_connection  # psycopg.Connection
+    with driver.cursor() as cursor:
+        cursor.execute(_WRITE_MANY_PSYCOPG, params, prepare=True)
+        return {row[0] for row in cursor.fetchall()}
 
 
 def _record(
@@ -525,7 +571,6 @@ def _record(
             }
         )
     written = _write(session, token, rows)
-    session.commit()
     for attempt in over:
         attempt.recorded.set()
     return [attempt for attempt in over if attempt.message.id in written]
