@@ -183,3 +183,44 @@ def test_a_slow_server_gets_three_messages_at_once(app, smtp):
     engage.send_broadcast(broadcast)
     assert sum(inbox.count().values()) == 40
     assert most[0] == 3  # one message at a time would take 40 x 50 ms
+
+
+def test_email_dispatched_carries_the_message_that_went_on_the_wire(app, smtp):
+    inbox, _ = smtp
+    add_customers(3)
+    broadcast = engage.create_broadcast(
+        "Wire", channel="email", segments=["all"], subject="Hi {{ customer.n }}", body="<p>B</p>"
+    )
+    with app.extensions["mail"].record_messages() as outbox:
+        engage.send_broadcast(broadcast)
+    received = {
+        rcpts[0]: message_from_bytes(raw, policy=default_policy) for rcpts, raw in inbox.received
+    }
+    assert len(outbox) == len(received) == 3
+    for recorded in outbox:
+        (address,) = recorded.recipients
+        mail = received[address]
+        assert mail["Message-ID"] == recorded.msgId
+        assert mail["Subject"] == recorded.subject == f"Hi {address[1]}"
+        assert mail["List-Unsubscribe"] == recorded.extra_headers["List-Unsubscribe"]
+        for kind, sent in (("plain", recorded.body), ("html", recorded.html)):
+            content = mail.get_body((kind,)).get_content()
+            assert content.replace("\r\n", "\n").rstrip("\n") == sent  # CRLF on the wire
+        # the recorded message writes the same email (but for its MIME boundary)
+        again = message_from_bytes(recorded.as_bytes(), policy=default_policy)
+        assert [(k, v) for k, v in again.items() if k != "Content-Type"] == [
+            (k, v) for k, v in mail.items() if k != "Content-Type"
+        ]
+
+
+def test_mail_max_emails_still_opens_a_new_connection(app, smtp):
+    inbox, _ = smtp
+    app.extensions["mail"].max_emails = 2  # MAIL_MAX_EMAILS, as Flask-Mail read it
+    app.config["ENGAGE_SMTP_CONNECTIONS"] = 1
+    add_customers(5)
+    broadcast = engage.create_broadcast(
+        "Max", channel="email", segments=["all"], subject="S", body="B"
+    )
+    engage.send_broadcast(broadcast)
+    assert sum(inbox.count().values()) == 5
+    assert len(inbox.peers) == 3  # 2 + 2 + 1
