@@ -71,6 +71,7 @@ from ..channels import (
     get_channel,
 )
 from ..db import get_state, log
+from ..errors import ValidationError
 from ..models import Automation, Broadcast, Message, MessageStatus, Unsubscription, utcnow
 from .broadcasts import finish_broadcasts
 from .compose import compose
@@ -220,6 +221,9 @@ class _Latch:
             self._set = True
             self._lock.release()
 
+    def is_set(self) -> bool:
+        return self._set
+
     def wait(self, timeout: float) -> bool:
         """True once set (at most ``timeout`` seconds from now)."""
         if self._lock.acquire(timeout=timeout):
@@ -240,6 +244,8 @@ class _Attempt:
     error: Exception | None = None
     #: Set once its status is committed (its connection waits for it to send more).
     recorded: _Latch = field(default_factory=_Latch)
+    #: Its status was written (False: cancelled or re-claimed in the meantime).
+    written: bool = False
 
 
 class _Link:
@@ -288,7 +294,7 @@ class _Pool:
         self,
         channel: Channel,
         size: int,
-        done: queue.SimpleQueue[_Attempt],
+        done: queue.SimpleQueue[_Attempt | None],
         batch: Callable[[], int],
     ) -> None:
         self.channel = channel
@@ -340,8 +346,10 @@ class DeliveryRun:
     def __init__(self) -> None:
         self._stack = ExitStack()
         self._lanes: dict[str, _Link | _Pool] = {}
-        self._done: queue.SimpleQueue[_Attempt] = queue.SimpleQueue()
-        self._threads = 0
+        #: Attempts that are over, for their status to be written.
+        self.over: queue.SimpleQueue[_Attempt | None] = queue.SimpleQueue()
+        #: Pool threads (connections sending at once).
+        self.threads = 0
         self.batches = 0
         #: Attempts handed to a pool whose send is not over yet.
         self.pending = 0
@@ -361,8 +369,8 @@ class DeliveryRun:
             self._stack.close()
         finally:
             self._lanes.clear()
-            self._done = queue.SimpleQueue()
-            self._threads = self.pending = 0
+            self.over = queue.SimpleQueue()
+            self.threads = self.pending = 0
 
     def submit(self, channel: Channel, attempt: _Attempt, prepared: Any) -> bool:
         """Send ``prepared`` over the channel's connections. True: the send is over
@@ -372,8 +380,8 @@ class DeliveryRun:
         if lane is None:
             size = channel.parallel()
             if size > 1:
-                lane = _Pool(channel, size, self._done, self._batch)
-                self._threads += size
+                lane = _Pool(channel, size, self.over, self._batch)
+                self.threads += size
             else:
                 lane = _Link(channel, self._batch)
             self._stack.callback(lane.close)
@@ -399,14 +407,14 @@ class DeliveryRun:
             return []
         if (
             not wait
-            and self.pending < 2 * self._threads
-            and self._done.qsize() < max(1, self._threads // 2)
+            and self.pending < 2 * self.threads
+            and self.over.qsize() < max(1, self.threads // 2)
         ):
             return []
-        over = [self._done.get()]
+        over = [cast(_Attempt, self.over.get())]  # None only ends a _Writer
         while True:
             try:
-                over.append(self._done.get_nowait())
+                over.append(cast(_Attempt, self.over.get_nowait()))
             except queue.Empty:
                 break
         self.pending -= len(over)
@@ -572,8 +580,9 @@ def _record(
         )
     written = _write(session, token, rows)
     for attempt in over:
+        attempt.written = attempt.message.id in written
         attempt.recorded.set()
-    return [attempt for attempt in over if attempt.message.id in written]
+    return [attempt for attempt in over if attempt.written]
 
 
 @contextmanager
@@ -602,6 +611,87 @@ def _async_commits(connection: Connection) -> Iterator[None]:
         connection.commit()
 
 
+@contextmanager
+def _status_session() -> Iterator[Session]:
+    """A session on a database connection of its own, with commits that do not wait
+    for the disk; on PostgreSQL in autocommit: every statement stands alone, so a
+    status write is one round trip (SQLite's may be the host's shared connection)."""
+    with ExitStack() as stack:
+        connection = stack.enter_context(get_state().db.engine.connect())
+        if connection.dialect.name == "postgresql":
+            connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+        stack.enter_context(_async_commits(connection))
+        session = Session(bind=connection, expire_on_commit=False)
+        stack.callback(session.close)
+        yield session
+
+
+class _Writer:
+    """Writes the statuses of sends that are over in a thread of its own, on a
+    database connection of its own, while the worker's thread renders more.
+
+    Used on PostgreSQL when a batch sends over several connections: whatever is over
+    while a write is on its way goes in the next one (groups grow with the
+    database's latency). A connection still sends nothing more before its status is
+    committed. Groups written come back on ``written`` (``None`` once it stops;
+    ``error`` then says why, if it failed).
+    """
+
+    def __init__(
+        self, over: queue.SimpleQueue[_Attempt | None], token: str, due: datetime | None
+    ) -> None:
+        self.over = over
+        self.written: queue.SimpleQueue[list[_Attempt] | None] = queue.SimpleQueue()
+        self.error: BaseException | None = None
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        self.thread = threading.Thread(
+            target=self._run, args=(app, token, due), name="engage-statuses", daemon=True
+        )
+        self.thread.start()
+
+    def _run(self, app: Flask, token: str, due: datetime | None) -> None:
+        try:
+            with app.app_context(), _status_session() as session:
+                while (first := self.over.get()) is not None:
+                    group, stop = [first], False
+                    while not stop:
+                        try:
+                            attempt = self.over.get_nowait()
+                        except queue.Empty:
+                            break
+                        if attempt is None:
+                            stop = True
+                        else:
+                            group.append(attempt)
+                    _record(session, token, group, due)
+                    self.written.put(group)
+                    if stop:
+                        return
+        except BaseException as exc:  # raised again in the worker's thread
+            self.error = exc
+        finally:
+            self.written.put(None)
+
+    def stop(self) -> None:
+        """Write what was handed over, then stop."""
+        self.over.put(None)
+        self.thread.join()
+
+
+def _threaded(session: Session, messages: list[Message]) -> bool:
+    """Statuses are written by a :class:`_Writer`: PostgreSQL, and a channel of the
+    batch sends over several connections."""
+    if session.get_bind().dialect.name != "postgresql":
+        return False
+    for name in {message.channel for message in messages}:
+        try:
+            if get_channel(name).parallel() > 1:
+                return True
+        except ValidationError:
+            pass  # a channel no longer registered: those messages fail
+    return False
+
+
 def deliver_batch(
     *,
     limit: int = 500,
@@ -620,15 +710,7 @@ def deliver_batch(
     with ExitStack() as stack:
         if run is None:
             run = stack.enter_context(DeliveryRun())
-        # One database connection for the batch, with commits that do not wait for the
-        # disk; on PostgreSQL in autocommit: every statement here stands alone, so a
-        # status write is one round trip (SQLite's may be the host's shared connection).
-        db_connection = stack.enter_context(get_state().db.engine.connect())
-        if db_connection.dialect.name == "postgresql":
-            db_connection = db_connection.execution_options(isolation_level="AUTOCOMMIT")
-        stack.enter_context(_async_commits(db_connection))
-        session = Session(bind=db_connection, expire_on_commit=False)
-        stack.callback(session.close)
+        session = stack.enter_context(_status_session())
         try:
             return _deliver_claimed(session, token, run, now)
         except BaseException:
@@ -644,8 +726,6 @@ def _deliver_claimed(
     A message to retry is due again after a backoff from ``due`` (default: now).
     """
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    caps = current_app.config.get("ENGAGE_FREQUENCY_CAP") or {}
-    cache: dict[Any, Source | None] = {}
     messages = list(
         session.scalars(select(Message).where(Message.claim == token).order_by(Message.id))
     )
@@ -662,13 +742,13 @@ def _deliver_claimed(
     run.batches += 1
     in_flight: Counter[tuple[int | None, str]] = Counter()
 
-    def record(over: list[_Attempt]) -> None:
-        if not over:
-            return
+    def recorded(over: list[_Attempt]) -> None:
+        """Signals for the statuses written (after their commit)."""
         for attempt in over:
-            in_flight[attempt.message.customer_id, attempt.message.channel] -= 1
-        for attempt in _record(session, token, over, due):
             message = attempt.message
+            in_flight[message.customer_id, message.channel] -= 1
+            if not attempt.written:
+                continue
             if message.status == MessageStatus.SENT:
                 signals.message_sent.send(app, message=message, customer=message.customer)
             elif message.status == MessageStatus.FAILED:
@@ -676,6 +756,49 @@ def _deliver_claimed(
                     app, message=message, customer=message.customer, error=message.error
                 )
 
+    if _threaded(session, messages):
+        _deliver_threaded(session, token, run, due, messages, opted_out, in_flight, recorded)
+    else:
+        _deliver_here(session, token, run, due, messages, opted_out, in_flight, recorded)
+    touched = sorted({m.broadcast_id for m in messages if m.broadcast_id is not None})
+    finish_broadcasts(session, touched, utcnow())
+    session.commit()
+    return len(messages)
+
+
+def _start(
+    session: Session,
+    message: Message,
+    cache: dict[Any, Source | None],
+    opted_out: set[tuple[Any, str]],
+) -> tuple[_Attempt, Channel | None, Any]:
+    """An attempt at ``message``, rendered for its channel (channel None: it is over
+    already, ``error`` says why)."""
+    attempt = _Attempt(message, message.attempts or 0, utcnow())
+    try:
+        if _over_cap(session, message, attempt.started):
+            raise SkipMessage("frequency_cap")
+        blocked = (message.customer_id, message.channel) in opted_out
+        channel, prepared = _prepare(session, message, cache, blocked, attempt.receipt)
+    except Exception as exc:  # classified in _outcome
+        attempt.error = exc
+        return attempt, None, None
+    return attempt, channel, prepared
+
+
+def _deliver_here(
+    session: Session,
+    token: str,
+    run: DeliveryRun,
+    due: datetime | None,
+    messages: list[Message],
+    opted_out: set[tuple[Any, str]],
+    in_flight: Counter[tuple[int | None, str]],
+    recorded: Callable[[list[_Attempt]], None],
+) -> None:
+    """Statuses written by the worker's thread, in groups, on the batch's session."""
+    caps = current_app.config.get("ENGAGE_FREQUENCY_CAP") or {}
+    cache: dict[Any, Source | None] = {}
     settled: list[_Attempt] = []  # over, status not written yet (no send pending on it)
 
     def flush(wait: bool = False, force: bool = False) -> None:
@@ -683,26 +806,21 @@ def _deliver_claimed(
         nonlocal settled
         over = run.finished(wait=wait)
         if over or force:
-            record(settled + over)
-            settled = []
+            group, settled = settled + over, []
+            if group:
+                _record(session, token, group, due)
+                recorded(group)
 
     for message in messages:
-        attempt = _Attempt(message, message.attempts or 0, utcnow())
         key = (message.customer_id, message.channel)
         if caps.get(message.channel):
             while in_flight[key] > 0:  # the cap counts what was sent: wait for it
                 flush(wait=True, force=True)
         in_flight[key] += 1
-        try:
-            if _over_cap(session, message, attempt.started):
-                raise SkipMessage("frequency_cap")
-            blocked = key in opted_out
-            channel, prepared = _prepare(session, message, cache, blocked, attempt.receipt)
-        except Exception as exc:  # classified in _outcome
-            attempt.error = exc
+        attempt, channel, prepared = _start(session, message, cache, opted_out)
+        if channel is None:
             settled.append(attempt)
-            continue
-        if run.submit(channel, attempt, prepared):
+        elif run.submit(channel, attempt, prepared):
             settled.append(attempt)
             flush(force=True)  # sent from this thread: written before it sends more
         else:
@@ -710,7 +828,61 @@ def _deliver_claimed(
     while run.pending:
         flush(wait=True)
     flush(force=True)
-    touched = sorted({m.broadcast_id for m in messages if m.broadcast_id is not None})
-    finish_broadcasts(session, touched, utcnow())
-    session.commit()
-    return len(messages)
+
+
+def _deliver_threaded(
+    session: Session,
+    token: str,
+    run: DeliveryRun,
+    due: datetime | None,
+    messages: list[Message],
+    opted_out: set[tuple[Any, str]],
+    in_flight: Counter[tuple[int | None, str]],
+    recorded: Callable[[list[_Attempt]], None],
+) -> None:
+    """Statuses written by a :class:`_Writer` while this thread renders and submits.
+
+    Every attempt that is over goes to the writer (pool threads hand theirs over
+    themselves); this thread keeps at most two sends per connection ahead of the
+    statuses written, and fires the signals of what was written.
+    """
+    caps = current_app.config.get("ENGAGE_FREQUENCY_CAP") or {}
+    cache: dict[Any, Source | None] = {}
+    writer = _Writer(run.over, token, due)
+    unwritten = 0  # handed to the pool or the writer, status not written yet
+
+    def collect(block: bool) -> None:
+        nonlocal unwritten
+        groups = [writer.written.get()] if block else []
+        while True:
+            try:
+                groups.append(writer.written.get_nowait())
+            except queue.Empty:
+                break
+        for group in groups:
+            if group is None:
+                raise writer.error or RuntimeError("the status writer stopped")
+            unwritten -= len(group)
+            recorded(group)
+
+    try:
+        for message in messages:
+            key = (message.customer_id, message.channel)
+            if caps.get(message.channel):
+                while in_flight[key] > 0:  # the cap counts what was sent: wait for it
+                    collect(block=True)
+            in_flight[key] += 1
+            attempt, channel, prepared = _start(session, message, cache, opted_out)
+            unwritten += 1
+            if channel is None:
+                run.over.put(attempt)
+            elif run.submit(channel, attempt, prepared):
+                run.over.put(attempt)
+                while not attempt.recorded.is_set():  # sent here: written before more
+                    collect(block=True)
+            collect(block=unwritten >= 2 * max(run.threads, 1))
+        while unwritten:
+            collect(block=True)
+        run.pending = 0  # every pool send of the batch is over (and written)
+    finally:
+        writer.stop()
