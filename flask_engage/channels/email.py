@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import secrets
 import smtplib
 import socket
@@ -281,13 +282,61 @@ def envelope(address: str, rendered: Rendered, unsubscribe_url: str) -> Envelope
     )
 
 
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def _pipelined(host: smtplib.SMTP, envelope: Envelope) -> None:
+    """``host.sendmail`` with PIPELINING (RFC 2920), for a server that offers it:
+    ``MAIL FROM``, ``RCPT TO`` and ``DATA`` in one write, their replies read
+    together, then the message: two round trips instead of four. Raises what
+    ``sendmail`` raises for the same replies (and leaves the connection as it does).
+    """
+    options = f" size={len(envelope.data)}" if host.has_extn("size") else ""
+    host.send(
+        f"MAIL FROM:{smtplib.quoteaddr(envelope.envelope_from)}{options}\r\n"
+        f"RCPT TO:{smtplib.quoteaddr(envelope.envelope_to)}\r\n"
+        "DATA\r\n"
+    )
+    mail, rcpt, data = host.getreply(), host.getreply(), host.getreply()
+    if data[0] == 354:
+        if mail[0] == 250 and rcpt[0] in (250, 251):
+            body = _LEADING_DOT.sub(b"..", envelope.data)
+            if not body.endswith(b"\r\n"):
+                body += b"\r\n"
+            host.send(body + b".\r\n")
+        else:  # DATA accepted without a sender or recipient: an empty message ends it
+            host.send(b".\r\n")
+        data = host.getreply()
+    failure: smtplib.SMTPException | None = None
+    if mail[0] != 250:
+        failure, code = smtplib.SMTPSenderRefused(*mail, envelope.envelope_from), mail[0]
+    elif rcpt[0] not in (250, 251):
+        failure = smtplib.SMTPRecipientsRefused({envelope.envelope_to: rcpt})
+        code = rcpt[0]
+    elif data[0] != 250:
+        failure, code = smtplib.SMTPDataError(*data), data[0]
+    if failure is not None:
+        if code == 421:
+            host.close()
+        else:
+            try:
+                host.rset()
+            except smtplib.SMTPServerDisconnected:
+                pass  # as sendmail: the failure says more
+        raise failure
+
+
 def _send(connection: Any, envelope: Envelope) -> None:
     """What Flask-Mail's ``Connection.send`` does with a message (send it unless
     sending is suppressed, ``email_dispatched``, a new connection every
     ``MAIL_MAX_EMAILS``), with the envelope and bytes :func:`envelope` wrote."""
     host = connection.host
     if host is not None:
-        host.sendmail(envelope.envelope_from, [envelope.envelope_to], envelope.data)
+        host.ehlo_or_helo_if_needed()
+        if host.has_extn("pipelining"):
+            _pipelined(host, envelope)
+        else:
+            host.sendmail(envelope.envelope_from, [envelope.envelope_to], envelope.data)
     if email_dispatched.receivers:
         app = current_app._get_current_object()  # type: ignore[attr-defined]
         email_dispatched.send(app, message=envelope.message())
