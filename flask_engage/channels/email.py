@@ -1,11 +1,13 @@
 """Email through Flask-Mail: one recipient per message, RFC 8058 one-click unsubscribe.
 
 A delivery run sends email over ``ENGAGE_SMTP_CONNECTIONS`` SMTP connections at once
-(:meth:`EmailChannel.parallel`): the worker's own thread renders and builds each
-message (:meth:`EmailChannel.prepare`), pool threads only talk SMTP
-(:meth:`EmailChannel.transmit`) through Flask-Mail's connection, so ``MAIL_*``
+(:meth:`EmailChannel.parallel`): the worker's own thread renders each message and
+writes it to bytes once (:meth:`EmailChannel.prepare` returns an :class:`Envelope`),
+pool threads only talk SMTP (:meth:`EmailChannel.transmit`) over Flask-Mail's
+connections, doing what Flask-Mail's ``Connection.send`` does, so ``MAIL_*``
 settings, ``MAIL_MAX_EMAILS`` and ``email_dispatched`` (``record_messages``) work
-as with ``mail.send``.
+as with ``mail.send``. A server that offers PIPELINING (RFC 2920) gets ``MAIL
+FROM``, ``RCPT TO`` and ``DATA`` in one write: two round trips a message, not four.
 """
 
 from __future__ import annotations

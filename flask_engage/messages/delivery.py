@@ -4,10 +4,12 @@ A batch is *claimed* (``claim``/``claimed_at`` set in one committed UPDATE, with
 ``FOR UPDATE SKIP LOCKED`` on PostgreSQL). The worker's own thread then renders each
 message and hands it to its channel's connection: for email,
 ``ENGAGE_SMTP_CONNECTIONS`` connections at once, each in a thread of its own that
-only talks SMTP (:meth:`~flask_engage.channels.Channel.parallel`). The worker's
-thread writes the outcomes: every outcome known by then in one statement and one
-commit (a *group commit*: under load one commit covers several messages, never
-waits for more).
+only talks SMTP (:meth:`~flask_engage.channels.Channel.parallel`). Outcomes are
+written in groups: every outcome known by then in one statement and one commit (a
+*group commit*: under load one commit covers several messages, never waits for
+more). On PostgreSQL with several connections a writer thread on a database
+connection of its own writes them (:class:`_Writer`), so rendering never waits for
+a commit; otherwise the worker's thread does.
 
 The hand-off to the mail server is at-least-once, with a bounded window: a
 connection sends its next message only once the status of its previous one is
