@@ -11,8 +11,10 @@ Each sender runs ``--repeat`` times, interleaved; the best run counts. The sink 
 as ``--sinks`` aiosmtpd processes on one port (SO_REUSEPORT: the kernel spreads the
 connections). Then the peak Python memory (tracemalloc, which slows everything ~4x)
 of our delivery at 1 batch vs several batches.
+``--pipelining``: the sink offers PIPELINING (RFC 2920), as Postfix does; Engage then
+sends MAIL FROM, RCPT TO and DATA at once (smtplib's raw loop cannot).
 Usage: python benchmarks/bench_email.py [--sizes 2000 10000] [--sinks 1 4] [--repeat 2]
-       [--naive 0] [--memory 500 2000]
+       [--naive 0] [--memory 500 2000] [--pipelining]
 """
 
 from __future__ import annotations
@@ -46,8 +48,11 @@ SUBJECT = "News for {{ customer.plan }} customers"
 BODY = "<p>Hello {{ customer.email }},</p><p>Our {{ customer.city }} offer is here.</p>"
 
 
-def sink(port: int, messages: Synchronized, connections: Synchronized) -> None:
-    """One SMTP sink process: accepts everything, counts messages and EHLOs."""
+def sink(
+    port: int, messages: Synchronized, connections: Synchronized, pipelining: bool = False
+) -> None:
+    """One SMTP sink process: accepts everything, counts messages and EHLOs; offers
+    PIPELINING (RFC 2920, as Postfix does) when ``pipelining``."""
     import asyncio
 
     from aiosmtpd.smtp import SMTP
@@ -59,6 +64,8 @@ def sink(port: int, messages: Synchronized, connections: Synchronized) -> None:
             with connections.get_lock():
                 connections.value += 1
             session.host_name = hostname
+            if pipelining:
+                return [*responses[:-1], "250-PIPELINING", responses[-1]]
             return responses
 
         async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
@@ -77,9 +84,17 @@ def sink(port: int, messages: Synchronized, connections: Synchronized) -> None:
     asyncio.run(serve())
 
 
-def start_sinks(count: int, port: int, messages: Synchronized, connections: Synchronized) -> list:
+def start_sinks(
+    count: int,
+    port: int,
+    messages: Synchronized,
+    connections: Synchronized,
+    pipelining: bool = False,
+) -> list:
     processes = [
-        multiprocessing.Process(target=sink, args=(port, messages, connections), daemon=True)
+        multiprocessing.Process(
+            target=sink, args=(port, messages, connections, pipelining), daemon=True
+        )
         for _ in range(count)
     ]
     for process in processes:
@@ -219,6 +234,11 @@ def main() -> None:
         "--naive", type=int, default=0, help="largest size the naive loop runs at (0: none)"
     )
     parser.add_argument("--memory", type=int, nargs="*", default=[500, 2_000])
+    parser.add_argument(
+        "--pipelining",
+        action="store_true",
+        help="the sink offers PIPELINING (as Postfix does); smtplib's raw loop cannot use it",
+    )
     args = parser.parse_args()
     ensure_database(EMAIL_URL)
     speed_rows: list[list[Any]] = []
@@ -228,7 +248,7 @@ def main() -> None:
     default = DEFAULTS["ENGAGE_SMTP_CONNECTIONS"]
     for sinks in args.sinks:
         port = free_port()
-        processes = start_sinks(sinks, port, messages, connections)
+        processes = start_sinks(sinks, port, messages, connections, args.pipelining)
         app = build(port)
         try:
             with app.app_context():
@@ -270,9 +290,10 @@ def main() -> None:
             for process in processes:
                 process.terminate()
                 process.join()
+    offers = "offering PIPELINING" if args.pipelining else "without PIPELINING"
     print(
         f"\n1 worker (this process), inline mode, PostgreSQL, best of {args.repeat} "
-        "interleaved runs, sink processes sharing one port\n"
+        f"interleaved runs, sink processes sharing one port, {offers}\n"
     )
     print(
         table(

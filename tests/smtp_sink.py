@@ -30,6 +30,28 @@ class Inbox:
             return Counter(rcpt for rcpts, _ in self.received for rcpt in rcpts)
 
 
+class CountingInbox(Inbox):
+    """An Inbox counting the messages whose ``RCPT TO`` had already arrived when their
+    ``MAIL FROM`` was read (pipelined)."""
+
+    pipelined = 0
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if b"RCPT TO:" in bytes(server._reader._buffer):
+            self.pipelined += 1
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+
+class PipeliningInbox(CountingInbox):
+    """A CountingInbox whose server offers PIPELINING (RFC 2920), as Postfix does."""
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -14,8 +14,20 @@ import pytest
 from flask_engage import signals
 from flask_engage.models import Broadcast, Message, utcnow
 from tests.hostapp import db, engage
-from tests.smtp_sink import free_port
+from tests.smtp_sink import CountingInbox, PipeliningInbox, free_port
 from tests.test_smtp import add_customers
+
+
+@pytest.fixture(params=["plain", "pipelining"])
+def smtp(request):
+    """A real SMTP server on 127.0.0.1 (inbox, port), with and without PIPELINING."""
+    from aiosmtpd.controller import Controller
+
+    inbox = PipeliningInbox() if request.param == "pipelining" else CountingInbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield inbox, controller.port
+    controller.stop()
 
 
 @pytest.fixture
@@ -183,3 +195,137 @@ def test_a_slow_server_gets_three_messages_at_once(app, smtp):
     engage.send_broadcast(broadcast)
     assert sum(inbox.count().values()) == 40
     assert most[0] == 3  # one message at a time would take 40 x 50 ms
+
+
+def test_email_dispatched_carries_the_message_that_went_on_the_wire(app, smtp):
+    inbox, _ = smtp
+    add_customers(3)
+    broadcast = engage.create_broadcast(
+        "Wire", channel="email", segments=["all"], subject="Hi {{ customer.n }}", body="<p>B</p>"
+    )
+    with app.extensions["mail"].record_messages() as outbox:
+        engage.send_broadcast(broadcast)
+    received = {
+        rcpts[0]: message_from_bytes(raw, policy=default_policy) for rcpts, raw in inbox.received
+    }
+    assert len(outbox) == len(received) == 3
+    for recorded in outbox:
+        (address,) = recorded.recipients
+        mail = received[address]
+        assert mail["Message-ID"] == recorded.msgId
+        assert mail["Subject"] == recorded.subject == f"Hi {address[1]}"
+        assert mail["List-Unsubscribe"] == recorded.extra_headers["List-Unsubscribe"]
+        for kind, sent in (("plain", recorded.body), ("html", recorded.html)):
+            content = mail.get_body((kind,)).get_content()
+            assert content.replace("\r\n", "\n").rstrip("\n") == sent  # CRLF on the wire
+        # the recorded message writes the same email (but for its MIME boundary)
+        again = message_from_bytes(recorded.as_bytes(), policy=default_policy)
+        assert [(k, v) for k, v in again.items() if k != "Content-Type"] == [
+            (k, v) for k, v in mail.items() if k != "Content-Type"
+        ]
+
+
+def test_mail_max_emails_still_opens_a_new_connection(app, smtp):
+    inbox, _ = smtp
+    app.extensions["mail"].max_emails = 2  # MAIL_MAX_EMAILS, as Flask-Mail read it
+    app.config["ENGAGE_SMTP_CONNECTIONS"] = 1
+    add_customers(5)
+    broadcast = engage.create_broadcast(
+        "Max", channel="email", segments=["all"], subject="S", body="B"
+    )
+    engage.send_broadcast(broadcast)
+    assert sum(inbox.count().values()) == 5
+    assert len(inbox.peers) == 3  # 2 + 2 + 1
+
+
+def test_a_status_write_that_fails_stops_the_sends_and_nothing_is_lost(app, smtp, monkeypatch):
+    inbox, _ = smtp
+    add_customers(60)
+    broadcast = engage.create_broadcast(
+        "Down", channel="email", segments=["all"], subject="S", body="B"
+    )
+    from flask_engage.messages import delivery
+
+    write, calls = delivery._write, [0]
+
+    def failing(session, token, rows):
+        calls[0] += 1
+        if calls[0] == 5:
+            raise RuntimeError("database gone")
+        return write(session, token, rows)
+
+    monkeypatch.setattr(delivery, "_write", failing)
+    engage.send_broadcast(broadcast)  # inline: the failure is logged, the schedule retries
+    sent_before = sum(inbox.count().values())
+    counts = engage.broadcast_counts(broadcast)
+    assert 0 < counts["sent"] <= sent_before < 60
+    # no connection sent more once its status could not be written: a few unrecorded
+    # sends at most (one per connection, and the group that failed)
+    assert sent_before - counts["sent"] <= 3
+    monkeypatch.setattr(delivery, "_write", write)
+    app.config["ENGAGE_SEND_LEASE"] = 0  # the claim of the failed batch has run out
+    engage.run_due(utcnow() + timedelta(seconds=1))
+    counts = inbox.count()
+    assert set(counts) == {f"c{i}@example.com" for i in range(60)}  # nobody missed
+    assert sum(counts.values()) - 60 <= 3
+    assert engage.broadcast_counts(broadcast)["sent"] == 60
+
+
+def test_pipelining_is_used_when_the_server_offers_it_and_only_then(app, smtp):
+    inbox, _ = smtp
+    add_customers(20)
+    broadcast = engage.create_broadcast(
+        "Pipes", channel="email", segments=["all"], subject="S {{ customer.n }}", body="B"
+    )
+    engage.send_broadcast(broadcast)
+    assert inbox.count() == Counter({f"c{i}@example.com": 1 for i in range(20)})
+    assert inbox.pipelined == (20 if isinstance(inbox, PipeliningInbox) else 0)
+    assert engage.broadcast_counts(broadcast)["sent"] == 20
+
+
+def test_a_refused_recipient_is_not_sent_and_the_others_are(app, smtp):
+    inbox, _ = smtp
+    add_customers(10)
+
+    async def refuse_c4(server, session, envelope, address, rcpt_options):
+        if address == "c4@example.com":
+            return "550 no such user"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 OK"
+
+    inbox.handle_RCPT = refuse_c4
+    broadcast = engage.create_broadcast(
+        "Refused", channel="email", segments=["all"], subject="S", body="B"
+    )
+    engage.send_broadcast(broadcast)
+    rows = statuses(broadcast)
+    # smtplib's SMTPRecipientsRefused is an OSError: like a lost connection, retried
+    # later (both with and without PIPELINING), until MAX_ATTEMPTS fails it
+    assert rows["4"].status == "queued" and "550" in rows["4"].error
+    assert {k for k, m in rows.items() if m.status == "sent"} == {str(i) for i in range(10)} - {"4"}
+    assert "c4@example.com" not in inbox.count() and sum(inbox.count().values()) == 9
+
+
+def test_a_sender_refused_for_now_is_retried(app, smtp):
+    inbox, _ = smtp
+    add_customers(10)
+    counting, seen = inbox.handle_MAIL, [0]
+
+    async def busy_third(server, session, envelope, address, mail_options):
+        seen[0] += 1
+        if seen[0] == 3:
+            return "451 busy, try again later"
+        return await counting(server, session, envelope, address, mail_options)
+
+    inbox.handle_MAIL = busy_third
+    broadcast = engage.create_broadcast(
+        "Busy", channel="email", segments=["all"], subject="S", body="B"
+    )
+    engage.send_broadcast(broadcast)
+    rows = statuses(broadcast)
+    (waiting,) = [m for m in rows.values() if m.status == "queued"]
+    assert waiting.attempts == 1 and "451" in waiting.error
+    assert sum(inbox.count().values()) == 9
+    engage.run_due(now=utcnow() + timedelta(minutes=2))
+    assert inbox.count() == Counter({f"c{i}@example.com": 1 for i in range(10)})

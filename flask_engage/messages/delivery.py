@@ -4,10 +4,12 @@ A batch is *claimed* (``claim``/``claimed_at`` set in one committed UPDATE, with
 ``FOR UPDATE SKIP LOCKED`` on PostgreSQL). The worker's own thread then renders each
 message and hands it to its channel's connection: for email,
 ``ENGAGE_SMTP_CONNECTIONS`` connections at once, each in a thread of its own that
-only talks SMTP (:meth:`~flask_engage.channels.Channel.parallel`). The worker's
-thread writes the outcomes: every outcome known by then in one statement and one
-commit (a *group commit*: under load one commit covers several messages, never
-waits for more).
+only talks SMTP (:meth:`~flask_engage.channels.Channel.parallel`). Outcomes are
+written in groups: every outcome known by then in one statement and one commit (a
+*group commit*: under load one commit covers several messages, never waits for
+more). On PostgreSQL with several connections a writer thread on a database
+connection of its own writes them (:class:`_Writer`), so rendering never waits for
+a commit; otherwise the worker's thread does.
 
 The hand-off to the mail server is at-least-once, with a bounded window: a
 connection sends its next message only once the status of its previous one is
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import json
 import queue
+import re
 import threading
 import uuid
 from collections import Counter
@@ -70,6 +73,7 @@ from ..channels import (
     get_channel,
 )
 from ..db import get_state, log
+from ..errors import ValidationError
 from ..models import Automation, Broadcast, Message, MessageStatus, Unsubscription, utcnow
 from .broadcasts import finish_broadcasts
 from .compose import compose
@@ -200,6 +204,36 @@ def _over_cap(session: Session, message: Message, now: datetime) -> bool:
 _COMMON = ("channel", "subject", "body")
 
 
+class _Latch:
+    """Set once, waited for by one thread: a held lock released on ``set``.
+
+    Cheaper than ``threading.Event`` (a condition variable in Python) on the path
+    every message takes.
+    """
+
+    __slots__ = ("_lock", "_set")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._set = False
+
+    def set(self) -> None:
+        if not self._set:
+            self._set = True
+            self._lock.release()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float) -> bool:
+        """True once set (at most ``timeout`` seconds from now)."""
+        if self._lock.acquire(timeout=timeout):
+            self._lock.release()
+            return True
+        return False
+
+
 @dataclass(eq=False)
 class _Attempt:
     """One claimed message on its way; what went wrong, once its send is over."""
@@ -211,7 +245,9 @@ class _Attempt:
     #: What preparing or sending raised; None: sent.
     error: Exception | None = None
     #: Set once its status is committed (its connection waits for it to send more).
-    recorded: threading.Event = field(default_factory=threading.Event)
+    recorded: _Latch = field(default_factory=_Latch)
+    #: Its status was written (False: cancelled or re-claimed in the meantime).
+    written: bool = False
 
 
 class _Link:
@@ -260,7 +296,7 @@ class _Pool:
         self,
         channel: Channel,
         size: int,
-        done: queue.SimpleQueue[_Attempt],
+        done: queue.SimpleQueue[_Attempt | None],
         batch: Callable[[], int],
     ) -> None:
         self.channel = channel
@@ -312,8 +348,10 @@ class DeliveryRun:
     def __init__(self) -> None:
         self._stack = ExitStack()
         self._lanes: dict[str, _Link | _Pool] = {}
-        self._done: queue.SimpleQueue[_Attempt] = queue.SimpleQueue()
-        self._threads = 0
+        #: Attempts that are over, for their status to be written.
+        self.over: queue.SimpleQueue[_Attempt | None] = queue.SimpleQueue()
+        #: Pool threads (connections sending at once).
+        self.threads = 0
         self.batches = 0
         #: Attempts handed to a pool whose send is not over yet.
         self.pending = 0
@@ -333,8 +371,8 @@ class DeliveryRun:
             self._stack.close()
         finally:
             self._lanes.clear()
-            self._done = queue.SimpleQueue()
-            self._threads = self.pending = 0
+            self.over = queue.SimpleQueue()
+            self.threads = self.pending = 0
 
     def submit(self, channel: Channel, attempt: _Attempt, prepared: Any) -> bool:
         """Send ``prepared`` over the channel's connections. True: the send is over
@@ -344,8 +382,8 @@ class DeliveryRun:
         if lane is None:
             size = channel.parallel()
             if size > 1:
-                lane = _Pool(channel, size, self._done, self._batch)
-                self._threads += size
+                lane = _Pool(channel, size, self.over, self._batch)
+                self.threads += size
             else:
                 lane = _Link(channel, self._batch)
             self._stack.callback(lane.close)
@@ -371,14 +409,14 @@ class DeliveryRun:
             return []
         if (
             not wait
-            and self.pending < 2 * self._threads
-            and self._done.qsize() < max(1, self._threads // 2)
+            and self.pending < 2 * self.threads
+            and self.over.qsize() < max(1, self.threads // 2)
         ):
             return []
-        over = [self._done.get()]
+        over = [cast(_Attempt, self.over.get())]  # None only ends a _Writer
         while True:
             try:
-                over.append(self._done.get_nowait())
+                over.append(cast(_Attempt, self.over.get_nowait()))
             except queue.Empty:
                 break
         self.pending -= len(over)
@@ -459,7 +497,9 @@ _WRITE_ONE = (
 
 
 #: PostgreSQL: the statuses of many sends in one statement, the same text every time
-#: (the rows as one JSON array: one parameter, serialized in C).
+#: (the rows as one JSON array: one parameter, serialized in C). ``ids`` repeats the
+#: rows' ids so the planner finds them by primary key: joined on the JSON rows alone
+#: it scanned every queued message (the whole broadcast) for each group.
 _WRITE_MANY = text(
     f"""
     UPDATE {_messages.name} AS m SET
@@ -470,16 +510,20 @@ _WRITE_MANY = text(
         id BIGINT, status VARCHAR, error TEXT, sent_at TIMESTAMPTZ, subject TEXT,
         body TEXT, attempts INTEGER, retry_at TIMESTAMPTZ, receipt JSONB
     )
-    WHERE m.id = o.id AND m.claim = :claim AND m.status = :queued
+    WHERE m.id = o.id AND m.id = ANY(CAST(:ids AS BIGINT[]))
+        AND m.claim = :claim AND m.status = :queued
     RETURNING m.id
     """
 )
+#: The same for psycopg 3's own cursor: a server-side prepared statement, run without
+#: SQLAlchemy's statement machinery (most of a group write's CPU in the worker).
+_WRITE_MANY_PSYCOPG = re.sub(r":(rows|ids|claim|queued)\b", r"%(\1)s", _WRITE_MANY.text)
 
 
 def _write(session: Session, token: str, rows: list[dict[str, Any]]) -> set[int]:
     """Write the statuses of sends that are over, guarded (still queued under this
-    claim: not cancelled, not re-claimed after the lease ran out); returns the ids
-    written.
+    claim: not cancelled, not re-claimed after the lease ran out), and commit;
+    returns the ids written.
 
     PostgreSQL: one UPDATE for all of them (one round trip on the batch's autocommit
     connection). SQLite, in the process: one UPDATE each, in one transaction.
@@ -491,12 +535,24 @@ def _write(session: Session, token: str, rows: list[dict[str, Any]]) -> set[int]
             result = session.execute(_WRITE_ONE, {**params, "m_claim": token})
             if cast(CursorResult[Any], result).rowcount:
                 written.add(row["id"])
+        session.commit()
         return written
     for row in rows:
         for name in ("sent_at", "retry_at"):
             row[name] = row[name] and row[name].isoformat()
-    params = {"rows": json.dumps(rows), "claim": token, "queued": str(MessageStatus.QUEUED)}
-    return set(session.scalars(_WRITE_MANY, params))
+    params = {
+        "rows": json.dumps(rows),
+        "ids": [row["id"] for row in rows],
+        "claim": token,
+        "queued": str(MessageStatus.QUEUED),
+    }
+    connection = session.connection()  # autocommit: each statement is committed when run
+    if connection.dialect.driver != "psycopg":
+        return set(session.scalars(_WRITE_MANY, params))
+    driver: Any = connection.connection.driver_connection  # psycopg.Connection
+    with driver.cursor() as cursor:
+        cursor.execute(_WRITE_MANY_PSYCOPG, params, prepare=True)
+        return {row[0] for row in cursor.fetchall()}
 
 
 def _record(
@@ -525,10 +581,10 @@ def _record(
             }
         )
     written = _write(session, token, rows)
-    session.commit()
     for attempt in over:
+        attempt.written = attempt.message.id in written
         attempt.recorded.set()
-    return [attempt for attempt in over if attempt.message.id in written]
+    return [attempt for attempt in over if attempt.written]
 
 
 @contextmanager
@@ -557,6 +613,87 @@ def _async_commits(connection: Connection) -> Iterator[None]:
         connection.commit()
 
 
+@contextmanager
+def _status_session() -> Iterator[Session]:
+    """A session on a database connection of its own, with commits that do not wait
+    for the disk; on PostgreSQL in autocommit: every statement stands alone, so a
+    status write is one round trip (SQLite's may be the host's shared connection)."""
+    with ExitStack() as stack:
+        connection = stack.enter_context(get_state().db.engine.connect())
+        if connection.dialect.name == "postgresql":
+            connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+        stack.enter_context(_async_commits(connection))
+        session = Session(bind=connection, expire_on_commit=False)
+        stack.callback(session.close)
+        yield session
+
+
+class _Writer:
+    """Writes the statuses of sends that are over in a thread of its own, on a
+    database connection of its own, while the worker's thread renders more.
+
+    Used on PostgreSQL when a batch sends over several connections: whatever is over
+    while a write is on its way goes in the next one (groups grow with the
+    database's latency). A connection still sends nothing more before its status is
+    committed. Groups written come back on ``written`` (``None`` once it stops;
+    ``error`` then says why, if it failed).
+    """
+
+    def __init__(
+        self, over: queue.SimpleQueue[_Attempt | None], token: str, due: datetime | None
+    ) -> None:
+        self.over = over
+        self.written: queue.SimpleQueue[list[_Attempt] | None] = queue.SimpleQueue()
+        self.error: BaseException | None = None
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        self.thread = threading.Thread(
+            target=self._run, args=(app, token, due), name="engage-statuses", daemon=True
+        )
+        self.thread.start()
+
+    def _run(self, app: Flask, token: str, due: datetime | None) -> None:
+        try:
+            with app.app_context(), _status_session() as session:
+                while (first := self.over.get()) is not None:
+                    group, stop = [first], False
+                    while not stop:
+                        try:
+                            attempt = self.over.get_nowait()
+                        except queue.Empty:
+                            break
+                        if attempt is None:
+                            stop = True
+                        else:
+                            group.append(attempt)
+                    _record(session, token, group, due)
+                    self.written.put(group)
+                    if stop:
+                        return
+        except BaseException as exc:  # raised again in the worker's thread
+            self.error = exc
+        finally:
+            self.written.put(None)
+
+    def stop(self) -> None:
+        """Write what was handed over, then stop."""
+        self.over.put(None)
+        self.thread.join()
+
+
+def _threaded(session: Session, messages: list[Message]) -> bool:
+    """Statuses are written by a :class:`_Writer`: PostgreSQL, and a channel of the
+    batch sends over several connections."""
+    if session.get_bind().dialect.name != "postgresql":
+        return False
+    for name in {message.channel for message in messages}:
+        try:
+            if get_channel(name).parallel() > 1:
+                return True
+        except ValidationError:
+            pass  # a channel no longer registered: those messages fail
+    return False
+
+
 def deliver_batch(
     *,
     limit: int = 500,
@@ -575,15 +712,7 @@ def deliver_batch(
     with ExitStack() as stack:
         if run is None:
             run = stack.enter_context(DeliveryRun())
-        # One database connection for the batch, with commits that do not wait for the
-        # disk; on PostgreSQL in autocommit: every statement here stands alone, so a
-        # status write is one round trip (SQLite's may be the host's shared connection).
-        db_connection = stack.enter_context(get_state().db.engine.connect())
-        if db_connection.dialect.name == "postgresql":
-            db_connection = db_connection.execution_options(isolation_level="AUTOCOMMIT")
-        stack.enter_context(_async_commits(db_connection))
-        session = Session(bind=db_connection, expire_on_commit=False)
-        stack.callback(session.close)
+        session = stack.enter_context(_status_session())
         try:
             return _deliver_claimed(session, token, run, now)
         except BaseException:
@@ -599,8 +728,6 @@ def _deliver_claimed(
     A message to retry is due again after a backoff from ``due`` (default: now).
     """
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    caps = current_app.config.get("ENGAGE_FREQUENCY_CAP") or {}
-    cache: dict[Any, Source | None] = {}
     messages = list(
         session.scalars(select(Message).where(Message.claim == token).order_by(Message.id))
     )
@@ -617,13 +744,13 @@ def _deliver_claimed(
     run.batches += 1
     in_flight: Counter[tuple[int | None, str]] = Counter()
 
-    def record(over: list[_Attempt]) -> None:
-        if not over:
-            return
+    def recorded(over: list[_Attempt]) -> None:
+        """Signals for the statuses written (after their commit)."""
         for attempt in over:
-            in_flight[attempt.message.customer_id, attempt.message.channel] -= 1
-        for attempt in _record(session, token, over, due):
             message = attempt.message
+            in_flight[message.customer_id, message.channel] -= 1
+            if not attempt.written:
+                continue
             if message.status == MessageStatus.SENT:
                 signals.message_sent.send(app, message=message, customer=message.customer)
             elif message.status == MessageStatus.FAILED:
@@ -631,6 +758,49 @@ def _deliver_claimed(
                     app, message=message, customer=message.customer, error=message.error
                 )
 
+    if _threaded(session, messages):
+        _deliver_threaded(session, token, run, due, messages, opted_out, in_flight, recorded)
+    else:
+        _deliver_here(session, token, run, due, messages, opted_out, in_flight, recorded)
+    touched = sorted({m.broadcast_id for m in messages if m.broadcast_id is not None})
+    finish_broadcasts(session, touched, utcnow())
+    session.commit()
+    return len(messages)
+
+
+def _start(
+    session: Session,
+    message: Message,
+    cache: dict[Any, Source | None],
+    opted_out: set[tuple[Any, str]],
+) -> tuple[_Attempt, Channel | None, Any]:
+    """An attempt at ``message``, rendered for its channel (channel None: it is over
+    already, ``error`` says why)."""
+    attempt = _Attempt(message, message.attempts or 0, utcnow())
+    try:
+        if _over_cap(session, message, attempt.started):
+            raise SkipMessage("frequency_cap")
+        blocked = (message.customer_id, message.channel) in opted_out
+        channel, prepared = _prepare(session, message, cache, blocked, attempt.receipt)
+    except Exception as exc:  # classified in _outcome
+        attempt.error = exc
+        return attempt, None, None
+    return attempt, channel, prepared
+
+
+def _deliver_here(
+    session: Session,
+    token: str,
+    run: DeliveryRun,
+    due: datetime | None,
+    messages: list[Message],
+    opted_out: set[tuple[Any, str]],
+    in_flight: Counter[tuple[int | None, str]],
+    recorded: Callable[[list[_Attempt]], None],
+) -> None:
+    """Statuses written by the worker's thread, in groups, on the batch's session."""
+    caps = current_app.config.get("ENGAGE_FREQUENCY_CAP") or {}
+    cache: dict[Any, Source | None] = {}
     settled: list[_Attempt] = []  # over, status not written yet (no send pending on it)
 
     def flush(wait: bool = False, force: bool = False) -> None:
@@ -638,26 +808,21 @@ def _deliver_claimed(
         nonlocal settled
         over = run.finished(wait=wait)
         if over or force:
-            record(settled + over)
-            settled = []
+            group, settled = settled + over, []
+            if group:
+                _record(session, token, group, due)
+                recorded(group)
 
     for message in messages:
-        attempt = _Attempt(message, message.attempts or 0, utcnow())
         key = (message.customer_id, message.channel)
         if caps.get(message.channel):
             while in_flight[key] > 0:  # the cap counts what was sent: wait for it
                 flush(wait=True, force=True)
         in_flight[key] += 1
-        try:
-            if _over_cap(session, message, attempt.started):
-                raise SkipMessage("frequency_cap")
-            blocked = key in opted_out
-            channel, prepared = _prepare(session, message, cache, blocked, attempt.receipt)
-        except Exception as exc:  # classified in _outcome
-            attempt.error = exc
+        attempt, channel, prepared = _start(session, message, cache, opted_out)
+        if channel is None:
             settled.append(attempt)
-            continue
-        if run.submit(channel, attempt, prepared):
+        elif run.submit(channel, attempt, prepared):
             settled.append(attempt)
             flush(force=True)  # sent from this thread: written before it sends more
         else:
@@ -665,7 +830,61 @@ def _deliver_claimed(
     while run.pending:
         flush(wait=True)
     flush(force=True)
-    touched = sorted({m.broadcast_id for m in messages if m.broadcast_id is not None})
-    finish_broadcasts(session, touched, utcnow())
-    session.commit()
-    return len(messages)
+
+
+def _deliver_threaded(
+    session: Session,
+    token: str,
+    run: DeliveryRun,
+    due: datetime | None,
+    messages: list[Message],
+    opted_out: set[tuple[Any, str]],
+    in_flight: Counter[tuple[int | None, str]],
+    recorded: Callable[[list[_Attempt]], None],
+) -> None:
+    """Statuses written by a :class:`_Writer` while this thread renders and submits.
+
+    Every attempt that is over goes to the writer (pool threads hand theirs over
+    themselves); this thread keeps at most two sends per connection ahead of the
+    statuses written, and fires the signals of what was written.
+    """
+    caps = current_app.config.get("ENGAGE_FREQUENCY_CAP") or {}
+    cache: dict[Any, Source | None] = {}
+    writer = _Writer(run.over, token, due)
+    unwritten = 0  # handed to the pool or the writer, status not written yet
+
+    def collect(block: bool) -> None:
+        nonlocal unwritten
+        groups = [writer.written.get()] if block else []
+        while True:
+            try:
+                groups.append(writer.written.get_nowait())
+            except queue.Empty:
+                break
+        for group in groups:
+            if group is None:
+                raise writer.error or RuntimeError("the status writer stopped")
+            unwritten -= len(group)
+            recorded(group)
+
+    try:
+        for message in messages:
+            key = (message.customer_id, message.channel)
+            if caps.get(message.channel):
+                while in_flight[key] > 0:  # the cap counts what was sent: wait for it
+                    collect(block=True)
+            in_flight[key] += 1
+            attempt, channel, prepared = _start(session, message, cache, opted_out)
+            unwritten += 1
+            if channel is None:
+                run.over.put(attempt)
+            elif run.submit(channel, attempt, prepared):
+                run.over.put(attempt)
+                while not attempt.recorded.is_set():  # sent here: written before more
+                    collect(block=True)
+            collect(block=unwritten >= 2 * max(run.threads, 1))
+        while unwritten:
+            collect(block=True)
+        run.pending = 0  # every pool send of the batch is over (and written)
+    finally:
+        writer.stop()

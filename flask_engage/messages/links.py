@@ -24,6 +24,7 @@ from itsdangerous import BadData, URLSafeSerializer
 
 from ..channels import Channel
 from ..errors import ConfigurationError, ValidationError
+from . import signing
 from .templates import Rendered
 from .urls import external_url
 
@@ -47,17 +48,21 @@ _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 _BLANK = re.compile(r"[\x00-\x20\x7f]")
 
 
-def _serializer(kind: str) -> URLSafeSerializer:
+def _secret() -> str | bytes:
     secret = current_app.config.get("SECRET_KEY")
     if not secret:
         raise ConfigurationError("SECRET_KEY must be set to sign tracking links")
-    return URLSafeSerializer(secret, salt=_SALTS[kind])
+    return secret
+
+
+def _serializer(kind: str) -> URLSafeSerializer:
+    return URLSafeSerializer(_secret(), salt=_SALTS[kind])
 
 
 def make_token(kind: str, message_id: int, url: str | None = None) -> str:
     """A signed token for one message (and, for a click, its destination)."""
     payload: list[Any] = [message_id] if url is None else [message_id, url]
-    return _serializer(kind).dumps(payload)
+    return signing.dumps(_secret(), _SALTS[kind], payload)
 
 
 def read_token(kind: str, token: str) -> tuple[int, str | None]:

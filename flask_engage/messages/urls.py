@@ -12,8 +12,11 @@ with it.
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
+from weakref import WeakKeyDictionary
 
 from flask import Flask, current_app
 
@@ -28,7 +31,17 @@ MISSING = (
 
 def link_base(app: Flask) -> str | None:
     """The absolute base of links in messages, without a trailing slash (None: not set)."""
-    base = app.config.get("ENGAGE_BASE_URL")
+    config = app.config
+    return _base(
+        config.get("ENGAGE_BASE_URL"),
+        config.get("SERVER_NAME"),
+        config.get("PREFERRED_URL_SCHEME"),
+        config.get("APPLICATION_ROOT"),
+    )
+
+
+@lru_cache(maxsize=16)
+def _base(base: Any, server: Any, scheme: Any, root: Any) -> str | None:
     if base:
         parts = urlsplit(str(base))
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -36,11 +49,9 @@ def link_base(app: Flask) -> str | None:
                 f"ENGAGE_BASE_URL: expected an absolute http(s) URL, got {base!r}"
             )
         return str(base).rstrip("/")
-    server = app.config.get("SERVER_NAME")
     if server:
-        scheme = app.config.get("PREFERRED_URL_SCHEME") or "http"
-        root = str(app.config.get("APPLICATION_ROOT") or "/").rstrip("/")
-        return f"{scheme}://{server}{root}"
+        root = str(root or "/").rstrip("/")
+        return f"{scheme or 'http'}://{server}{root}"
     return None
 
 
@@ -50,10 +61,31 @@ def check_link_base(app: Flask) -> None:
         log.warning("flask-engage: %s; until then messages with links fail", MISSING)
 
 
+#: A token that URL building writes as it is (itsdangerous tokens: base64url and dots).
+_PLAIN_TOKEN = re.compile(r"[A-Za-z0-9_.-]+")
+_PLACEHOLDER = "engage0token0placeholder"
+#: Per app: an endpoint's path before and after its token (``/unsubscribe/``, ``""``).
+_token_paths: WeakKeyDictionary[Flask, dict[str, tuple[str, str] | None]] = WeakKeyDictionary()
+
+
 def external_url(endpoint: str, **values: Any) -> str:
-    """An absolute URL of ``endpoint`` for a message; ConfigurationError without a base."""
+    """An absolute URL of ``endpoint`` for a message; ConfigurationError without a base.
+
+    A message carries several token links (unsubscribe, open pixel, clicks): for a
+    plain ``token`` the path is built once per endpoint, then the token put in it.
+    """
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     base = link_base(app)
     if base is None:
         raise ConfigurationError(MISSING)
+    token = values.get("token")
+    if len(values) == 1 and isinstance(token, str) and _PLAIN_TOKEN.fullmatch(token):
+        paths = _token_paths.setdefault(app, {})
+        if endpoint not in paths:
+            path = app.url_map.bind("localhost").build(endpoint, {"token": _PLACEHOLDER})
+            before, found, after = path.partition(_PLACEHOLDER)
+            paths[endpoint] = (before, after) if found and _PLACEHOLDER not in after else None
+        around = paths[endpoint]
+        if around is not None:
+            return base + around[0] + token + around[1]
     return base + app.url_map.bind("localhost").build(endpoint, values)
