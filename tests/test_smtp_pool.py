@@ -289,7 +289,7 @@ def test_a_refused_recipient_is_not_sent_and_the_others_are(app, smtp):
 
     async def refuse_c4(server, session, envelope, address, rcpt_options):
         if address == "c4@example.com":
-            return "550 no such user"
+            return "550 5.1.1 <c4@example.com>: no such user"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 OK"
@@ -300,11 +300,37 @@ def test_a_refused_recipient_is_not_sent_and_the_others_are(app, smtp):
     )
     engage.send_broadcast(broadcast)
     rows = statuses(broadcast)
-    # smtplib's SMTPRecipientsRefused is an OSError: like a lost connection, retried
-    # later (both with and without PIPELINING), until MAX_ATTEMPTS fails it
-    assert rows["4"].status == "queued" and "550" in rows["4"].error
+    # a permanent refusal fails the message at once (not retried as a lost
+    # connection), with the server's words but not the address
+    assert rows["4"].status == "failed" and rows["4"].attempts == 0
+    assert rows["4"].error == "SMTP 550: recipient refused: 5.1.1 <address>: no such user"
     assert {k for k, m in rows.items() if m.status == "sent"} == {str(i) for i in range(10)} - {"4"}
     assert "c4@example.com" not in inbox.count() and sum(inbox.count().values()) == 9
+
+
+def test_a_recipient_refused_for_now_is_retried(app, smtp):
+    inbox, _ = smtp
+    add_customers(5)
+    refused = []
+
+    async def greylist_c2(server, session, envelope, address, rcpt_options):
+        if address == "c2@example.com" and not refused:
+            refused.append(1)
+            return "450 4.2.0 greylisted, come back later"
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(rcpt_options)
+        return "250 OK"
+
+    inbox.handle_RCPT = greylist_c2
+    broadcast = engage.create_broadcast(
+        "Grey", channel="email", segments=["all"], subject="S", body="B"
+    )
+    engage.send_broadcast(broadcast)
+    row = statuses(broadcast)["2"]
+    assert (row.status, row.attempts) == ("queued", 1) and "recipient refused for now" in row.error
+    engage.run_due(now=utcnow() + timedelta(minutes=2))
+    assert statuses(broadcast)["2"].status == "sent"
+    assert sum(inbox.count().values()) == 5
 
 
 def test_a_sender_refused_for_now_is_retried(app, smtp):

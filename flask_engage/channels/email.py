@@ -37,7 +37,7 @@ from sqlalchemy import ColumnElement, and_
 from ..errors import ConfigurationError
 from ..messages.templates import Rendered
 from ..models import Customer
-from .base import Channel, Outgoing, RetryLater, SkipMessage
+from .base import Channel, DeliveryFailed, Outgoing, RetryLater, SkipMessage
 
 _WIRE = policy.compat32.clone(linesep="\r\n", max_line_length=998)  # RFC 5322 hard limit
 
@@ -285,6 +285,8 @@ def envelope(address: str, rendered: Rendered, unsubscribe_url: str) -> Envelope
 
 
 _LEADING_DOT = re.compile(rb"(?m)^\.")
+#: An address in a server's reply (kept out of stored errors: no customer data there).
+_ADDRESS = re.compile(r"<?[^\s<>@]+@[^\s<>]+>?")
 
 
 def _pipelined(host: smtplib.SMTP, envelope: Envelope) -> None:
@@ -393,6 +395,12 @@ class EmailChannel(Channel):
     def transmit(self, prepared: Envelope, connection: Any) -> None:
         try:
             _send(connection, prepared)
+        except smtplib.SMTPRecipientsRefused as exc:  # an OSError, but not a lost connection
+            ((code, reply),) = exc.recipients.values()  # one recipient per message
+            said = _ADDRESS.sub("<address>", reply.decode("utf-8", "replace"))[:200]
+            if 400 <= code < 500:
+                raise RetryLater(f"SMTP {code}: recipient refused for now: {said}") from None
+            raise DeliveryFailed(f"SMTP {code}: recipient refused: {said}") from None
         except smtplib.SMTPResponseException as exc:
             if 400 <= exc.smtp_code < 500:
                 raise RetryLater(f"SMTP {exc.smtp_code}: {exc.smtp_error!r}") from None
