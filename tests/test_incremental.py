@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from flask_engage.changes import Changes
+from flask_engage.changes import Changes, dump, load, union
 from flask_engage.db import operation_session
 from flask_engage.models import Customer, OutboxItem, Segment, utcnow
 from flask_engage.outbox import add_to_outbox
@@ -170,3 +170,17 @@ def test_rows_for_one_customer_are_combined_and_anything_wins(app):
         add_to_outbox(session, "evaluate", [ada.id], changes=Changes(attributes={"plan"}))
         add_to_outbox(session, "evaluate", [ada.id])
     assert ids(lagos) == []
+
+
+def test_stored_changes_read_back_and_anything_unreadable_means_anything():
+    change = Changes(attributes={"plan", "email"}, events={"Purchase"}, lists=True)
+    assert load(dump(change)) == Changes.from_tokens(change.tokens())
+    assert load(dump(change)).tokens() == change.tokens()
+    assert dump(None) is None and load(None) is None
+    for garbage in ("not json", "{}", '["ok", 3]', "null"):
+        assert load(garbage) is None
+    assert union([Changes(attributes={"a"}), Changes(events={"E"})]).tokens() == {
+        "attribute:a",
+        "event:E",
+    }
+    assert union([Changes(lists=True), None]) is None
