@@ -69,10 +69,13 @@ def recompute_one(segment_id: int, now: datetime | None = None, *, trigger: bool
     now = now or utcnow()
     try:
         with operation_session() as session:
-            segment = session.get(Segment, segment_id)
+            # Loaded and locked in one statement (FOR UPDATE on PostgreSQL; SQLite
+            # ignores it and serializes writers anyway): the filters read are those
+            # of the locked row.
+            segment = session.get(Segment, segment_id, with_for_update=True)
             if segment is None:
                 return None
-            outcome = recompute_segment(session, segment, now)
+            outcome = recompute_segment(session, segment, now, locked=True)
             if trigger and outcome.computation:
                 start_runs(session, outcome.computation, now)
     except Exception as exc:
@@ -84,8 +87,9 @@ def recompute_one(segment_id: int, now: datetime | None = None, *, trigger: bool
                 return None
             segment.last_error = error
             return Outcome(segment.slug, 0, 0, 0, None, error)
-    with operation_session() as session:
-        send_signals(session, [outcome.computation])
+    if outcome.computation:  # nothing changed: nothing to announce, no session
+        with operation_session() as session:
+            send_signals(session, [outcome.computation])
     return outcome
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import current_app
 from sqlalchemy import (
@@ -54,6 +54,7 @@ from .nodes import ANYTHING, Node, walk
 
 change_rows = MembershipChange.__table__
 memberships = Membership.__table__
+segments_table = Segment.__table__
 
 
 @dataclass
@@ -74,60 +75,120 @@ def make_compiler(
     customer_ids: Sequence[int] | None = None,
     as_of: bool = False,
     replaced: Mapping[int, dict[str, Any]] | None = None,
+    lazy: bool = False,
 ) -> Compiler:
     """A compiler wired to this database: dialect, recorded types, segment lookup.
 
     ``replaced``: segment id -> filters to use instead of the stored ones (what an
-    edit would do to the segments that refer to it)."""
-    types = dict(
-        session.execute(
-            select(AttributeDefinition.name, AttributeDefinition.type).where(
-                AttributeDefinition.kind == "attribute"
-            )
-        ).all()
-    )
-    by_id: dict[Any, dict[str, Any]] = {}
-    for seg_id, slug, filters in session.execute(select(Segment.id, Segment.slug, Segment.filters)):
-        filters = (replaced or {}).get(seg_id, filters)
-        by_id[seg_id] = by_id[slug] = by_id[str(seg_id)] = filters
+    edit would do to the segments that refer to it). ``lazy``: read the recorded
+    types and the other segments' filters only when compiling first needs them (a
+    filter without attribute conditions or references costs no query); only for a
+    compiler used while ``session`` is open."""
+
+    def read_types() -> dict[str, str]:
+        return dict(
+            session.execute(
+                select(AttributeDefinition.name, AttributeDefinition.type).where(
+                    AttributeDefinition.kind == "attribute"
+                )
+            ).all()
+        )
+
+    def read_filters() -> dict[Any, dict[str, Any]]:
+        by_id: dict[Any, dict[str, Any]] = {}
+        rows = session.execute(select(Segment.id, Segment.slug, Segment.filters))
+        for seg_id, slug, filters in rows:
+            filters = (replaced or {}).get(seg_id, filters)
+            by_id[seg_id] = by_id[slug] = by_id[str(seg_id)] = filters
+        return by_id
+
+    types: Mapping[str, str]
+    if lazy:
+        types = _Lazy(read_types)
+        filters_by: _Lazy[Any, dict[str, Any]] = _Lazy(read_filters)
+        segment_filters: Callable[[Any], dict[str, Any] | None] = filters_by.get
+    else:
+        types, segment_filters = read_types(), read_filters().get
     return Compiler(
         session.get_bind().dialect.name,
         now,
         current_app.config["ENGAGE_TIMEZONE"],
         types,
-        by_id.get,
+        segment_filters,
         customer_ids,
         as_of,
     )
 
 
-def recompute_segment(session: Session, segment: Segment, now: datetime | None = None) -> Outcome:
-    """Re-evaluate every customer against one segment, as one set-based diff."""
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class _Lazy(Mapping[_K, _V]):
+    """A mapping read by ``load`` on first use."""
+
+    def __init__(self, load: Callable[[], dict[_K, _V]]) -> None:
+        self._load: Callable[[], dict[_K, _V]] | None = load
+        self._data: dict[_K, _V] = {}
+
+    def _loaded(self) -> dict[_K, _V]:
+        if self._load is not None:
+            self._data, self._load = self._load(), None
+        return self._data
+
+    def __getitem__(self, key: _K) -> _V:
+        return self._loaded()[key]
+
+    def __iter__(self) -> Iterator[_K]:
+        return iter(self._loaded())
+
+    def __len__(self) -> int:
+        return len(self._loaded())
+
+
+def recompute_segment(
+    session: Session, segment: Segment, now: datetime | None = None, *, locked: bool = False
+) -> Outcome:
+    """Re-evaluate every customer against one segment, as one set-based diff.
+
+    ``locked``: the caller already holds the segment's row lock (PostgreSQL: it
+    loaded ``segment`` ``FOR UPDATE``, which serializes recomputes of one segment
+    across workers); otherwise it is taken here.
+
+    A recompute that changes nothing writes no change rows and returns no
+    computation (nothing to apply, start or announce); it still records
+    ``last_computed_at`` (the schedule's time-based recomputes follow it),
+    ``last_duration_ms`` and clears ``last_error``. ``member_count`` is counted again
+    only when memberships changed: every other change of memberships keeps it by
+    delta (incremental evaluation, merges, forgotten customers).
+    """
     now = now or utcnow()
     started = time.perf_counter()
-    if session.get_bind().dialect.name == "postgresql":
-        # Serialize recomputes of one segment across workers.
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql" and not locked:
         session.execute(select(Segment.id).where(Segment.id == segment.id).with_for_update())
     computation = uuid.uuid4().hex
-    compiler = make_compiler(session, now)
+    # Lazy: a filter without attribute conditions or segment references reads neither
+    # the recorded types nor the other segments.
+    compiler = make_compiler(session, now, lazy=True)
     matching = compiler.query(segment.filters)
-    statement = _diff_statement(compiler.dialect, segment.id, matching, now, computation)
-    written = session.execute(statement, execution_options={"preserve_rowcount": True})
-    joined, left = apply_computation(session, computation) if rowcount(written) else (0, 0)
+    statement = _diff_statement(dialect, segment.id, matching, now, computation)
+    written = rowcount(session.execute(statement, execution_options={"preserve_rowcount": True}))
+    joined, left = apply_computation(session, computation) if written else (0, 0)
     took = int((time.perf_counter() - started) * 1000)
-    members = select(func.count()).where(memberships.c.segment_id == segment.id)
-    session.execute(
-        update(Segment)
-        .where(Segment.id == segment.id)
-        .values(
-            last_computed_at=now,
-            last_duration_ms=took,
-            last_error=None,
-            member_count=members.scalar_subquery(),
-            updated_at=Segment.updated_at,  # stats are not an edit of the segment
+    stats: dict[str, Any] = {
+        "last_computed_at": now,
+        "last_duration_ms": took,
+        "last_error": None,
+        "updated_at": segments_table.c.updated_at,  # stats are not an edit of the segment
+    }
+    if written:
+        stats["member_count"] = (
+            select(func.count()).where(memberships.c.segment_id == segment.id).scalar_subquery()
         )
-    )
-    return Outcome(segment.slug, joined, left, took, computation)
+    # Core, not ORM: no synchronization of loaded instances to pay for.
+    session.execute(update(segments_table).where(segments_table.c.id == segment.id).values(stats))
+    return Outcome(segment.slug, joined, left, took, computation if written else None)
 
 
 def _diff_statement(
