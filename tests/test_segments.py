@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, func, select, update
 
 from flask_engage import signals
-from flask_engage.errors import InvalidFilter, StateError
+from flask_engage.errors import InvalidFilter, NotFound, StateError
 from flask_engage.models import Customer, MembershipChange
 from tests.hostapp import db, engage
 
@@ -321,3 +321,70 @@ def test_one_recompute_writes_each_join_and_leave_once(app):
     assert db.session.scalar(
         select(MembershipChange.id).where(MembershipChange.computation == again.computation)
     ) is None
+
+
+def test_a_recompute_that_changes_nothing_only_records_that_it_ran(app):
+    """No change rows, no computation, no signals, no follow-up work (outbox,
+    automation runs, sends): four statements. ``last_computed_at`` still moves (the
+    schedule recomputes time-based segments by it) and ``member_count`` stays right."""
+    for i in range(1, 4):
+        engage.identify(i, plan="pro" if i <= 2 else "free")
+    db.session.commit()
+    segment = engage.create_segment("Pro", {"attribute": "plan", "op": "eq", "value": "pro"})
+    engage.recompute(segment)  # the first call also makes sure the default segment exists
+    changes = select(func.count()).select_from(MembershipChange)
+    written = db.session.scalar(changes)
+    db.session.commit()
+    moved, statements = [], []
+
+    def on_change(sender, segment, customer):
+        moved.append((segment.slug, customer.external_id))
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        statements.append(" ".join(statement.split()))
+
+    later = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=5)
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        with (
+            signals.segment_joined.connected_to(on_change),
+            signals.segment_left.connected_to(on_change),
+        ):
+            (outcome,) = engage.recompute(segment, now=later)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    assert (outcome.joined, outcome.left, outcome.computation, outcome.error) == (0, 0, None, None)
+    assert moved == []
+    # lock and load the segment, the recorded types, the diff, the statistics
+    assert len(statements) == 4, "\n".join(s[:90] for s in statements)
+    assert statements[0].startswith("SELECT engage_segments.id")
+    assert not any(
+        table in statement
+        for statement in statements
+        for table in ("engage_outbox", "engage_automation", "engage_messages")
+    ), statements
+    assert db.session.scalar(changes) == written
+    fresh = engage.get_segment("pro")
+    assert fresh.last_computed_at == later
+    assert (fresh.member_count, fresh.last_error) == (2, None)
+    assert ids(fresh) == ["1", "2"]
+    # a change still recounts the members, starts nothing more than before, and signals
+    engage.identify(3, plan="pro")
+    db.session.execute(
+        update(Customer).where(Customer.external_id == "1").values(attributes={"plan": "free"})
+    )
+    db.session.commit()  # 3 joins incrementally; 1 leaves only at the recompute
+    with signals.segment_left.connected_to(on_change):
+        (outcome,) = engage.recompute(segment, now=later + timedelta(minutes=1))
+    assert (outcome.joined, outcome.left) == (0, 1) and outcome.computation
+    assert moved == [("pro", "1")]
+    assert engage.get_segment("pro").member_count == 2
+
+
+def test_recompute_of_a_missing_segment_raises_not_found(app):
+    segment = engage.create_segment("Pro", {"attribute": "plan", "op": "eq", "value": "pro"})
+    engage.recompute(segment)
+    engage.delete_segment(segment)
+    for ref in (segment, segment.id, str(segment.id), 10**15, "pro"):
+        with pytest.raises(NotFound):
+            engage.recompute(ref)
