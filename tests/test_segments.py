@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import event, func, select, update
+from sqlalchemy import delete, event, func, select, update
 
 from flask_engage import signals
 from flask_engage.errors import InvalidFilter, NotFound, StateError
-from flask_engage.models import Customer, MembershipChange
+from flask_engage.models import Customer, Membership, MembershipChange, Segment
 from tests.hostapp import db, engage
 
 NOW = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
@@ -318,9 +318,12 @@ def test_one_recompute_writes_each_join_and_leave_once(app):
     assert engage.get_segment("pro").member_count == 2
     (again,) = engage.recompute(segment)
     assert (again.joined, again.left) == (0, 0)
-    assert db.session.scalar(
-        select(MembershipChange.id).where(MembershipChange.computation == again.computation)
-    ) is None
+    assert (
+        db.session.scalar(
+            select(MembershipChange.id).where(MembershipChange.computation == again.computation)
+        )
+        is None
+    )
 
 
 def test_a_recompute_that_changes_nothing_only_records_that_it_ran(app):
@@ -379,6 +382,29 @@ def test_a_recompute_that_changes_nothing_only_records_that_it_ran(app):
     assert (outcome.joined, outcome.left) == (0, 1) and outcome.computation
     assert moved == [("pro", "1")]
     assert engage.get_segment("pro").member_count == 2
+
+
+def test_recompute_rebuilds_its_cached_statement_when_what_it_read_changed(app):
+    """A recompute keeps its diff statement per segment; a newly recorded attribute
+    type (``"5"`` now means the number 5) or an edited referenced segment is seen."""
+    scored = engage.create_segment("Scored", {"attribute": "score", "op": "eq", "value": "5"})
+    engage.recompute(scored)  # compiled while "score" has no recorded type: text "5"
+    engage.identify(1, score=5, plan="team")  # records score as a number
+    db.session.commit()
+    db.session.execute(delete(Membership))  # behind Engage's back: only a recompute sees it
+    db.session.commit()
+    (outcome,) = engage.recompute(scored)
+    assert (outcome.joined, outcome.left) == (1, 0)
+    assert ids(scored) == ["1"]
+    # the same types, but the referenced segment's filters changed
+    pro = engage.create_segment("Pro", {"attribute": "plan", "op": "eq", "value": "pro"})
+    pro_ref = engage.create_segment("Pro ref", {"segment": "pro", "op": "in"})
+    assert engage.recompute(pro_ref)[0].joined == 0
+    team = {"attribute": "plan", "op": "eq", "value": "team"}
+    db.session.execute(update(Segment).where(Segment.id == pro.id).values(filters=team))
+    db.session.commit()
+    (outcome,) = engage.recompute(pro_ref)
+    assert (outcome.joined, outcome.left) == (1, 0)
 
 
 def test_recompute_of_a_missing_segment_raises_not_found(app):

@@ -69,52 +69,45 @@ class Outcome:
     error: str | None = None
 
 
+def _read_types(session: Session) -> dict[str, str]:
+    """Recorded attribute types (name -> type)."""
+    return dict(
+        session.execute(
+            select(AttributeDefinition.name, AttributeDefinition.type).where(
+                AttributeDefinition.kind == "attribute"
+            )
+        ).all()
+    )
+
+
+def _read_filters(
+    session: Session, replaced: Mapping[int, dict[str, Any]] | None = None
+) -> dict[Any, dict[str, Any]]:
+    """Every segment's filters by id, slug and id as text."""
+    by_id: dict[Any, dict[str, Any]] = {}
+    for seg_id, slug, filters in session.execute(select(Segment.id, Segment.slug, Segment.filters)):
+        filters = (replaced or {}).get(seg_id, filters)
+        by_id[seg_id] = by_id[slug] = by_id[str(seg_id)] = filters
+    return by_id
+
+
 def make_compiler(
     session: Session,
     now: datetime,
     customer_ids: Sequence[int] | None = None,
     as_of: bool = False,
     replaced: Mapping[int, dict[str, Any]] | None = None,
-    lazy: bool = False,
 ) -> Compiler:
     """A compiler wired to this database: dialect, recorded types, segment lookup.
 
     ``replaced``: segment id -> filters to use instead of the stored ones (what an
-    edit would do to the segments that refer to it). ``lazy``: read the recorded
-    types and the other segments' filters only when compiling first needs them (a
-    filter without attribute conditions or references costs no query); only for a
-    compiler used while ``session`` is open."""
-
-    def read_types() -> dict[str, str]:
-        return dict(
-            session.execute(
-                select(AttributeDefinition.name, AttributeDefinition.type).where(
-                    AttributeDefinition.kind == "attribute"
-                )
-            ).all()
-        )
-
-    def read_filters() -> dict[Any, dict[str, Any]]:
-        by_id: dict[Any, dict[str, Any]] = {}
-        rows = session.execute(select(Segment.id, Segment.slug, Segment.filters))
-        for seg_id, slug, filters in rows:
-            filters = (replaced or {}).get(seg_id, filters)
-            by_id[seg_id] = by_id[slug] = by_id[str(seg_id)] = filters
-        return by_id
-
-    types: Mapping[str, str]
-    if lazy:
-        types = _Lazy(read_types)
-        filters_by: _Lazy[Any, dict[str, Any]] = _Lazy(read_filters)
-        segment_filters: Callable[[Any], dict[str, Any] | None] = filters_by.get
-    else:
-        types, segment_filters = read_types(), read_filters().get
+    edit would do to the segments that refer to it)."""
     return Compiler(
         session.get_bind().dialect.name,
         now,
         current_app.config["ENGAGE_TIMEZONE"],
-        types,
-        segment_filters,
+        _read_types(session),
+        _read_filters(session, replaced).get,
         customer_ids,
         as_of,
     )
@@ -125,11 +118,16 @@ _V = TypeVar("_V")
 
 
 class _Lazy(Mapping[_K, _V]):
-    """A mapping read by ``load`` on first use."""
+    """A mapping read by ``load`` on first use (``loaded`` says whether it was)."""
 
     def __init__(self, load: Callable[[], dict[_K, _V]]) -> None:
         self._load: Callable[[], dict[_K, _V]] | None = load
         self._data: dict[_K, _V] = {}
+
+    @property
+    def loaded(self) -> dict[_K, _V] | None:
+        """What was read, or None if nothing asked."""
+        return None if self._load is not None else self._data
 
     def _loaded(self) -> dict[_K, _V]:
         if self._load is not None:
@@ -144,6 +142,55 @@ class _Lazy(Mapping[_K, _V]):
 
     def __len__(self) -> int:
         return len(self._loaded())
+
+
+#: Diff statements a process keeps (one per segment recomputed).
+_DIFFS = 1024
+
+
+@dataclass
+class _Diff:
+    """A segment's diff statement, built once and run again while what it was built
+    from holds: the segment's filters, and what compiling them read (the recorded
+    types, the other segments' filters), each None when compiling did not read it.
+    ``now`` and the computation are parameters (``compiler.params``)."""
+
+    filters: Any
+    timezone: str
+    types: dict[str, str] | None
+    segments: dict[Any, dict[str, Any]] | None
+    compiler: Compiler
+    statement: Insert
+
+    def still_valid(self, session: Session, filters: Any, timezone: str) -> bool:
+        return (
+            self.filters == filters
+            and self.timezone == timezone
+            and (self.types is None or self.types == _read_types(session))
+            and (self.segments is None or self.segments == _read_filters(session))
+        )
+
+
+def _diff_for(session: Session, segment: Segment, now: datetime) -> _Diff:
+    """The segment's diff statement: cached, or built now. The recorded types and the
+    other segments' filters are read only when its filters need them (a filter
+    without attribute conditions or references costs no query), and, for a cached
+    statement, read again to check it still holds."""
+    dialect = session.get_bind().dialect.name
+    timezone = current_app.config["ENGAGE_TIMEZONE"]
+    cache: dict[int, _Diff] = get_state().recompute_statements
+    cached = cache.get(segment.id)
+    if cached is not None and cached.still_valid(session, segment.filters, timezone):
+        return cached
+    types: _Lazy[str, str] = _Lazy(lambda: _read_types(session))
+    segments: _Lazy[Any, dict[str, Any]] = _Lazy(lambda: _read_filters(session))
+    compiler = Compiler(dialect, now, timezone, types, segments.get)
+    statement = _diff_statement(dialect, segment.id, compiler.query(segment.filters))
+    diff = _Diff(segment.filters, timezone, types.loaded, segments.loaded, compiler, statement)
+    if len(cache) >= _DIFFS:
+        cache.clear()
+    cache[segment.id] = diff
+    return diff
 
 
 def recompute_segment(
@@ -168,12 +215,11 @@ def recompute_segment(
     if dialect == "postgresql" and not locked:
         session.execute(select(Segment.id).where(Segment.id == segment.id).with_for_update())
     computation = uuid.uuid4().hex
-    # Lazy: a filter without attribute conditions or segment references reads neither
-    # the recorded types nor the other segments.
-    compiler = make_compiler(session, now, lazy=True)
-    matching = compiler.query(segment.filters)
-    statement = _diff_statement(dialect, segment.id, matching, now, computation)
-    written = rowcount(session.execute(statement, execution_options={"preserve_rowcount": True}))
+    diff = _diff_for(session, segment, now)
+    params = {**diff.compiler.params(now), "engage_at": now, "engage_computation": computation}
+    written = rowcount(
+        session.execute(diff.statement, params, execution_options={"preserve_rowcount": True})
+    )
     joined, left = apply_computation(session, computation) if written else (0, 0)
     took = int((time.perf_counter() - started) * 1000)
     stats: dict[str, Any] = {
@@ -191,9 +237,7 @@ def recompute_segment(
     return Outcome(segment.slug, joined, left, took, computation if written else None)
 
 
-def _diff_statement(
-    dialect: str, segment_id: int, matching_query: Select[Any], now: datetime, computation: str
-) -> Insert:
+def _diff_statement(dialect: str, segment_id: int, matching_query: Select[Any]) -> Insert:
     """``INSERT`` the change rows of one segment: joins (matching customers who are not
     members) and leaves (members who no longer match), in one statement that
     evaluates the condition once.
@@ -201,8 +245,13 @@ def _diff_statement(
     PostgreSQL: one ``FULL JOIN`` of the matching customers with the current members
     (one hash join); the rows without a partner are the changes. SQLite (``FULL
     JOIN`` only from 3.39): the matching set as a CTE read by both set differences.
+    The moment and the computation id are the parameters ``engage_at`` and
+    ``engage_computation``, so the statement can be run again.
     """
-    constants = (literal(now, change_rows.c.at.type), literal(computation))
+    constants = (
+        bindparam("engage_at", type_=change_rows.c.at.type),
+        bindparam("engage_computation", type_=change_rows.c.computation.type),
+    )
     columns = ["segment_id", "customer_id", "kind", "at", "computation"]
     if dialect == "postgresql":
         matching = matching_query.subquery("engage_matching")
