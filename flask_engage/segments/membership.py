@@ -10,6 +10,7 @@ computation id; signals fire only after that transaction commits
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -162,45 +163,82 @@ class _Diff:
     compiler: Compiler
     statement: Insert
 
-    def still_valid(self, session: Session, filters: Any, timezone: str) -> bool:
+    def still_valid(
+        self, session: Session, filters: Any, timezone: str, read_types: Callable[[], Any]
+    ) -> bool:
         return (
             self.filters == filters
             and self.timezone == timezone
-            and (self.types is None or self.types == _read_types(session))
+            and (self.types is None or self.types == read_types())
             and (self.segments is None or self.segments == _read_filters(session))
         )
 
 
-def _diff_for(session: Session, segment: Segment, now: datetime) -> _Diff:
-    """The segment's diff statement: cached, or built now. The recorded types and the
-    other segments' filters are read only when its filters need them (a filter
-    without attribute conditions or references costs no query), and, for a cached
-    statement, read again to check it still holds."""
+def _diff_for(
+    session: Session, segment: Segment, now: datetime, types: dict[str, str] | None = None
+) -> _Diff:
+    """The segment's diff statement: cached, or built now. The recorded types (unless
+    given) and the other segments' filters are read only when its filters need them
+    (a filter without attribute conditions or references costs no query), and, for a
+    cached statement, read again to check it still holds."""
     dialect = session.get_bind().dialect.name
     timezone = current_app.config["ENGAGE_TIMEZONE"]
     cache: dict[int, _Diff] = get_state().recompute_statements
     cached = cache.get(segment.id)
-    if cached is not None and cached.still_valid(session, segment.filters, timezone):
+
+    def read_types() -> dict[str, str]:
+        return types if types is not None else _read_types(session)
+
+    if cached is not None and cached.still_valid(session, segment.filters, timezone, read_types):
         return cached
-    types: _Lazy[str, str] = _Lazy(lambda: _read_types(session))
+    recorded: _Lazy[str, str] = _Lazy(read_types)
     segments: _Lazy[Any, dict[str, Any]] = _Lazy(lambda: _read_filters(session))
-    compiler = Compiler(dialect, now, timezone, types, segments.get)
+    compiler = Compiler(dialect, now, timezone, recorded, segments.get)
     statement = _diff_statement(dialect, segment.id, compiler.query(segment.filters))
-    diff = _Diff(segment.filters, timezone, types.loaded, segments.loaded, compiler, statement)
+    diff = _Diff(segment.filters, timezone, recorded.loaded, segments.loaded, compiler, statement)
     if len(cache) >= _DIFFS:
         cache.clear()
     cache[segment.id] = diff
     return diff
 
 
+def lock_segment(session: Session, segment_id: int) -> tuple[Segment, dict[str, str]] | None:
+    """The segment, loaded and locked (``FOR UPDATE`` on PostgreSQL; SQLite ignores
+    it and serializes writers anyway), with the recorded attribute types, in one
+    statement; None if there is no such segment. For :func:`recompute_segment`
+    with ``locked=True`` and these ``types``."""
+    definitions = AttributeDefinition.__table__
+    if session.get_bind().dialect.name == "postgresql":
+        recorded = func.json_object_agg(definitions.c.name, definitions.c.type)
+    else:
+        recorded = func.json_group_object(definitions.c.name, definitions.c.type)
+    types = select(recorded).where(definitions.c.kind == "attribute").scalar_subquery()
+    row = session.execute(
+        select(Segment, types).where(Segment.id == segment_id).with_for_update(of=Segment)
+    ).first()
+    if row is None:
+        return None
+    segment, found = row
+    if isinstance(found, str):  # SQLite: JSON text
+        found = json.loads(found)
+    return segment, dict(found or {})  # PostgreSQL: NULL without definitions
+
+
 def recompute_segment(
-    session: Session, segment: Segment, now: datetime | None = None, *, locked: bool = False
+    session: Session,
+    segment: Segment,
+    now: datetime | None = None,
+    *,
+    locked: bool = False,
+    types: dict[str, str] | None = None,
 ) -> Outcome:
     """Re-evaluate every customer against one segment, as one set-based diff.
 
     ``locked``: the caller already holds the segment's row lock (PostgreSQL: it
     loaded ``segment`` ``FOR UPDATE``, which serializes recomputes of one segment
-    across workers); otherwise it is taken here.
+    across workers; :func:`lock_segment`); otherwise it is taken here. ``types``:
+    the recorded attribute types, when the caller read them in the same transaction
+    (otherwise read here if the filters need them).
 
     A recompute that changes nothing writes no change rows and returns no
     computation (nothing to apply, start or announce); it still records
@@ -215,7 +253,7 @@ def recompute_segment(
     if dialect == "postgresql" and not locked:
         session.execute(select(Segment.id).where(Segment.id == segment.id).with_for_update())
     computation = uuid.uuid4().hex
-    diff = _diff_for(session, segment, now)
+    diff = _diff_for(session, segment, now, types)
     params = {**diff.compiler.params(now), "engage_at": now, "engage_computation": computation}
     written = rowcount(
         session.execute(diff.statement, params, execution_options={"preserve_rowcount": True})
