@@ -196,6 +196,9 @@ def _diff_for(
     compiler = Compiler(dialect, now, timezone, recorded, segments.get)
     statement = _diff_statement(dialect, segment.id, compiler.query(segment.filters))
     diff = _Diff(segment.filters, timezone, recorded.loaded, segments.loaded, compiler, statement)
+    # Built: keep what was read, not the loaders (they hold this session).
+    compiler.attribute_types = recorded.loaded or {}
+    compiler.segment_filters = (segments.loaded or {}).get
     if len(cache) >= _DIFFS:
         cache.clear()
     cache[segment.id] = diff
