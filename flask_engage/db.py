@@ -88,6 +88,8 @@ class EngageState:
     default_ready: bool = False
     #: Incremental evaluation's cached all-segments query (segments/membership.py).
     evaluation_plan: Any = None
+    #: Full recomputes' cached diff statements by segment id (segments/membership.py).
+    recompute_statements: dict[int, Any] = field(default_factory=dict)
     #: (segment id, last computed) of segments incremental evaluation failed on.
     unevaluable: set[tuple[int, datetime | None]] = field(default_factory=set)
 

@@ -47,7 +47,7 @@ from .segments.membership import Outcome
 from .segments.service import Impact
 from .status import collect_status
 from .tracking import CustomerPatch
-from .values import as_aware
+from .values import as_aware, row_id
 
 if TYPE_CHECKING:
     from flask_sqlalchemy import SQLAlchemy
@@ -331,14 +331,25 @@ class Engage:
         """Re-evaluate one segment or all, now; commits, and in inline mode finishes
         what the changes trigger (automation steps, sends)."""
         now = _moment(now)
-        with operation_session() as session:
-            segment_service.ensure_default(session)
-            if segment is None:
-                ids = list(session.scalars(select(Segment.id).order_by(Segment.id)))
-            else:
-                ids = [self._segment(session, segment).id]
+        self._ensure_default()
+        known = segment.id if isinstance(segment, Segment) else None
+        if isinstance(segment, int) and not isinstance(segment, bool):
+            known = row_id(segment) or 0  # 0: no such row (the lookup below would say so)
+        if known is not None:  # no lookup: recompute_one finds (and locks) the row
+            ids = [known]
+        else:
+            with operation_session() as session:
+                if segment is None:
+                    ids = list(session.scalars(select(Segment.id).order_by(Segment.id)))
+                else:
+                    ids = [self._segment(session, segment).id]
         outcomes = [jobs.recompute_one(segment_id, now) for segment_id in ids]
-        operations.finish(now)
+        if known is not None and outcomes[0] is None:
+            raise NotFound(f"segment: no segment {segment!r}")
+        if any(o is not None and o.computation for o in outcomes):
+            # Only changes start automation runs (and their sends): a recompute that
+            # changed nothing has nothing to finish.
+            operations.finish(now)
         return [o for o in outcomes if o is not None]
 
     def segment_history(self, segment: Segment | int | str, days: int = 30) -> list[Any]:

@@ -71,7 +71,8 @@ def refresh_segment(segment_id: int, *, trigger: bool = True) -> Outcome | None:
     if not queueing.is_inline() and queueing.enqueue(job_recompute, segment_id, trigger):
         return None
     outcome = recompute_one(segment_id, trigger=trigger)
-    finish()
+    if outcome is not None and outcome.computation:  # nothing changed: nothing to finish
+        finish()
     return outcome
 
 

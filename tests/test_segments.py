@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import delete, event, func, select, update
 
 from flask_engage import signals
-from flask_engage.errors import InvalidFilter, StateError
-from flask_engage.models import Customer, MembershipChange
+from flask_engage.errors import InvalidFilter, NotFound, StateError
+from flask_engage.models import Customer, Membership, MembershipChange, Segment
 from tests.hostapp import db, engage
 
 NOW = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
@@ -318,6 +318,99 @@ def test_one_recompute_writes_each_join_and_leave_once(app):
     assert engage.get_segment("pro").member_count == 2
     (again,) = engage.recompute(segment)
     assert (again.joined, again.left) == (0, 0)
-    assert db.session.scalar(
-        select(MembershipChange.id).where(MembershipChange.computation == again.computation)
-    ) is None
+    assert (
+        db.session.scalar(
+            select(MembershipChange.id).where(MembershipChange.computation == again.computation)
+        )
+        is None
+    )
+
+
+def test_a_recompute_that_changes_nothing_only_records_that_it_ran(app):
+    """No change rows, no computation, no signals, no follow-up work (outbox,
+    automation runs, sends): three statements. ``last_computed_at`` still moves (the
+    schedule recomputes time-based segments by it) and ``member_count`` stays right."""
+    for i in range(1, 4):
+        engage.identify(i, plan="pro" if i <= 2 else "free")
+    db.session.commit()
+    segment = engage.create_segment("Pro", {"attribute": "plan", "op": "eq", "value": "pro"})
+    engage.recompute(segment)  # the first call also makes sure the default segment exists
+    changes = select(func.count()).select_from(MembershipChange)
+    written = db.session.scalar(changes)
+    db.session.commit()
+    moved, statements = [], []
+
+    def on_change(sender, segment, customer):
+        moved.append((segment.slug, customer.external_id))
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        statements.append(" ".join(statement.split()))
+
+    later = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=5)
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        with (
+            signals.segment_joined.connected_to(on_change),
+            signals.segment_left.connected_to(on_change),
+        ):
+            (outcome,) = engage.recompute(segment, now=later)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    assert (outcome.joined, outcome.left, outcome.computation, outcome.error) == (0, 0, None, None)
+    assert moved == []
+    # lock and load the segment with the recorded types, the diff, the statistics
+    assert len(statements) == 3, "\n".join(s[:90] for s in statements)
+    assert statements[0].startswith("SELECT engage_segments.id")
+    assert not any(
+        table in statement
+        for statement in statements
+        for table in ("engage_outbox", "engage_automation", "engage_messages")
+    ), statements
+    assert db.session.scalar(changes) == written
+    fresh = engage.get_segment("pro")
+    assert fresh.last_computed_at == later
+    assert (fresh.member_count, fresh.last_error) == (2, None)
+    assert ids(fresh) == ["1", "2"]
+    # a change still recounts the members, starts nothing more than before, and signals
+    engage.identify(3, plan="pro")
+    db.session.execute(
+        update(Customer).where(Customer.external_id == "1").values(attributes={"plan": "free"})
+    )
+    db.session.commit()  # 3 joins incrementally; 1 leaves only at the recompute
+    with signals.segment_left.connected_to(on_change):
+        (outcome,) = engage.recompute(segment, now=later + timedelta(minutes=1))
+    assert (outcome.joined, outcome.left) == (0, 1) and outcome.computation
+    assert moved == [("pro", "1")]
+    assert engage.get_segment("pro").member_count == 2
+
+
+def test_recompute_rebuilds_its_cached_statement_when_what_it_read_changed(app):
+    """A recompute keeps its diff statement per segment; a newly recorded attribute
+    type (``"5"`` now means the number 5) or an edited referenced segment is seen."""
+    scored = engage.create_segment("Scored", {"attribute": "score", "op": "eq", "value": "5"})
+    engage.recompute(scored)  # compiled while "score" has no recorded type: text "5"
+    engage.identify(1, score=5, plan="team")  # records score as a number
+    db.session.commit()
+    db.session.execute(delete(Membership))  # behind Engage's back: only a recompute sees it
+    db.session.commit()
+    (outcome,) = engage.recompute(scored)
+    assert (outcome.joined, outcome.left) == (1, 0)
+    assert ids(scored) == ["1"]
+    # the same types, but the referenced segment's filters changed
+    pro = engage.create_segment("Pro", {"attribute": "plan", "op": "eq", "value": "pro"})
+    pro_ref = engage.create_segment("Pro ref", {"segment": "pro", "op": "in"})
+    assert engage.recompute(pro_ref)[0].joined == 0
+    team = {"attribute": "plan", "op": "eq", "value": "team"}
+    db.session.execute(update(Segment).where(Segment.id == pro.id).values(filters=team))
+    db.session.commit()
+    (outcome,) = engage.recompute(pro_ref)
+    assert (outcome.joined, outcome.left) == (1, 0)
+
+
+def test_recompute_of_a_missing_segment_raises_not_found(app):
+    segment = engage.create_segment("Pro", {"attribute": "plan", "op": "eq", "value": "pro"})
+    engage.recompute(segment)
+    engage.delete_segment(segment)
+    for ref in (segment, segment.id, str(segment.id), 10**15, "pro"):
+        with pytest.raises(NotFound):
+            engage.recompute(ref)

@@ -29,7 +29,7 @@ from ..db import insert_ignoring_conflicts, log, operation_session, rowcount
 from ..messages.broadcasts import due_broadcasts, queue_broadcast
 from ..models import SchedulerState, Segment, utcnow
 from ..segments.history import take_snapshots
-from ..segments.membership import Outcome, recompute_segment, send_signals
+from ..segments.membership import Outcome, lock_segment, recompute_segment, send_signals
 from .outbox import drain_outbox
 from .retention import prune_events
 from .runner import advance_automations, deliver_all
@@ -69,23 +69,27 @@ def recompute_one(segment_id: int, now: datetime | None = None, *, trigger: bool
     now = now or utcnow()
     try:
         with operation_session() as session:
-            segment = session.get(Segment, segment_id)
-            if segment is None:
+            # Loaded and locked in one statement with the recorded types: the
+            # filters read are those of the locked row.
+            found = lock_segment(session, segment_id)
+            if found is None:
                 return None
-            outcome = recompute_segment(session, segment, now)
+            segment, types = found
+            outcome = recompute_segment(session, segment, now, locked=True, types=types)
             if trigger and outcome.computation:
                 start_runs(session, outcome.computation, now)
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"[:2000]
         log.warning("flask-engage: recomputing segment %s failed: %s", segment_id, error)
         with operation_session() as session:
-            segment = session.get(Segment, segment_id)
-            if segment is None:
+            broken = session.get(Segment, segment_id)
+            if broken is None:
                 return None
-            segment.last_error = error
-            return Outcome(segment.slug, 0, 0, 0, None, error)
-    with operation_session() as session:
-        send_signals(session, [outcome.computation])
+            broken.last_error = error
+            return Outcome(broken.slug, 0, 0, 0, None, error)
+    if outcome.computation:  # nothing changed: nothing to announce, no session
+        with operation_session() as session:
+            send_signals(session, [outcome.computation])
     return outcome
 
 

@@ -83,7 +83,7 @@ class Compiler:
         self.dialect = dialect
         self.now = now
         self.zone = ZoneInfo(timezone)
-        self.attribute_types = attribute_types or {}
+        self.attribute_types = attribute_types if attribute_types is not None else {}
         self.segment_filters = segment_filters or (lambda ref: None)
         self.customer_ids = list(customer_ids) if customer_ids is not None else None
         self.as_of = as_of

@@ -10,12 +10,13 @@ computation id; signals fire only after that transaction commits
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from flask import current_app
 from sqlalchemy import (
@@ -55,6 +56,7 @@ from .nodes import ANYTHING, Node, walk
 
 change_rows = MembershipChange.__table__
 memberships = Membership.__table__
+segments_table = Segment.__table__
 
 
 @dataclass
@@ -69,6 +71,28 @@ class Outcome:
     error: str | None = None
 
 
+def _read_types(session: Session) -> dict[str, str]:
+    """Recorded attribute types (name -> type)."""
+    return dict(
+        session.execute(
+            select(AttributeDefinition.name, AttributeDefinition.type).where(
+                AttributeDefinition.kind == "attribute"
+            )
+        ).all()
+    )
+
+
+def _read_filters(
+    session: Session, replaced: Mapping[int, dict[str, Any]] | None = None
+) -> dict[Any, dict[str, Any]]:
+    """Every segment's filters by id, slug and id as text."""
+    by_id: dict[Any, dict[str, Any]] = {}
+    for seg_id, slug, filters in session.execute(select(Segment.id, Segment.slug, Segment.filters)):
+        filters = (replaced or {}).get(seg_id, filters)
+        by_id[seg_id] = by_id[slug] = by_id[str(seg_id)] = filters
+    return by_id
+
+
 def make_compiler(
     session: Session,
     now: datetime,
@@ -80,60 +104,182 @@ def make_compiler(
 
     ``replaced``: segment id -> filters to use instead of the stored ones (what an
     edit would do to the segments that refer to it)."""
-    types = dict(
-        session.execute(
-            select(AttributeDefinition.name, AttributeDefinition.type).where(
-                AttributeDefinition.kind == "attribute"
-            )
-        ).all()
-    )
-    by_id: dict[Any, dict[str, Any]] = {}
-    for seg_id, slug, filters in session.execute(select(Segment.id, Segment.slug, Segment.filters)):
-        filters = (replaced or {}).get(seg_id, filters)
-        by_id[seg_id] = by_id[slug] = by_id[str(seg_id)] = filters
     return Compiler(
         session.get_bind().dialect.name,
         now,
         current_app.config["ENGAGE_TIMEZONE"],
-        types,
-        by_id.get,
+        _read_types(session),
+        _read_filters(session, replaced).get,
         customer_ids,
         as_of,
     )
 
 
-def recompute_segment(session: Session, segment: Segment, now: datetime | None = None) -> Outcome:
-    """Re-evaluate every customer against one segment, as one set-based diff."""
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class _Lazy(Mapping[_K, _V]):
+    """A mapping read by ``load`` on first use (``loaded`` says whether it was)."""
+
+    def __init__(self, load: Callable[[], dict[_K, _V]]) -> None:
+        self._load: Callable[[], dict[_K, _V]] | None = load
+        self._data: dict[_K, _V] = {}
+
+    @property
+    def loaded(self) -> dict[_K, _V] | None:
+        """What was read, or None if nothing asked."""
+        return None if self._load is not None else self._data
+
+    def _loaded(self) -> dict[_K, _V]:
+        if self._load is not None:
+            self._data, self._load = self._load(), None
+        return self._data
+
+    def __getitem__(self, key: _K) -> _V:
+        return self._loaded()[key]
+
+    def __iter__(self) -> Iterator[_K]:
+        return iter(self._loaded())
+
+    def __len__(self) -> int:
+        return len(self._loaded())
+
+
+#: Diff statements a process keeps (one per segment recomputed).
+_DIFFS = 1024
+
+
+@dataclass
+class _Diff:
+    """A segment's diff statement, built once and run again while what it was built
+    from holds: the segment's filters, and what compiling them read (the recorded
+    types, the other segments' filters), each None when compiling did not read it.
+    ``now`` and the computation are parameters (``compiler.params``)."""
+
+    filters: Any
+    timezone: str
+    types: dict[str, str] | None
+    segments: dict[Any, dict[str, Any]] | None
+    compiler: Compiler
+    statement: Insert
+
+    def still_valid(
+        self, session: Session, filters: Any, timezone: str, read_types: Callable[[], Any]
+    ) -> bool:
+        return (
+            self.filters == filters
+            and self.timezone == timezone
+            and (self.types is None or self.types == read_types())
+            and (self.segments is None or self.segments == _read_filters(session))
+        )
+
+
+def _diff_for(
+    session: Session, segment: Segment, now: datetime, types: dict[str, str] | None = None
+) -> _Diff:
+    """The segment's diff statement: cached, or built now. The recorded types (unless
+    given) and the other segments' filters are read only when its filters need them
+    (a filter without attribute conditions or references costs no query), and, for a
+    cached statement, read again to check it still holds."""
+    dialect = session.get_bind().dialect.name
+    timezone = current_app.config["ENGAGE_TIMEZONE"]
+    cache: dict[int, _Diff] = get_state().recompute_statements
+    cached = cache.get(segment.id)
+
+    def read_types() -> dict[str, str]:
+        return types if types is not None else _read_types(session)
+
+    if cached is not None and cached.still_valid(session, segment.filters, timezone, read_types):
+        return cached
+    recorded: _Lazy[str, str] = _Lazy(read_types)
+    segments: _Lazy[Any, dict[str, Any]] = _Lazy(lambda: _read_filters(session))
+    compiler = Compiler(dialect, now, timezone, recorded, segments.get)
+    statement = _diff_statement(dialect, segment.id, compiler.query(segment.filters))
+    diff = _Diff(segment.filters, timezone, recorded.loaded, segments.loaded, compiler, statement)
+    # Built: keep what was read, not the loaders (they hold this session).
+    compiler.attribute_types = recorded.loaded or {}
+    compiler.segment_filters = (segments.loaded or {}).get
+    if len(cache) >= _DIFFS:
+        cache.clear()
+    cache[segment.id] = diff
+    return diff
+
+
+def lock_segment(session: Session, segment_id: int) -> tuple[Segment, dict[str, str]] | None:
+    """The segment, loaded and locked (``FOR UPDATE`` on PostgreSQL; SQLite ignores
+    it and serializes writers anyway), with the recorded attribute types, in one
+    statement; None if there is no such segment. For :func:`recompute_segment`
+    with ``locked=True`` and these ``types``."""
+    definitions = AttributeDefinition.__table__
+    if session.get_bind().dialect.name == "postgresql":
+        recorded = func.json_object_agg(definitions.c.name, definitions.c.type)
+    else:
+        recorded = func.json_group_object(definitions.c.name, definitions.c.type)
+    types = select(recorded).where(definitions.c.kind == "attribute").scalar_subquery()
+    row = session.execute(
+        select(Segment, types).where(Segment.id == segment_id).with_for_update(of=Segment)
+    ).first()
+    if row is None:
+        return None
+    segment, found = row
+    if isinstance(found, str):  # SQLite: JSON text
+        found = json.loads(found)
+    return segment, dict(found or {})  # PostgreSQL: NULL without definitions
+
+
+def recompute_segment(
+    session: Session,
+    segment: Segment,
+    now: datetime | None = None,
+    *,
+    locked: bool = False,
+    types: dict[str, str] | None = None,
+) -> Outcome:
+    """Re-evaluate every customer against one segment, as one set-based diff.
+
+    ``locked``: the caller already holds the segment's row lock (PostgreSQL: it
+    loaded ``segment`` ``FOR UPDATE``, which serializes recomputes of one segment
+    across workers; :func:`lock_segment`); otherwise it is taken here. ``types``:
+    the recorded attribute types, when the caller read them in the same transaction
+    (otherwise read here if the filters need them).
+
+    A recompute that changes nothing writes no change rows and returns no
+    computation (nothing to apply, start or announce); it still records
+    ``last_computed_at`` (the schedule's time-based recomputes follow it),
+    ``last_duration_ms`` and clears ``last_error``. ``member_count`` is counted again
+    only when memberships changed: every other change of memberships keeps it by
+    delta (incremental evaluation, merges, forgotten customers).
+    """
     now = now or utcnow()
     started = time.perf_counter()
-    if session.get_bind().dialect.name == "postgresql":
-        # Serialize recomputes of one segment across workers.
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql" and not locked:
         session.execute(select(Segment.id).where(Segment.id == segment.id).with_for_update())
     computation = uuid.uuid4().hex
-    compiler = make_compiler(session, now)
-    matching = compiler.query(segment.filters)
-    statement = _diff_statement(compiler.dialect, segment.id, matching, now, computation)
-    written = session.execute(statement, execution_options={"preserve_rowcount": True})
-    joined, left = apply_computation(session, computation) if rowcount(written) else (0, 0)
-    took = int((time.perf_counter() - started) * 1000)
-    members = select(func.count()).where(memberships.c.segment_id == segment.id)
-    session.execute(
-        update(Segment)
-        .where(Segment.id == segment.id)
-        .values(
-            last_computed_at=now,
-            last_duration_ms=took,
-            last_error=None,
-            member_count=members.scalar_subquery(),
-            updated_at=Segment.updated_at,  # stats are not an edit of the segment
-        )
+    diff = _diff_for(session, segment, now, types)
+    params = {**diff.compiler.params(now), "engage_at": now, "engage_computation": computation}
+    written = rowcount(
+        session.execute(diff.statement, params, execution_options={"preserve_rowcount": True})
     )
-    return Outcome(segment.slug, joined, left, took, computation)
+    joined, left = apply_computation(session, computation) if written else (0, 0)
+    took = int((time.perf_counter() - started) * 1000)
+    stats: dict[str, Any] = {
+        "last_computed_at": now,
+        "last_duration_ms": took,
+        "last_error": None,
+        "updated_at": segments_table.c.updated_at,  # stats are not an edit of the segment
+    }
+    if written:
+        stats["member_count"] = (
+            select(func.count()).where(memberships.c.segment_id == segment.id).scalar_subquery()
+        )
+    # Core, not ORM: no synchronization of loaded instances to pay for.
+    session.execute(update(segments_table).where(segments_table.c.id == segment.id).values(stats))
+    return Outcome(segment.slug, joined, left, took, computation if written else None)
 
 
-def _diff_statement(
-    dialect: str, segment_id: int, matching_query: Select[Any], now: datetime, computation: str
-) -> Insert:
+def _diff_statement(dialect: str, segment_id: int, matching_query: Select[Any]) -> Insert:
     """``INSERT`` the change rows of one segment: joins (matching customers who are not
     members) and leaves (members who no longer match), in one statement that
     evaluates the condition once.
@@ -141,8 +287,13 @@ def _diff_statement(
     PostgreSQL: one ``FULL JOIN`` of the matching customers with the current members
     (one hash join); the rows without a partner are the changes. SQLite (``FULL
     JOIN`` only from 3.39): the matching set as a CTE read by both set differences.
+    The moment and the computation id are the parameters ``engage_at`` and
+    ``engage_computation``, so the statement can be run again.
     """
-    constants = (literal(now, change_rows.c.at.type), literal(computation))
+    constants = (
+        bindparam("engage_at", type_=change_rows.c.at.type),
+        bindparam("engage_computation", type_=change_rows.c.computation.type),
+    )
     columns = ["segment_id", "customer_id", "kind", "at", "computation"]
     if dialect == "postgresql":
         matching = matching_query.subquery("engage_matching")
