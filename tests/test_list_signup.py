@@ -238,3 +238,44 @@ def test_a_list_unsubscribe_link_still_works_after_a_merge(app, client):
     assert on_list(news) == ["42"]
     assert client.post(path).status_code == 200
     assert on_list(news) == []
+
+
+def test_a_broadcast_to_one_list_unsubscribes_from_that_list(app, client):
+    """Its List-Unsubscribe header and footer link take the customer off the list (one
+    click, RFC 8058) and leave their email subscription alone; the template can still
+    offer ``unsubscribe_all_url``. A broadcast that also goes to a segment keeps the
+    channel's link."""
+    engage.identify(1, email="ann@example.com", plan="pro")
+    db.session.commit()
+    news = engage.create_list("News")
+    engage.add_to_list(news, 1)
+    db.session.commit()
+    letter = engage.create_broadcast(
+        "Letter",
+        channel="email",
+        lists=[news],
+        subject="News",
+        body="Hi. Leave everything: {{ unsubscribe_all_url }}",
+    )
+    with app.extensions["mail"].record_messages() as outbox:
+        engage.send_broadcast(letter)
+    ((sent,),) = [outbox]
+    header = sent.extra_headers["List-Unsubscribe"].strip("<>")
+    assert header.startswith(BASE + "/engage/lists/news/unsubscribe/")
+    assert header in sent.body and BASE + "/engage/unsubscribe/" in sent.body
+    assert sent.extra_headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    done = client.post(header[len(BASE) :], data={"List-Unsubscribe": "One-Click"})
+    assert done.status_code == 200
+    assert on_list(news) == []
+    assert engage.count({"channel": "email", "op": "subscribed"}) == 1
+
+    engage.add_to_list(news, 1)  # back on the list
+    db.session.commit()
+    pro = engage.create_segment("Pro", {"attribute": "plan", "op": "eq", "value": "pro"})
+    both = engage.create_broadcast(
+        "Both", channel="email", segments=[pro], lists=[news], subject="S", body="Hi"
+    )
+    with app.extensions["mail"].record_messages() as outbox:
+        engage.send_broadcast(both)
+    ((sent,),) = [outbox]
+    assert sent.extra_headers["List-Unsubscribe"].startswith(f"<{BASE}/engage/unsubscribe/")

@@ -74,7 +74,15 @@ from ..channels import (
 )
 from ..db import get_state, log
 from ..errors import ValidationError
-from ..models import Automation, Broadcast, Message, MessageStatus, Unsubscription, utcnow
+from ..models import (
+    Automation,
+    Broadcast,
+    CustomerList,
+    Message,
+    MessageStatus,
+    Unsubscription,
+    utcnow,
+)
 from .broadcasts import finish_broadcasts
 from .compose import compose
 
@@ -88,6 +96,8 @@ class Source:
     ignore_opt_out: bool = False
     #: The channel's own settings (beyond subject and body).
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: A broadcast to one list (and no segment): its unsubscribe link leaves the list.
+    unsubscribe_list: CustomerList | None = None
 
 
 #: Delivery attempts (for failures that may pass) before a message is failed.
@@ -143,6 +153,14 @@ def claim_batch(
         session.close()
 
 
+def _only_list(session: Session, broadcast: Broadcast) -> CustomerList | None:
+    """The list of a broadcast to one list and no segment (None otherwise)."""
+    lists = broadcast.list_ids or []
+    if len(lists) != 1 or broadcast.segment_ids:
+        return None
+    return session.get(CustomerList, lists[0])
+
+
 def _source(session: Session, message: Message, cache: dict[Any, Source | None]) -> Source:
     if message.broadcast_id is not None:
         key: tuple[Any, ...] = ("b", message.broadcast_id)
@@ -154,6 +172,7 @@ def _source(session: Session, message: Message, cache: dict[Any, Source | None])
                     broadcast.body,
                     broadcast.send_to_unsubscribed,
                     options=broadcast.options or {},
+                    unsubscribe_list=_only_list(session, broadcast),
                 )
                 if broadcast
                 else None
@@ -438,7 +457,14 @@ def _prepare(
     if customer is None or customer.deleted_at is not None:
         raise SkipMessage("deleted")  # forgotten, or its host row deleted (on_delete="keep")
     channel = get_channel(message.channel)
-    composed = compose(customer, channel, source.subject, source.body, message_id=message.id)
+    composed = compose(
+        customer,
+        channel,
+        source.subject,
+        source.body,
+        message_id=message.id,
+        unsubscribe_list=source.unsubscribe_list,
+    )
     rendered = composed.rendered
     message.subject, message.body = rendered.subject, rendered.html or rendered.text
     outgoing = Outgoing(

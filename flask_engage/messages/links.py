@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -104,18 +105,16 @@ def is_web_link(url: str) -> bool:
 class _Rewriter:
     """Click URLs of one message, one token per distinct link."""
 
-    def __init__(self, message_id: int, unsubscribe_url: str | None) -> None:
+    def __init__(self, message_id: int, unsubscribe_urls: Sequence[str]) -> None:
         self.message_id = message_id
-        self.unsubscribe_prefix = (
-            unsubscribe_url.rsplit("/", 1)[0] + "/" if unsubscribe_url else None
-        )
+        self.unsubscribe_prefixes = tuple(url.rsplit("/", 1)[0] + "/" for url in unsubscribe_urls)
         self.urls: dict[str, str] = {}
 
     def tracked(self, url: str) -> str | None:
         """The click URL for ``url``; None for links that stay as they are."""
         if not is_web_link(url):
             return None
-        if self.unsubscribe_prefix and url.startswith(self.unsubscribe_prefix):
+        if self.unsubscribe_prefixes and url.startswith(self.unsubscribe_prefixes):
             return None
         if url not in self.urls:
             token = make_token(CLICK, self.message_id, url)
@@ -156,9 +155,10 @@ def pixel(markup: str, message_id: int) -> str:
 
 
 def track(
-    channel: Channel, rendered: Rendered, message_id: int, unsubscribe_url: str | None
+    channel: Channel, rendered: Rendered, message_id: int, unsubscribe_urls: Sequence[str] = ()
 ) -> tuple[Rendered, str | None]:
     """A message as delivered with tracking, and the URL its client reports a click to.
+    Unsubscribe links (``unsubscribe_urls`` and any with their prefix) are not tracked.
 
     What applies depends on the channel (``Channel.tracking``) and on
     ``ENGAGE_TRACK_OPENS`` / ``ENGAGE_TRACK_CLICKS``.
@@ -167,7 +167,7 @@ def track(
     if channel.tracking == "links":
         text, markup = rendered.text, rendered.html
         if config["ENGAGE_TRACK_CLICKS"]:
-            rewriter = _Rewriter(message_id, unsubscribe_url)
+            rewriter = _Rewriter(message_id, unsubscribe_urls)
             text = rewriter.text(text)
             markup = None if markup is None else rewriter.html(markup)
         if config["ENGAGE_TRACK_OPENS"] and markup is not None:
