@@ -283,18 +283,25 @@ def test_pipelining_is_used_when_the_server_offers_it_and_only_then(app, smtp):
     assert engage.broadcast_counts(broadcast)["sent"] == 20
 
 
-def test_a_refused_recipient_is_not_sent_and_the_others_are(app, smtp):
-    inbox, _ = smtp
-    add_customers(10)
+def refuse_recipient(inbox, address: str, reply: str, times: int | None = None) -> None:
+    """The sink answers ``reply`` to ``RCPT TO:<address>`` (the first ``times`` times)."""
+    refused = []
 
-    async def refuse_c4(server, session, envelope, address, rcpt_options):
-        if address == "c4@example.com":
-            return "550 5.1.1 <c4@example.com>: no such user"
-        envelope.rcpt_tos.append(address)
+    async def handle_rcpt(server, session, envelope, rcpt, rcpt_options):
+        if rcpt == address and (times is None or len(refused) < times):
+            refused.append(rcpt)
+            return reply
+        envelope.rcpt_tos.append(rcpt)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 OK"
 
-    inbox.handle_RCPT = refuse_c4
+    inbox.handle_RCPT = handle_rcpt
+
+
+def test_a_refused_recipient_is_not_sent_and_the_others_are(app, smtp):
+    inbox, _ = smtp
+    add_customers(10)
+    refuse_recipient(inbox, "c4@example.com", "550 5.1.1 <c4@example.com>: no such user")
     broadcast = engage.create_broadcast(
         "Refused", channel="email", segments=["all"], subject="S", body="B"
     )
@@ -311,17 +318,7 @@ def test_a_refused_recipient_is_not_sent_and_the_others_are(app, smtp):
 def test_a_recipient_refused_for_now_is_retried(app, smtp):
     inbox, _ = smtp
     add_customers(5)
-    refused = []
-
-    async def greylist_c2(server, session, envelope, address, rcpt_options):
-        if address == "c2@example.com" and not refused:
-            refused.append(1)
-            return "450 4.2.0 greylisted, come back later"
-        envelope.rcpt_tos.append(address)
-        envelope.rcpt_options.extend(rcpt_options)
-        return "250 OK"
-
-    inbox.handle_RCPT = greylist_c2
+    refuse_recipient(inbox, "c2@example.com", "450 4.2.0 greylisted, come back later", times=1)
     broadcast = engage.create_broadcast(
         "Grey", channel="email", segments=["all"], subject="S", body="B"
     )
