@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from ..channels.email import MailMessage, sender
 from ..errors import ConfigurationError, StateError, ValidationError
+from ..messages import signing
 from ..messages.urls import external_url
 from ..models import (
     Customer,
@@ -81,7 +82,7 @@ def read_confirm_token(token: str) -> tuple[int, int]:
 
 def unsubscribe_token(list_id: int, customer_id: int) -> str:
     """A signed token taking one customer (Engage's id) off one list; it does not expire."""
-    return URLSafeSerializer(_secret(), salt=UNSUBSCRIBE_SALT).dumps([list_id, customer_id])
+    return signing.dumps(_secret(), UNSUBSCRIBE_SALT, [list_id, customer_id])
 
 
 def read_unsubscribe_token(token: str) -> tuple[int, int]:
