@@ -784,49 +784,59 @@ def _deliver_claimed(
                     app, message=message, customer=message.customer, error=message.error
                 )
 
+    claim = _Claim(session, token, run, due, messages, opted_out, in_flight, recorded)
     if _threaded(session, messages):
-        _deliver_threaded(session, token, run, due, messages, opted_out, in_flight, recorded)
+        _deliver_threaded(claim)
     else:
-        _deliver_here(session, token, run, due, messages, opted_out, in_flight, recorded)
+        _deliver_here(claim)
     touched = sorted({m.broadcast_id for m in messages if m.broadcast_id is not None})
     finish_broadcasts(session, touched, utcnow())
     session.commit()
     return len(messages)
 
 
-def _start(
-    session: Session,
-    message: Message,
-    cache: dict[Any, Source | None],
-    opted_out: set[tuple[Any, str]],
-) -> tuple[_Attempt, Channel | None, Any]:
-    """An attempt at ``message``, rendered for its channel (channel None: it is over
-    already, ``error`` says why)."""
-    attempt = _Attempt(message, message.attempts or 0, utcnow())
-    try:
-        if _over_cap(session, message, attempt.started):
-            raise SkipMessage("frequency_cap")
-        blocked = (message.customer_id, message.channel) in opted_out
-        channel, prepared = _prepare(session, message, cache, blocked, attempt.receipt)
-    except Exception as exc:  # classified in _outcome
-        attempt.error = exc
-        return attempt, None, None
-    return attempt, channel, prepared
+@dataclass
+class _Claim:
+    """One claimed batch on its way: what both ways of writing statuses work from."""
+
+    session: Session
+    token: str
+    run: DeliveryRun
+    due: datetime | None
+    messages: list[Message]
+    #: (customer id, channel) pairs opted out.
+    opted_out: set[tuple[Any, str]]
+    #: Sends per (customer id, channel) whose status is not written yet.
+    in_flight: Counter[tuple[int | None, str]]
+    #: Fires the signals of the statuses written.
+    recorded: Callable[[list[_Attempt]], None]
+    #: Templates by source (broadcast, automation step), read once per batch.
+    cache: dict[Any, Source | None] = field(default_factory=dict)
+
+    def caps(self, channel: str) -> bool:
+        """Whether ``ENGAGE_FREQUENCY_CAP`` limits ``channel``."""
+        return bool((current_app.config.get("ENGAGE_FREQUENCY_CAP") or {}).get(channel))
+
+    def start(self, message: Message) -> tuple[_Attempt, Channel | None, Any]:
+        """An attempt at ``message``, rendered for its channel (channel None: it is over
+        already, ``error`` says why)."""
+        attempt = _Attempt(message, message.attempts or 0, utcnow())
+        try:
+            if _over_cap(self.session, message, attempt.started):
+                raise SkipMessage("frequency_cap")
+            blocked = (message.customer_id, message.channel) in self.opted_out
+            channel, prepared = _prepare(
+                self.session, message, self.cache, blocked, attempt.receipt
+            )
+        except Exception as exc:  # classified in _outcome
+            attempt.error = exc
+            return attempt, None, None
+        return attempt, channel, prepared
 
 
-def _deliver_here(
-    session: Session,
-    token: str,
-    run: DeliveryRun,
-    due: datetime | None,
-    messages: list[Message],
-    opted_out: set[tuple[Any, str]],
-    in_flight: Counter[tuple[int | None, str]],
-    recorded: Callable[[list[_Attempt]], None],
-) -> None:
+def _deliver_here(claim: _Claim) -> None:
     """Statuses written by the worker's thread, in groups, on the batch's session."""
-    caps = current_app.config.get("ENGAGE_FREQUENCY_CAP") or {}
-    cache: dict[Any, Source | None] = {}
+    run, in_flight = claim.run, claim.in_flight
     settled: list[_Attempt] = []  # over, status not written yet (no send pending on it)
 
     def flush(wait: bool = False, force: bool = False) -> None:
@@ -836,16 +846,16 @@ def _deliver_here(
         if over or force:
             group, settled = settled + over, []
             if group:
-                _record(session, token, group, due)
-                recorded(group)
+                _record(claim.session, claim.token, group, claim.due)
+                claim.recorded(group)
 
-    for message in messages:
+    for message in claim.messages:
         key = (message.customer_id, message.channel)
-        if caps.get(message.channel):
+        if claim.caps(message.channel):
             while in_flight[key] > 0:  # the cap counts what was sent: wait for it
                 flush(wait=True, force=True)
         in_flight[key] += 1
-        attempt, channel, prepared = _start(session, message, cache, opted_out)
+        attempt, channel, prepared = claim.start(message)
         if channel is None:
             settled.append(attempt)
         elif run.submit(channel, attempt, prepared):
@@ -858,25 +868,15 @@ def _deliver_here(
     flush(force=True)
 
 
-def _deliver_threaded(
-    session: Session,
-    token: str,
-    run: DeliveryRun,
-    due: datetime | None,
-    messages: list[Message],
-    opted_out: set[tuple[Any, str]],
-    in_flight: Counter[tuple[int | None, str]],
-    recorded: Callable[[list[_Attempt]], None],
-) -> None:
+def _deliver_threaded(claim: _Claim) -> None:
     """Statuses written by a :class:`_Writer` while this thread renders and submits.
 
     Every attempt that is over goes to the writer (pool threads hand theirs over
     themselves); this thread keeps at most two sends per connection ahead of the
     statuses written, and fires the signals of what was written.
     """
-    caps = current_app.config.get("ENGAGE_FREQUENCY_CAP") or {}
-    cache: dict[Any, Source | None] = {}
-    writer = _Writer(run.over, token, due)
+    run, in_flight = claim.run, claim.in_flight
+    writer = _Writer(run.over, claim.token, claim.due)
     unwritten = 0  # handed to the pool or the writer, status not written yet
 
     def collect(block: bool) -> None:
@@ -891,16 +891,16 @@ def _deliver_threaded(
             if group is None:
                 raise writer.error or RuntimeError("the status writer stopped")
             unwritten -= len(group)
-            recorded(group)
+            claim.recorded(group)
 
     try:
-        for message in messages:
+        for message in claim.messages:
             key = (message.customer_id, message.channel)
-            if caps.get(message.channel):
+            if claim.caps(message.channel):
                 while in_flight[key] > 0:  # the cap counts what was sent: wait for it
                     collect(block=True)
             in_flight[key] += 1
-            attempt, channel, prepared = _start(session, message, cache, opted_out)
+            attempt, channel, prepared = claim.start(message)
             unwritten += 1
             if channel is None:
                 run.over.put(attempt)
