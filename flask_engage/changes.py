@@ -19,6 +19,8 @@ ATTRIBUTE = "attribute:"
 EVENT = "event:"
 LIST = "list"
 CHANNEL = "channel"
+#: What reads (or a change to) anything at all is said to touch.
+ANYTHING = "*"
 
 
 @dataclass(frozen=True)

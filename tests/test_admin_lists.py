@@ -471,6 +471,14 @@ def test_a_draft_whose_list_was_archived_names_it_and_saves_without_it(app, peop
 
     edit = admin.get(f"{ADMIN}/broadcasts/{draft.id}/edit").get_data(as_text=True)
     assert re.search(rf'<option value="{weekly.id}" selected>Weekly \(archived\)', edit)
+    checked = admin.post(  # what the edit page asks while the admin types
+        f"{ADMIN}/broadcasts/check",
+        json={"name": "Letter", "channel": "email", "subject": "Hi", "body": "Hello",
+              "lists": [weekly.id]},
+        headers={"X-CSRFToken": TOKEN},
+    )
+    assert checked.status_code == 400
+    assert "list 'Weekly' is archived" in checked.get_json()["error"]
 
     form = {
         "csrf_token": TOKEN,

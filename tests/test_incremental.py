@@ -8,6 +8,8 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from flask_engage.changes import Changes, dump, load, union
+from flask_engage.channels import Channel
+from flask_engage.channels.base import _registry as channel_registry
 from flask_engage.db import operation_session
 from flask_engage.models import Customer, OutboxItem, Segment, utcnow
 from flask_engage.outbox import add_to_outbox
@@ -184,3 +186,48 @@ def test_stored_changes_read_back_and_anything_unreadable_means_anything():
         "event:E",
     }
     assert union([Changes(lists=True), None]) is None
+
+
+class PhoneChannel(Channel):
+    """A host's channel whose address is an attribute (as in docs/extending.md)."""
+
+    name = "sms-test"
+    label = "SMS"
+    needs_subject = False
+
+    def reachable(self):
+        return Customer.attributes["phone"].as_string().is_not(None)
+
+    def reads(self):
+        return ("attribute:phone",)
+
+    def send(self, outgoing, connection):
+        raise AssertionError("not sent in this test")
+
+
+class FaxChannel(PhoneChannel):
+    """The same, without saying what it reads: every change re-checks it."""
+
+    name = "fax-test"
+
+    def reachable(self):
+        return Customer.attributes["fax"].as_string().is_not(None)
+
+    reads = Channel.reads
+
+
+def test_a_host_channel_s_segments_are_rechecked_when_its_address_changes(app, monkeypatch):
+    for channel in (PhoneChannel(), FaxChannel()):
+        monkeypatch.setitem(channel_registry, channel.name, channel)
+    engage.identify(1, plan="free")
+    db.session.commit()
+    sms = engage.create_segment("Textable", {"channel": "sms-test", "op": "subscribed"})
+    fax = engage.create_segment("Faxable", {"channel": "fax-test", "op": "subscribed"})
+    assert ids(sms) == ids(fax) == []
+
+    engage.identify(1, phone="+234 800 000 0000")
+    db.session.commit()
+    assert ids(sms) == ["1"]
+    engage.identify(1, fax="+234 800 000 0001")
+    db.session.commit()
+    assert ids(fax) == ["1"]

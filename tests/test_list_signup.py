@@ -279,3 +279,22 @@ def test_a_broadcast_to_one_list_unsubscribes_from_that_list(app, client):
         engage.send_broadcast(both)
     ((sent,),) = [outbox]
     assert sent.extra_headers["List-Unsubscribe"].startswith(f"<{BASE}/engage/unsubscribe/")
+
+
+def test_a_list_unsubscribe_link_still_answers_after_the_list_is_deleted(app, client):
+    """Mail already sent keeps a working way to say no: the list is gone, so the
+    customer gets nothing more from it (200 for the page and the one-click POST)."""
+    engage.identify(1, email="ann@example.com")
+    db.session.commit()
+    news = engage.create_list("News")
+    engage.add_to_list(news, 1)
+    db.session.commit()
+    path = engage.list_unsubscribe_url(news, 1)[len(BASE) :]
+    engage.delete_list(news)
+    db.session.commit()
+    page = client.get(path)
+    assert page.status_code == 200 and b"no longer exists" in page.data
+    done = client.post(path, data={"List-Unsubscribe": "One-Click"})
+    assert done.status_code == 200 and b"You are unsubscribed" in done.data
+    assert engage.count({"channel": "email", "op": "subscribed"}) == 1  # email untouched
+    assert client.post(path[:-2] + "xx").status_code == 400  # an altered link still is not

@@ -33,8 +33,9 @@ from ..messages.audience import (
     render_failures,
     sample,
 )
+from ..messages.broadcasts import archived_list
 from ..messages.compose import compose
-from ..messages.outcomes import outcomes_of_broadcasts
+from ..messages.outcomes import rates_of_broadcasts
 from ..models import Broadcast, BroadcastStatus, Customer, CustomerList, Message, utcnow
 from ..segments.browse import all_segments
 from .base import SMALL_ID, EngageView, engage, payload
@@ -163,7 +164,7 @@ class BroadcastsView(EngageView):
             cursor="before",
             descending=True,
         )
-        outcomes = outcomes_of_broadcasts(host_session(), [b.id for b in page.rows])
+        outcomes = rates_of_broadcasts(host_session(), [b.id for b in page.rows])
         return self.render("engage_admin/broadcasts.html", page=page, outcomes=outcomes)
 
     def _get(self, broadcast_id: int) -> Broadcast:
@@ -263,15 +264,18 @@ class BroadcastsView(EngageView):
             channel, subject, text = broadcast.channel, broadcast.subject, broadcast.body
             to_unsubscribed, scheduled = broadcast.send_to_unsubscribed, broadcast.scheduled_at
         else:
+            data = _form_data(body)
+            lists = audience_lists(data["lists"])
             form = BroadcastForm(
-                data=_form_data(body),
-                segments=all_segments(session),
-                lists=audience_lists(),
-                meta={"csrf": False},
+                data=data, segments=all_segments(session), lists=lists, meta={"csrf": False}
             )
             form.check()
             fields = form.fields()
             segment_ids, list_ids = fields["segments"], fields["lists"]
+            for index, list_id in enumerate(list_ids):
+                listed = next(found for found, _ in lists if found.id == list_id)
+                if listed.archived_at is not None:
+                    raise archived_list(listed, f"lists[{index}]")
             channel = fields["channel"]
             subject, text = fields["subject"], fields["body"]
             to_unsubscribed, scheduled = fields["send_to_unsubscribed"], fields["scheduled_at"]

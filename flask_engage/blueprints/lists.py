@@ -194,10 +194,7 @@ def list_unsubscribe(slug: str, token: str) -> ResponseReturnValue:
     if request.method == "GET":
         with operation_session() as session:
             found = session.get(CustomerList, list_id)
-        return _page("leave", found) if found else _page("invalid", status=400)
-    try:
-        with operation_session() as session:
-            found = leave(session, token)
-    except ValidationError as exc:
-        return _invalid(exc, "token")
-    return _page("left", found)
+        return _page("leave", found) if found else _page("gone")
+    with operation_session() as session:
+        found = leave(session, token)
+    return _page("left", found) if found else _page("gone")

@@ -11,7 +11,7 @@ admin's forms) reads this registry: a new channel is a new module here.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from sqlalchemy import ColumnElement, true
 from sqlalchemy.orm import Session
 
+from ..changes import ANYTHING
 from ..errors import EngageError, ValidationError
 from ..messages.templates import Rendered, check_template
 from ..models import Customer, Message
@@ -95,6 +96,15 @@ class Channel(ABC):
     def reachable(self) -> ColumnElement[bool]:
         """SQL condition on ``engage_customers``: the customer has an address here."""
         return true()
+
+    def reads(self) -> Sequence[str]:
+        """What :meth:`reachable` reads, as the tokens of
+        :class:`~flask_engage.changes.Changes` (``attribute:phone``, ``channel`` for
+        push subscriptions): a segment on this channel is re-checked after a tracked
+        change when one of them changed. Default: nothing for a channel that
+        everyone can receive, anything (``*``) for one with its own ``reachable``."""
+        overridden = type(self).reachable is not Channel.reachable
+        return (ANYTHING,) if overridden else ()
 
     def check(
         self, spec: Mapping[str, Any], path: str = "", noun: str = "message"

@@ -19,7 +19,7 @@ import secrets
 import smtplib
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from email import policy
@@ -364,6 +364,9 @@ class EmailChannel(Channel):
     def reachable(self) -> ColumnElement[bool]:
         customers = Customer.__table__
         return and_(customers.c.email.is_not(None), customers.c.email != "")
+
+    def reads(self) -> Sequence[str]:
+        return ("attribute:email",)
 
     def parallel(self) -> int:
         """``ENGAGE_SMTP_CONNECTIONS``; 1 while Flask-Mail suppresses sending (tests)."""

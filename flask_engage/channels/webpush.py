@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -70,6 +71,9 @@ class WebPushChannel(Channel):
     def reachable(self) -> ColumnElement[bool]:
         customers = Customer.__table__
         return exists(select(1).where(PushSubscription.customer_id == customers.c.id))
+
+    def reads(self) -> Sequence[str]:
+        return ("channel",)  # push subscriptions: recorded as a channel change
 
     def send(self, outgoing: Outgoing, connection: Any) -> None:
         push(

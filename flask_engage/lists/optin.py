@@ -260,10 +260,11 @@ def confirm(session: Session, token: str, now: datetime | None = None) -> Custom
     return found
 
 
-def leave(session: Session, token: str, now: datetime | None = None) -> CustomerList:
+def leave(session: Session, token: str, now: datetime | None = None) -> CustomerList | None:
     """Unsubscribe the customer of a list unsubscribe link from that list alone (or,
     when they were merged into another customer since, that customer: internal ids
-    are never reused)."""
+    are never reused). None when there is nothing to leave any more: the list was
+    deleted, or the customer forgotten (the link stays a valid way to say no)."""
     list_id, made_for = read_unsubscribe_token(token)
     found = session.get(CustomerList, list_id)
     customer_id: int | None = made_for
@@ -275,7 +276,7 @@ def leave(session: Session, token: str, now: datetime | None = None) -> Customer
             .limit(1)
         )
     if found is None or customer_id is None:
-        raise ValidationError("token: this unsubscribe link is no longer valid", field="token")
+        return None
     unsubscribe(session, list_id, [customer_id], now)
     return found
 

@@ -23,6 +23,7 @@ from ..models import (
     Broadcast,
     BroadcastStatus,
     Customer,
+    CustomerList,
     Message,
     MessageStatus,
     OutboxTask,
@@ -169,11 +170,7 @@ def _checked(
         if listed is None:
             raise ValidationError(f"lists[{index}]: no list {ref!r}", field=f"lists[{index}]")
         if listed.archived_at is not None:
-            raise ValidationError(
-                f"lists[{index}]: list {listed.name!r} is archived: reopen it, or take it"
-                " out of the audience",
-                field=f"lists[{index}]",
-            )
+            raise archived_list(listed, f"lists[{index}]")
         list_ids.append(listed.id)
     settings = _check_option_names(kind, options)
     checked = kind.check({**settings, "subject": subject, "body": body}, noun="broadcast")
@@ -344,6 +341,14 @@ def cancel(session: Session, broadcast_id: int) -> Broadcast:
     )
     session.flush()
     return broadcast
+
+
+def archived_list(listed: CustomerList, field: str) -> ValidationError:
+    """The error for an archived list in a broadcast's audience."""
+    return ValidationError(
+        f"{field}: list {listed.name!r} is archived: reopen it, or take it out of the audience",
+        field=field,
+    )
 
 
 def counts(session: Session, broadcast_id: int) -> dict[str, int]:

@@ -577,7 +577,9 @@ def _write(session: Session, token: str, rows: list[dict[str, Any]]) -> set[int]
         return set(session.scalars(_WRITE_MANY, params))
     driver: Any = connection.connection.driver_connection  # psycopg.Connection
     with driver.cursor() as cursor:
-        cursor.execute(_WRITE_MANY_PSYCOPG, params, prepare=True)
+        # prepared server-side after psycopg's prepare_threshold (None turns it off,
+        # as PgBouncer's transaction pooling needs)
+        cursor.execute(_WRITE_MANY_PSYCOPG, params)
         return {row[0] for row in cursor.fetchall()}
 
 

@@ -40,7 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from .. import signals
-from ..changes import Changes
+from ..changes import ANYTHING, Changes
 from ..db import get_state, log, rowcount, this_app
 from ..models import (
     AttributeDefinition,
@@ -52,7 +52,7 @@ from ..models import (
     utcnow,
 )
 from .compiler import Compiler, customers, read_filter
-from .nodes import ANYTHING, Node, walk
+from .nodes import Node, walk
 
 change_rows = MembershipChange.__table__
 memberships = Membership.__table__

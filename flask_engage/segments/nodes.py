@@ -32,6 +32,7 @@ from sqlalchemy import (
     true,
 )
 
+from ..changes import ANYTHING
 from ..channels import get_channel, opt_out_channels
 from ..models import (
     Customer,
@@ -115,8 +116,6 @@ class Node(ABC):
         return (ANYTHING,)
 
 
-#: Token of :meth:`Node.inputs` for a node that may read any customer data.
-ANYTHING = "*"
 
 _registry: dict[str, type[Node]] = {}
 
@@ -681,8 +680,8 @@ class ChannelCondition(Node):
         return {"channel": self.channel, "op": self.op}
 
     def inputs(self) -> Sequence[str]:
-        # Opt-outs and addresses: unsubscriptions, push subscriptions, the email.
-        return ("channel", "attribute:email")
+        # Opt-outs, and what the channel's address (reachable()) reads.
+        return ("channel", *get_channel(self.channel).reads())
 
     @classmethod
     def schema(cls, max_list_values: int) -> dict[str, dict[str, Any]]:
