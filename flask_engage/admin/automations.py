@@ -9,7 +9,6 @@ from typing import Any
 
 from flask import current_app, flash, jsonify, redirect, request, url_for
 from flask_admin import expose
-from werkzeug.exceptions import abort
 
 from ..automations.overview import automations_with_segments
 from ..automations.steps import WAIT_UNITS, describe_step, step_keys
@@ -23,7 +22,7 @@ from ..lists.service import all_lists
 from ..messages.compose import compose
 from ..models import Automation, Customer, CustomerList, Segment
 from ..segments.browse import all_segments, first_member, names
-from .base import SMALL_ID, EngageView, engage, payload
+from .base import SMALL_ID, EngageView, engage, found_or_404, payload
 from .broadcasts import channels_data
 from .charts import CHART_DAYS, engagement_chart
 from .forms import AutomationForm, parse_json
@@ -84,12 +83,6 @@ class AutomationsView(EngageView):
         )
         return self.render("engage_admin/automations.html", page=page)
 
-    def _get(self, automation_id: int) -> Automation:
-        automation = host_session().get(Automation, automation_id)
-        if automation is None:
-            abort(404)
-        return automation
-
     # -- the editor ------------------------------------------------------------------------
     def _editor(
         self,
@@ -135,7 +128,7 @@ class AutomationsView(EngageView):
 
     @expose(f"/<{SMALL_ID}:automation_id>/edit", methods=("GET", "POST"))
     def edit(self, automation_id: int) -> Any:
-        automation = self._get(automation_id)
+        automation = found_or_404(Automation, automation_id)
         segments, lists = all_segments(host_session()), all_lists(host_session(), archived=True)
         if request.method == "GET":
             return self._editor(automation, AutomationForm.of(automation, segments, lists))
@@ -245,7 +238,7 @@ class AutomationsView(EngageView):
     # -- an automation -----------------------------------------------------------------------
     @expose(f"/<{SMALL_ID}:automation_id>")
     def details(self, automation_id: int) -> Any:
-        automation = self._get(automation_id)
+        automation = found_or_404(Automation, automation_id)
         session = host_session()
         segment = (
             session.get(Segment, automation.trigger_segment_id)
@@ -277,7 +270,7 @@ class AutomationsView(EngageView):
 
     @expose(f"/<{SMALL_ID}:automation_id>/toggle", methods=("POST",))
     def toggle(self, automation_id: int) -> Any:
-        automation = self._get(automation_id)
+        automation = found_or_404(Automation, automation_id)
         try:
             saved = engage().update_automation(automation.id, active=not automation.active)
         except EngageError as exc:
@@ -288,7 +281,7 @@ class AutomationsView(EngageView):
 
     @expose(f"/<{SMALL_ID}:automation_id>/delete", methods=("POST",))
     def delete(self, automation_id: int) -> Any:
-        automation = self._get(automation_id)
+        automation = found_or_404(Automation, automation_id)
         engage().delete_automation(automation.id)
         flash(f"Automation {automation.name!r} deleted; its live runs are cancelled.", "success")
         return redirect(url_for(".index"))

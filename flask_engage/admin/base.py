@@ -10,9 +10,9 @@ AJAX endpoints, a page otherwise, with a 4xx status.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
-from flask import Blueprint, current_app, flash, jsonify, redirect, request, url_for
+from flask import Blueprint, abort, current_app, flash, jsonify, redirect, request, url_for
 from flask_admin import BaseView
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.wrappers import Response
@@ -32,6 +32,17 @@ MAX_JSON_DEPTH = 64
 #: Path converters for ids: beyond these the id cannot exist, so the page is a 404.
 SMALL_ID = "int(max=2147483647)"
 BIG_ID = "int(max=9223372036854775807)"
+
+
+Row = TypeVar("Row")
+
+
+def found_or_404(model: type[Row], ident: int) -> Row:
+    """The row of ``model`` with this id (in the host's session), else a 404 page."""
+    found = host_session().get(model, ident)
+    if found is None:
+        abort(404)
+    return found
 
 
 def engage() -> Any:

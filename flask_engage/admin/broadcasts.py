@@ -12,7 +12,6 @@ from typing import Any
 
 from flask import current_app, flash, jsonify, request, url_for
 from flask_admin import expose
-from werkzeug.exceptions import abort
 
 from ..channels import all_channels, get_channel
 from ..channels.email import EmailChannel, build
@@ -38,7 +37,7 @@ from ..messages.compose import compose
 from ..messages.outcomes import rates_of_broadcasts
 from ..models import Broadcast, BroadcastStatus, Customer, CustomerList, Message, utcnow
 from ..segments.browse import all_segments
-from .base import SMALL_ID, EngageView, engage, payload
+from .base import SMALL_ID, EngageView, engage, found_or_404, payload
 from .charts import CHART_DAYS, engagement_chart
 from .forms import BroadcastForm, local_time
 from .paging import keyset
@@ -167,12 +166,6 @@ class BroadcastsView(EngageView):
         outcomes = rates_of_broadcasts(host_session(), [b.id for b in page.rows])
         return self.render("engage_admin/broadcasts.html", page=page, outcomes=outcomes)
 
-    def _get(self, broadcast_id: int) -> Broadcast:
-        broadcast = host_session().get(Broadcast, broadcast_id)
-        if broadcast is None:
-            abort(404)
-        return broadcast
-
     # -- compose and edit -------------------------------------------------------------------
     def _form_page(
         self, form: BroadcastForm, broadcast: Broadcast | None, status: int = 200, error: Any = None
@@ -218,7 +211,7 @@ class BroadcastsView(EngageView):
 
     @expose(f"/<{SMALL_ID}:broadcast_id>/edit", methods=("GET", "POST"))
     def edit(self, broadcast_id: int) -> Any:
-        broadcast = self._get(broadcast_id)
+        broadcast = found_or_404(Broadcast, broadcast_id)
         segments = all_segments(host_session())
         lists = audience_lists(broadcast.list_ids or [])
         if broadcast.status not in EDITABLE:
@@ -258,7 +251,7 @@ class BroadcastsView(EngageView):
             ref = body["broadcast_id"]
             if not isinstance(ref, int) or isinstance(ref, bool) or not 0 < ref < 2**31:
                 raise ValidationError("broadcast_id: expected a broadcast id", field="broadcast_id")
-            broadcast = self._get(ref)
+            broadcast = found_or_404(Broadcast, ref)
             segment_ids = list(broadcast.segment_ids or [])
             list_ids = list(broadcast.list_ids or [])
             channel, subject, text = broadcast.channel, broadcast.subject, broadcast.body
@@ -307,7 +300,7 @@ class BroadcastsView(EngageView):
     @expose(f"/<{SMALL_ID}:broadcast_id>")
     def details(self, broadcast_id: int) -> Any:
         session = host_session()
-        broadcast = self._get(broadcast_id)
+        broadcast = found_or_404(Broadcast, broadcast_id)
         customer, preview, preview_error = self._preview(broadcast)
         messages = keyset(session, broadcast_messages(broadcast.id), Message.id)
         counts = engage().broadcast_counts(broadcast.id)
@@ -380,13 +373,13 @@ class BroadcastsView(EngageView):
 
     @expose(f"/<{SMALL_ID}:broadcast_id>/counts")
     def counts(self, broadcast_id: int) -> Any:
-        broadcast = self._get(broadcast_id)
+        broadcast = found_or_404(Broadcast, broadcast_id)
         return jsonify(status=broadcast.status, counts=engage().broadcast_counts(broadcast.id))
 
     # -- send -----------------------------------------------------------------------------------
     @expose(f"/<{SMALL_ID}:broadcast_id>/send", methods=("POST",))
     def send(self, broadcast_id: int) -> Any:
-        return self._send(self._get(broadcast_id))
+        return self._send(found_or_404(Broadcast, broadcast_id))
 
     def _send(self, broadcast: Broadcast) -> Any:
         session = host_session()
@@ -410,7 +403,7 @@ class BroadcastsView(EngageView):
     @expose(f"/<{SMALL_ID}:broadcast_id>/cancel", methods=("POST",))
     def cancel(self, broadcast_id: int) -> Any:
         try:
-            broadcast = engage().cancel_broadcast(self._get(broadcast_id).id)
+            broadcast = engage().cancel_broadcast(found_or_404(Broadcast, broadcast_id).id)
         except EngageError as exc:
             return self.failed(exc, "details", broadcast_id=broadcast_id)
         flash(f"Broadcast {broadcast.name!r} cancelled.", "success")
@@ -420,7 +413,7 @@ class BroadcastsView(EngageView):
     def test(self, broadcast_id: int) -> Any:
         """Send the message to an address of the admin's choosing, written for a customer
         (an email, a name or an id; else the first recipient)."""
-        broadcast = self._get(broadcast_id)
+        broadcast = found_or_404(Broadcast, broadcast_id)
         address = request.form.get("email", "").strip()
         wanted = request.form.get("customer", "").strip()[:200]
         try:

@@ -7,6 +7,18 @@ from collections.abc import Mapping, Sequence
 from markupsafe import Markup, escape
 
 WIDTH, HEIGHT, PAD = 640, 220, 40
+#: The x axis, along the bottom.
+X_AXIS = (
+    f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" class="axis"/>'
+)
+
+
+def _svg(label: str, content: str) -> Markup:
+    """A chart: ``content`` in the chart's box, ``label`` for screen readers."""
+    return Markup(
+        f'<svg class="engage-chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+        f'aria-label="{escape(label)}">{content}</svg>'
+    )
 #: Days after sending in the charts of opens and clicks.
 CHART_DAYS = 7
 
@@ -52,18 +64,16 @@ def line_chart(
         f"<title>{escape(labels[i])}: {v:g}{unit}{note if flags[i] else ''}</title></circle>"
         for i, v in enumerate(values)
     )
-    return Markup(
-        f'<svg class="engage-chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
-        f'aria-label="size over time">'
-        f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" '
-        f'class="axis"/>'
+    return _svg(
+        "size over time",
+        f"{X_AXIS}"
         f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{HEIGHT - PAD}" class="axis"/>'
         f'<text x="2" y="{PAD - 8}" class="label">{top:g}{unit}</text>'
         f'<text x="2" y="{HEIGHT - PAD}" class="label">0</text>'
         f'<text x="{PAD}" y="{HEIGHT - 10}" class="label">{escape(labels[0])}</text>'
         f'<text x="{WIDTH - PAD}" y="{HEIGHT - 10}" class="label" text-anchor="end">'
         f"{escape(labels[-1])}</text>"
-        f"{''.join(lines)}{dots}</svg>"
+        f"{''.join(lines)}{dots}",
     )
 
 
@@ -84,11 +94,7 @@ def bar_chart(labels: Sequence[str], values: Sequence[int]) -> Markup:
             f'<text class="label" x="{x + width / 2:.1f}" y="{HEIGHT - PAD - height - 6:.1f}" '
             f'text-anchor="middle">{value}</text>'
         )
-    return Markup(
-        f'<svg class="engage-chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
-        f'aria-label="sends per day">'
-        f"{''.join(bars)}</svg>"
-    )
+    return _svg("sends per day", "".join(bars))
 
 
 def grouped_bar_chart(
@@ -127,12 +133,7 @@ def grouped_bar_chart(
         f'<text class="label" x="{PAD + n * 130 + 16}" y="19">{escape(name)}</text>'
         for n, name in enumerate(names)
     )
-    return Markup(
-        f'<svg class="engage-chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
-        f'aria-label="{escape(label)}">'
-        f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" '
-        f'class="axis"/>{legend}{"".join(parts)}</svg>'
-    )
+    return _svg(label, f"{X_AXIS}{legend}{''.join(parts)}")
 
 
 def engagement_chart(points: Sequence[Mapping[str, int]]) -> Markup:

@@ -7,7 +7,6 @@ from typing import Any
 
 from flask import flash, jsonify, request
 from flask_admin import expose
-from werkzeug.exceptions import abort
 
 from ..channels import opt_out_channels
 from ..customers import (
@@ -25,7 +24,7 @@ from ..lists.service import all_lists
 from ..messages.audience import customer_messages
 from ..models import Customer, Event, Message
 from ..segments.browse import all_segments
-from .base import BIG_ID, EngageView, engage
+from .base import BIG_ID, EngageView, engage, found_or_404
 from .paging import MAX_SMALL_ID, id_arg, keyset
 from .words import channel_label, who
 
@@ -64,16 +63,10 @@ class CustomersView(EngageView):
             ]
         )
 
-    def _get(self, customer_id: int) -> Customer:
-        customer = host_session().get(Customer, customer_id)
-        if customer is None:
-            abort(404)
-        return customer
-
     @expose(f"/<{BIG_ID}:customer_id>")
     def details(self, customer_id: int) -> Any:
         session = host_session()
-        customer = self._get(customer_id)
+        customer = found_or_404(Customer, customer_id)
         events = keyset(
             session, customer_events(customer.id), Event.id, cursor="before", descending=True
         )
@@ -106,7 +99,7 @@ class CustomersView(EngageView):
     @expose(f"/<{BIG_ID}:customer_id>/subscription", methods=("POST",))
     def subscription(self, customer_id: int) -> Any:
         """Subscribe or unsubscribe the customer on one channel (confirmed in the page)."""
-        customer = self._get(customer_id)
+        customer = found_or_404(Customer, customer_id)
         channel = request.form.get("channel", "")
         subscribe = request.form.get("subscribed") == "1"
         try:
@@ -128,7 +121,7 @@ class CustomersView(EngageView):
     @expose(f"/<{BIG_ID}:customer_id>/forget", methods=("POST",))
     def forget(self, customer_id: int) -> Any:
         """Erase the customer (``engage.forget``), after the page's confirmation."""
-        customer = self._get(customer_id)
+        customer = found_or_404(Customer, customer_id)
         name = who(customer)
         try:
             engage().forget(customer.external_id)

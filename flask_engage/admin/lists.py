@@ -11,7 +11,6 @@ from typing import Any
 
 from flask import flash, redirect, request, url_for
 from flask_admin import expose
-from werkzeug.exceptions import abort
 
 from ..customers import find_customer
 from ..db import host_session
@@ -20,7 +19,7 @@ from ..importer import import_customers
 from ..lists.members import change_counts, history, member_page, status_counts
 from ..lists.service import all_lists, subscriber_counts
 from ..models import Customer, CustomerList, ListMemberStatus, utcnow
-from .base import SMALL_ID, EngageView, engage
+from .base import SMALL_ID, EngageView, engage, found_or_404
 from .charts import line_chart
 from .forms import ListForm
 from .paging import MAX_SMALL_ID, id_arg
@@ -70,12 +69,6 @@ class ListsView(EngageView):
             days=DAYS,
         )
 
-    def _get(self, list_id: int) -> CustomerList:
-        found = host_session().get(CustomerList, list_id)
-        if found is None:
-            abort(404)
-        return found
-
     # -- create and edit ---------------------------------------------------------------------
     def _form_page(
         self, form: ListForm, found: CustomerList | None, status: int = 200, error: Any = None
@@ -105,7 +98,7 @@ class ListsView(EngageView):
 
     @expose(f"/<{SMALL_ID}:list_id>/edit", methods=("GET", "POST"))
     def edit(self, list_id: int) -> Any:
-        found = self._get(list_id)
+        found = found_or_404(CustomerList, list_id)
         if request.method == "GET":
             return self._form_page(ListForm.of(found), found)
         form = ListForm(request.form)
@@ -123,7 +116,7 @@ class ListsView(EngageView):
     @expose(f"/<{SMALL_ID}:list_id>")
     def details(self, list_id: int) -> Any:
         session = host_session()
-        found = self._get(list_id)
+        found = found_or_404(CustomerList, list_id)
         q = request.args.get("q", "").strip()[:200]
         wanted = request.args.get("status", "")
         if wanted not in STATUSES:
@@ -172,7 +165,7 @@ class ListsView(EngageView):
         raw = request.form.get("list_id", "")
         if not raw.isdigit() or len(raw) > 10 or int(raw) > MAX_SMALL_ID:
             raise ValidationError("list_id: choose a list", field="list_id")
-        return self._get(int(raw))
+        return found_or_404(CustomerList, int(raw))
 
     @expose("/add", methods=("POST",))
     def add(self) -> Any:
@@ -230,7 +223,7 @@ class ListsView(EngageView):
         """Import customers from an uploaded CSV file and subscribe them to the list
         (``flask engage import --list``): rows are written in chunks as they are read;
         people who unsubscribed from the list stay unsubscribed."""
-        found = self._get(list_id)
+        found = found_or_404(CustomerList, list_id)
         upload = request.files.get("file")
         id_column = request.form.get("id_column", "").strip()[:200] or "id"
         email_column = request.form.get("email_column", "").strip()[:200] or None
@@ -265,7 +258,7 @@ class ListsView(EngageView):
     @expose(f"/<{SMALL_ID}:list_id>/archive", methods=("POST",))
     def archive(self, list_id: int) -> Any:
         """Archive the list (no new subscribers), or bring it back (``archived=0``)."""
-        found = self._get(list_id)
+        found = found_or_404(CustomerList, list_id)
         archived = request.form.get("archived") != "0"
         try:
             engage().archive_list(found.id, archived=archived)
@@ -278,7 +271,7 @@ class ListsView(EngageView):
     @expose(f"/<{SMALL_ID}:list_id>/delete", methods=("POST",))
     def delete(self, list_id: int) -> Any:
         """Delete the list and its members, after the page's confirmation."""
-        found = self._get(list_id)
+        found = found_or_404(CustomerList, list_id)
         name = found.name
         try:
             engage().delete_list(found.id)

@@ -8,7 +8,6 @@ from typing import Any
 
 from flask import flash, jsonify, request, url_for
 from flask_admin import expose
-from werkzeug.exceptions import abort
 
 from ..customers import count_customers
 from ..db import host_session
@@ -24,7 +23,7 @@ from ..segments.browse import (
     value_hint,
 )
 from ..segments.history import local_day
-from .base import SMALL_ID, EngageView, engage, payload
+from .base import SMALL_ID, EngageView, engage, found_or_404, payload
 from .charts import line_chart
 from .forms import SegmentForm, parse_json
 from .paging import keyset
@@ -61,12 +60,6 @@ class SegmentsView(EngageView):
     @expose("/")
     def index(self) -> Any:
         return self.render("engage_admin/segments.html", segments=all_segments(host_session()))
-
-    def _get(self, segment_id: int) -> Segment:
-        segment = host_session().get(Segment, segment_id)
-        if segment is None:
-            abort(404)
-        return segment
 
     def _builder(
         self,
@@ -107,7 +100,7 @@ class SegmentsView(EngageView):
 
     @expose(f"/<{SMALL_ID}:segment_id>/edit", methods=("GET", "POST"))
     def edit(self, segment_id: int) -> Any:
-        segment = self._get(segment_id)
+        segment = found_or_404(Segment, segment_id)
         if request.method == "GET":
             form = SegmentForm(data={"name": segment.name, "description": segment.description})
             return self._builder(segment, form)
@@ -149,7 +142,7 @@ class SegmentsView(EngageView):
     @expose(f"/<{SMALL_ID}:segment_id>/impact", methods=("POST",))
     def impact(self, segment_id: int) -> Any:
         """What saving the posted filters would change (JSON; nothing is written)."""
-        segment = self._get(segment_id)
+        segment = found_or_404(Segment, segment_id)
         body = payload("filters")
         if "filters" not in body:
             raise ValidationError('filters: send a JSON object {"filters": ...}', field="filters")
@@ -197,7 +190,7 @@ class SegmentsView(EngageView):
     @expose(f"/<{SMALL_ID}:segment_id>")
     def details(self, segment_id: int) -> Any:
         session = host_session()
-        segment = self._get(segment_id)
+        segment = found_or_404(Segment, segment_id)
         page = keyset(session, members(segment.id), Customer.id)
         history = engage().segment_history(segment, days=30)
         since = rebuilt_before(segment)
@@ -230,7 +223,7 @@ class SegmentsView(EngageView):
 
     @expose(f"/<{SMALL_ID}:segment_id>/recompute", methods=("POST",))
     def recompute(self, segment_id: int) -> Any:
-        segment = self._get(segment_id)
+        segment = found_or_404(Segment, segment_id)
         try:
             outcomes = engage().recompute(segment.id)
         except EngageError as exc:
@@ -248,7 +241,7 @@ class SegmentsView(EngageView):
 
     @expose(f"/<{SMALL_ID}:segment_id>/delete", methods=("POST",))
     def delete(self, segment_id: int) -> Any:
-        segment = self._get(segment_id)
+        segment = found_or_404(Segment, segment_id)
         try:
             engage().delete_segment(segment.id)
         except EngageError as exc:
