@@ -4,21 +4,14 @@ steps of each arm nested under them, and saved without typing JSON."""
 
 from __future__ import annotations
 
-import os
-
-import pytest
 from sqlalchemy import select
 
 from flask_engage.models import Automation
 from tests.hostapp import db, engage
-from tests.test_admin_browser import CHROMIUM, server  # noqa: F401 (fixture)
+from tests.test_admin_browser import BROWSER_TESTS, CHROMIUM, server  # noqa: F401 (fixture)
 from tests.test_admin_browser_safe import page, screen, shot  # noqa: F401 (fixtures)
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium"),
-    pytest.mark.parametrize("db_kind", ["sqlite"]),
-]
+pytestmark = BROWSER_TESTS
 
 
 def test_wait_for_an_event_and_if_otherwise_without_json(app, page, screen):  # noqa: F811

@@ -19,11 +19,13 @@ CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parent / "artifacts"
 SEGMENT_NAME = "Pro customers in Lagos who purchased more than 3 times in 30 days"
 
-pytestmark = [
+#: Marks of every browser test module: Chromium, on SQLite.
+BROWSER_TESTS = [
     pytest.mark.browser,
     pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium"),
     pytest.mark.parametrize("db_kind", ["sqlite"]),
 ]
+pytestmark = BROWSER_TESTS
 
 
 @pytest.fixture

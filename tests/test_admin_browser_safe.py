@@ -7,7 +7,6 @@ their card). Screenshots go to tests/artifacts/ (the docs' images are taken from
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import timedelta
 
@@ -16,7 +15,7 @@ from sqlalchemy import func, select
 
 from flask_engage.models import Automation, Message, utcnow
 from tests.hostapp import User, db, engage
-from tests.test_admin_browser import ARTIFACTS, CHROMIUM, server  # noqa: F401 (fixture)
+from tests.test_admin_browser import ARTIFACTS, BROWSER_TESTS, CHROMIUM, server  # noqa: F401 (fixture)
 
 SCREENS = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}
 PRO = {"attribute": "plan", "op": "eq", "value": "pro"}
@@ -27,11 +26,7 @@ KYC_PENDING = {
     ]
 }
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium"),
-    pytest.mark.parametrize("db_kind", ["sqlite"]),
-]
+pytestmark = BROWSER_TESTS
 
 
 @pytest.fixture(params=list(SCREENS))

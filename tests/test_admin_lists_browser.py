@@ -5,21 +5,14 @@ Screenshots go to tests/artifacts/."""
 
 from __future__ import annotations
 
-import os
 import re
 
-import pytest
-
 from tests.hostapp import db, engage
-from tests.test_admin_browser import CHROMIUM, server  # noqa: F401 (fixture)
+from tests.test_admin_browser import BROWSER_TESTS, CHROMIUM, server  # noqa: F401 (fixture)
 from tests.test_admin_browser_safe import page, screen, shot  # noqa: F401 (fixtures)
 from tests.test_engagement import BROWSER, path, pixel_url
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium"),
-    pytest.mark.parametrize("db_kind", ["sqlite"]),
-]
+pytestmark = BROWSER_TESTS
 
 
 def test_create_a_list_add_a_customer_and_see_the_count(app, page, screen):  # noqa: F811

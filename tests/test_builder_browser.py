@@ -5,18 +5,11 @@ node kinds, operators per attribute type, windows and channels come from
 from __future__ import annotations
 
 import json
-import os
-
-import pytest
 
 from tests.hostapp import db, engage
-from tests.test_admin_browser import ARTIFACTS, CHROMIUM, page, server  # noqa: F401 (fixtures)
+from tests.test_admin_browser import ARTIFACTS, BROWSER_TESTS, CHROMIUM, page, server  # noqa: F401 (fixtures)
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium"),
-    pytest.mark.parametrize("db_kind", ["sqlite"]),
-]
+pytestmark = BROWSER_TESTS
 
 
 def options(select) -> list[str]:

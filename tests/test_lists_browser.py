@@ -4,18 +4,11 @@ name, the live count follows it, and the saved segment holds the list's subscrib
 from __future__ import annotations
 
 import json
-import os
-
-import pytest
 
 from tests.hostapp import db, engage
-from tests.test_admin_browser import CHROMIUM, page, server  # noqa: F401 (fixtures)
+from tests.test_admin_browser import BROWSER_TESTS, CHROMIUM, page, server  # noqa: F401 (fixtures)
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium"),
-    pytest.mark.parametrize("db_kind", ["sqlite"]),
-]
+pytestmark = BROWSER_TESTS
 
 
 def test_builder_builds_a_segment_on_a_list(app, page):  # noqa: F811
