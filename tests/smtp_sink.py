@@ -29,6 +29,33 @@ class Inbox:
         with self.lock:
             return Counter(rcpt for rcpts, _ in self.received for rcpt in rcpts)
 
+    def refuse_data(self, address: str, reply: str, times: int | None = None) -> None:
+        """Answer ``reply`` to the DATA of a message to ``address`` (the first
+        ``times`` times; always when None)."""
+        accept, refused = self.handle_DATA, []
+
+        async def handle_data(server, session, envelope):
+            if envelope.rcpt_tos == [address] and (times is None or len(refused) < times):
+                refused.append(address)
+                return reply
+            return await accept(server, session, envelope)
+
+        self.handle_DATA = handle_data
+
+    def refuse_recipient(self, address: str, reply: str, times: int | None = None) -> None:
+        """Answer ``reply`` to ``RCPT TO:<address>`` (the first ``times`` times)."""
+        refused = []
+
+        async def handle_rcpt(server, session, envelope, rcpt, rcpt_options):
+            if rcpt == address and (times is None or len(refused) < times):
+                refused.append(rcpt)
+                return reply
+            envelope.rcpt_tos.append(rcpt)
+            envelope.rcpt_options.extend(rcpt_options)
+            return "250 OK"
+
+        self.handle_RCPT = handle_rcpt
+
 
 class CountingInbox(Inbox):
     """An Inbox counting the messages whose ``RCPT TO`` had already arrived when their

@@ -96,14 +96,7 @@ def test_smtp_refusal_fails_the_message_and_the_rest_are_sent(app, smtp):
     engage.identify(1, email="ok@example.com")
     engage.identify(2, email="bad@example.com")
     db.session.commit()
-    original = inbox.handle_DATA
-
-    async def refuse_bad(server, session, envelope):
-        if envelope.rcpt_tos == ["bad@example.com"]:
-            return "550 mailbox unavailable"
-        return await original(server, session, envelope)
-
-    inbox.handle_DATA = refuse_bad
+    inbox.refuse_data("bad@example.com", "550 mailbox unavailable")
     broadcast = engage.create_broadcast(
         "Mixed", channel="email", segments=["all"], subject="S", body="B"
     )

@@ -82,14 +82,7 @@ def test_three_connections_each_customer_gets_exactly_one_email(app, smtp):
 def test_a_refused_recipient_fails_and_the_others_are_sent(app, smtp):
     inbox, _ = smtp
     add_customers(30)
-    original = inbox.handle_DATA
-
-    async def refuse_c7(server, session, envelope):
-        if envelope.rcpt_tos == ["c7@example.com"]:
-            return "550 mailbox unavailable"
-        return await original(server, session, envelope)
-
-    inbox.handle_DATA = refuse_c7
+    inbox.refuse_data("c7@example.com", "550 mailbox unavailable")
     broadcast = engage.create_broadcast(
         "Refused", channel="email", segments=["all"], subject="S", body="B"
     )
@@ -106,16 +99,7 @@ def test_a_refused_recipient_fails_and_the_others_are_sent(app, smtp):
 def test_a_temporary_refusal_is_retried_with_backoff(app, smtp, reply):
     inbox, _ = smtp
     add_customers(12)
-    original = inbox.handle_DATA
-    refused = []
-
-    async def busy_once(server, session, envelope):
-        if envelope.rcpt_tos == ["c3@example.com"] and not refused:
-            refused.append(1)
-            return reply
-        return await original(server, session, envelope)
-
-    inbox.handle_DATA = busy_once
+    inbox.refuse_data("c3@example.com", reply, times=1)
     broadcast = engage.create_broadcast(
         "Busy", channel="email", segments=["all"], subject="S", body="B"
     )
@@ -283,25 +267,10 @@ def test_pipelining_is_used_when_the_server_offers_it_and_only_then(app, smtp):
     assert engage.broadcast_counts(broadcast)["sent"] == 20
 
 
-def refuse_recipient(inbox, address: str, reply: str, times: int | None = None) -> None:
-    """The sink answers ``reply`` to ``RCPT TO:<address>`` (the first ``times`` times)."""
-    refused = []
-
-    async def handle_rcpt(server, session, envelope, rcpt, rcpt_options):
-        if rcpt == address and (times is None or len(refused) < times):
-            refused.append(rcpt)
-            return reply
-        envelope.rcpt_tos.append(rcpt)
-        envelope.rcpt_options.extend(rcpt_options)
-        return "250 OK"
-
-    inbox.handle_RCPT = handle_rcpt
-
-
 def test_a_refused_recipient_is_not_sent_and_the_others_are(app, smtp):
     inbox, _ = smtp
     add_customers(10)
-    refuse_recipient(inbox, "c4@example.com", "550 5.1.1 <c4@example.com>: no such user")
+    inbox.refuse_recipient("c4@example.com", "550 5.1.1 <c4@example.com>: no such user")
     broadcast = engage.create_broadcast(
         "Refused", channel="email", segments=["all"], subject="S", body="B"
     )
@@ -318,7 +287,7 @@ def test_a_refused_recipient_is_not_sent_and_the_others_are(app, smtp):
 def test_a_recipient_refused_for_now_is_retried(app, smtp):
     inbox, _ = smtp
     add_customers(5)
-    refuse_recipient(inbox, "c2@example.com", "450 4.2.0 greylisted, come back later", times=1)
+    inbox.refuse_recipient("c2@example.com", "450 4.2.0 greylisted, come back later", times=1)
     broadcast = engage.create_broadcast(
         "Grey", channel="email", segments=["all"], subject="S", body="B"
     )
